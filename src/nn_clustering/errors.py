@@ -1,0 +1,29 @@
+"""Error types whose message is one line naming the problem and the fix.
+
+Every error the command line reports to a user derives from :class:`NnClusteringError`; the
+command line prints ``error: <message>`` and exits with status 2 instead of a traceback.
+"""
+
+
+class NnClusteringError(Exception):
+    """Base class: a user-facing problem with a one-line message that says how to fix it."""
+
+
+class DatasetError(NnClusteringError):
+    """A dataset file is missing, corrupt, has the wrong checksum, or the name is unknown."""
+
+
+class DatasetUnavailable(DatasetError):
+    """A raw dataset cannot be obtained here (no mirror copy and the download failed)."""
+
+
+class GraphError(NnClusteringError):
+    """Weights cannot be turned into a graph (NaN, shapes that do not chain, empty layers)."""
+
+
+class ClusteringError(NnClusteringError):
+    """Clustering parameters do not fit the graph (k too small or too large)."""
+
+
+class ModelError(NnClusteringError):
+    """A model file is missing, unreadable or of an unsupported kind."""
