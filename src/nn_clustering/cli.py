@@ -28,6 +28,68 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 1 if explicitly_missing else 0
 
 
+def _graph_inputs(weights, norm: str):
+    """Kernels that form the graph and the builder: MLP kernels, or conv-to-conv kernels."""
+    from functools import partial
+
+    from .graph import cnn_graph, mlp_graph
+
+    if weights.kind == "cnn":
+        if len(weights.kernels) < 2:
+            raise NnClusteringError(
+                f"{weights.source}: a CNN needs at least two conv layers for a channel graph"
+            )
+        return weights.kernels[1:], partial(cnn_graph, norm=norm)
+    return weights.kernels, mlp_graph
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from .fileio import file_digest, write_json_atomic
+    from .graph import check_kernels
+    from .model_io import load_weights
+    from .provenance import code_version, library_versions
+    from .shuffle import ShuffleConfig, shuffle_test
+    from .spectral import SpectralConfig
+
+    if args.shuffles < 1:
+        raise NnClusteringError(f"--shuffles {args.shuffles}: need at least 1 shuffle")
+    weights = load_weights(args.path)
+    kernels, builder = _graph_inputs(weights, args.norm)
+    if weights.kind == "mlp":
+        check_kernels(kernels)
+    graph = builder(kernels)
+    spectral = SpectralConfig(n_clusters=args.k)
+    config = ShuffleConfig(
+        n_shuffles=args.shuffles, method=args.method, seed=args.seed,
+        n_jobs=args.jobs, scheduler=args.scheduler,
+    )
+    result = shuffle_test(kernels, spectral, config, builder, progress=not args.quiet)
+    stats = result.stats
+    print(f"{args.path}: {weights.kind.upper()}, {graph.n_nodes} nodes in layers {list(graph.layer_sizes)}")
+    print(
+        f"n-cut {result.clustering.ncut:.4f} (k = {args.k}); {args.method} shuffles "
+        f"(N = {stats.n}): mean {stats.mean:.4f}, sd {stats.sd:.4f}, z {stats.z:.2f}, "
+        f"p {stats.p_value:.4g} -> {'significantly' if stats.significant else 'not significantly'} "
+        "more clusterable than its shuffles"
+    )
+    sizes = result.clustering.sizes_by_layer(graph)
+    for i, row in enumerate(sizes):
+        print(f"  layer {i}: cluster sizes {row}")
+    if args.output:
+        record = {
+            **result.as_dict(),
+            "layer_sizes": list(graph.layer_sizes),
+            "cluster_sizes_by_layer": sizes,
+            "model": {"path": str(args.path), "kind": weights.kind, "sha256": file_digest(args.path, "sha256")},
+            "seed": args.seed,
+            "code_version": code_version(),
+            "versions": library_versions(),
+        }
+        write_json_atomic(args.output, record)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -42,6 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="generator seed (default: 42)")
     p.add_argument("--force", action="store_true", help="rebuild files that already exist")
     p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser(
+        "cluster", help="cluster a model (.keras or .npz of kernels) and run the shuffle test"
+    )
+    p.add_argument("path", help="a saved Keras model or an .npz of kernels in layer order (arr_0, arr_1, ...)")
+    p.add_argument("--k", type=int, default=4, help="number of clusters (default: 4)")
+    p.add_argument("--shuffles", type=int, default=320, help="number of shuffles (default: 320)")
+    p.add_argument("--method", choices=["layer", "layer_nonzero"], default="layer",
+                   help="shuffle method (default: layer)")
+    p.add_argument("--jobs", type=int, default=1, help="local worker processes (default: 1)")
+    p.add_argument("--seed", type=int, default=42, help="root seed of the shuffles (default: 42)")
+    p.add_argument("--scheduler", default=None,
+                   help="run on dask.distributed: a scheduler address, or 'local' for a LocalCluster")
+    p.add_argument("--norm", choices=["l1", "l2"], default="l1",
+                   help="conv kernel slice norm for CNN channel graphs (default: l1)")
+    p.add_argument("--output", default=None, help="write everything as JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_cluster)
     return parser
 
 

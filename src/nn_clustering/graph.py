@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -24,42 +25,110 @@ from .errors import GraphError
 SliceNorm = Literal["l1", "l2"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Graph:
     """A layered weighted graph over the neurons (or channels) of a network.
 
-    ``adjacency`` is the symmetric (n, n) CSR matrix over *all* nodes; ``layer_sizes`` gives
-    the number of nodes per layer in order. Derived views drop isolated nodes.
+    ``blocks[l]`` holds the (non-negative) edge weights between layer l and layer l + 1, of
+    shape (n_l, n_{l+1}); there are no other edges, so the graph is bipartite between even
+    and odd layers. Nodes are ordered layer by layer. The symmetric adjacency, dense or
+    sparse, is derived from the blocks.
     """
 
-    adjacency: sp.csr_matrix
-    layer_sizes: tuple[int, ...]
+    blocks: tuple[np.ndarray, ...]
+
+    @cached_property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Number of nodes per layer, in order."""
+        return (self.blocks[0].shape[0],) + tuple(b.shape[1] for b in self.blocks)
 
     @property
     def n_nodes(self) -> int:
         """Number of nodes, isolated ones included."""
         return int(sum(self.layer_sizes))
 
-    @property
+    @cached_property
     def layer_of_node(self) -> np.ndarray:
         """Layer index of every node."""
         return np.repeat(np.arange(len(self.layer_sizes)), self.layer_sizes)
 
-    @property
+    @cached_property
     def degrees(self) -> np.ndarray:
         """Weighted degree of every node."""
-        return np.asarray(self.adjacency.sum(axis=1)).ravel()
+        per_layer = [np.zeros(n) for n in self.layer_sizes]
+        for layer, block in enumerate(self.blocks):
+            per_layer[layer] += block.sum(axis=1)
+            per_layer[layer + 1] += block.sum(axis=0)
+        return np.concatenate(per_layer)
 
-    @property
+    @cached_property
     def active(self) -> np.ndarray:
         """Boolean mask of the nodes with non-zero degree (the ones that get clustered)."""
         return self.degrees > 0
 
-    def without_isolated(self) -> tuple[sp.csr_matrix, np.ndarray]:
-        """The adjacency restricted to non-isolated nodes, and the layer of each kept node."""
-        keep = self.active
-        idx = np.flatnonzero(keep)
-        return self.adjacency[idx][:, idx].tocsr(), self.layer_of_node[keep]
+    @cached_property
+    def adjacency(self) -> sp.csr_matrix:
+        """The symmetric (n, n) sparse adjacency over all nodes."""
+        return sp.csr_matrix(sp.bmat(self._block_grid(self.blocks), format="csr"))
+
+    def _block_grid(self, blocks: Sequence[np.ndarray]) -> list[list]:
+        n = len(blocks) + 1
+        grid: list[list] = [[None] * n for _ in range(n)]
+        for layer, block in enumerate(blocks):
+            grid[layer][layer + 1] = sp.csr_matrix(block)
+            grid[layer + 1][layer] = sp.csr_matrix(block.T)
+        sizes = [blocks[0].shape[0]] + [b.shape[1] for b in blocks]
+        for layer, size in enumerate(sizes):  # keep empty diagonal blocks sized
+            grid[layer][layer] = sp.csr_matrix((size, size))
+        return grid
+
+    def active_blocks(self) -> list[np.ndarray]:
+        """The blocks restricted to non-isolated nodes."""
+        keep = np.split(self.active, np.cumsum(self.layer_sizes)[:-1])
+        return [b[keep[i]][:, keep[i + 1]] for i, b in enumerate(self.blocks)]
+
+    def without_isolated(self, dense: bool = False) -> tuple[sp.csr_matrix | np.ndarray, np.ndarray]:
+        """Adjacency restricted to non-isolated nodes (dense array or CSR), and their layers."""
+        blocks = self.active_blocks()
+        layers = self.layer_of_node[self.active]
+        if not dense:
+            return sp.csr_matrix(sp.bmat(self._block_grid(blocks), format="csr")), layers
+        sizes = [blocks[0].shape[0]] + [b.shape[1] for b in blocks]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        out = np.zeros((offsets[-1], offsets[-1]))
+        for layer, block in enumerate(blocks):
+            rows = slice(offsets[layer], offsets[layer + 1])
+            cols = slice(offsets[layer + 1], offsets[layer + 2])
+            out[rows, cols] = block
+            out[cols, rows] = block.T
+        return out, layers
+
+    def bipartite_block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The graph as one bipartite block over its non-isolated nodes.
+
+        Returns ``(B, even, odd)``: B[i, j] is the edge weight between the i-th node of the
+        even layers and the j-th node of the odd layers; ``even`` and ``odd`` are those
+        nodes' positions among the non-isolated nodes (layer order).
+        """
+        blocks = self.active_blocks()
+        sizes = [blocks[0].shape[0]] + [b.shape[1] for b in blocks]
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        position = {}  # layer -> slice inside its side
+        side_size = [0, 0]
+        for layer, size in enumerate(sizes):
+            side = layer % 2
+            position[layer] = slice(side_size[side], side_size[side] + size)
+            side_size[side] += size
+        out = np.zeros((side_size[0], side_size[1]))
+        for layer, block in enumerate(blocks):
+            if layer % 2 == 0:
+                out[position[layer], position[layer + 1]] = block
+            else:
+                out[position[layer + 1], position[layer]] = block.T
+        even = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in range(0, len(sizes), 2)])
+        odd_layers = range(1, len(sizes), 2)
+        odd = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in odd_layers] or [np.zeros(0, int)])
+        return out, even, odd
 
     def expand_labels(self, labels: np.ndarray) -> np.ndarray:
         """Map labels of the non-isolated nodes back to every node, -1 for isolated ones."""
@@ -108,22 +177,7 @@ def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel") -> list[n
 
 def layered_graph(matrices: Sequence[np.ndarray]) -> Graph:
     """Build the symmetric layered graph with |M_l| between consecutive layers."""
-    mats = check_kernels(matrices)
-    sizes = (mats[0].shape[0],) + tuple(m.shape[1] for m in mats)
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    rows, cols, vals = [], [], []
-    for layer, m in enumerate(mats):
-        r, c = np.nonzero(m)
-        rows.append(r + offsets[layer])
-        cols.append(c + offsets[layer + 1])
-        vals.append(np.abs(m[r, c]))
-    r = np.concatenate(rows)
-    c = np.concatenate(cols)
-    v = np.concatenate(vals)
-    n = int(offsets[-1])
-    upper = sp.coo_matrix((v, (r, c)), shape=(n, n))
-    adjacency = (upper + upper.T).tocsr()
-    return Graph(adjacency, sizes)
+    return Graph(tuple(np.abs(m) for m in check_kernels(matrices)))
 
 
 def mlp_graph(kernels: Sequence[np.ndarray]) -> Graph:

@@ -60,6 +60,25 @@ class Clustering:
 # --------------------------------------------------------------------------- n-cut
 
 
+def _one_hot(labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """(n, n_labels) indicator matrix; rows of label -1 stay zero."""
+    out = np.zeros((labels.size, n_labels))
+    inside = np.flatnonzero(labels >= 0)
+    out[inside, labels[inside]] = 1.0
+    return out
+
+
+def _ncut_from_weights(labels: np.ndarray, weight_to: np.ndarray) -> float:
+    """n-cut from each node's label and its total edge weight into each cluster."""
+    inside = np.flatnonzero(labels >= 0)
+    lab, w = labels[inside], weight_to[inside]
+    n_labels = weight_to.shape[1]
+    vol = np.bincount(lab, weights=w.sum(axis=1), minlength=n_labels)
+    within = np.bincount(lab, weights=w[np.arange(lab.size), lab], minlength=n_labels)
+    used = vol > 0
+    return float(np.sum((vol[used] - within[used]) / vol[used]))
+
+
 def ncut(adjacency: sp.spmatrix | np.ndarray, labels: np.ndarray) -> float:
     """Normalised cut: sum over clusters of cut(c) / vol(c) (SPEC section 4).
 
@@ -70,47 +89,61 @@ def ncut(adjacency: sp.spmatrix | np.ndarray, labels: np.ndarray) -> float:
     n = adjacency.shape[0]
     if labels.shape != (n,):
         raise ClusteringError(f"{labels.shape[0]} labels for a graph of {n} nodes")
-    labelled = np.flatnonzero(labels >= 0)
-    if labelled.size == 0:
+    if not np.any(labels >= 0):
         return 0.0
-    lab = labels[labelled]
-    n_labels = int(lab.max()) + 1
-    one_hot = np.zeros((n, n_labels))
-    one_hot[labelled, lab] = 1.0
-    weight_to = np.asarray(adjacency @ one_hot)[labelled]  # (labelled nodes, clusters)
-    vol = np.bincount(lab, weights=weight_to.sum(axis=1), minlength=n_labels)
-    within = np.bincount(lab, weights=weight_to[np.arange(lab.size), lab], minlength=n_labels)
-    used = vol > 0
-    return float(np.sum((vol[used] - within[used]) / vol[used]))
+    weight_to = np.asarray(adjacency @ _one_hot(labels, int(labels.max()) + 1))
+    return _ncut_from_weights(labels, weight_to)
+
+
+def ncut_bipartite(block: np.ndarray, row_labels: np.ndarray, col_labels: np.ndarray) -> float:
+    """n-cut of a bipartite graph A = [[0, B], [B^T, 0]] given as its block B."""
+    n_labels = int(max(row_labels.max(initial=-1), col_labels.max(initial=-1))) + 1
+    if n_labels == 0:
+        return 0.0
+    labels = np.concatenate([row_labels, col_labels])
+    weight_to = np.concatenate(
+        [block @ _one_hot(col_labels, n_labels), block.T @ _one_hot(row_labels, n_labels)]
+    )
+    return _ncut_from_weights(labels, weight_to)
 
 
 # --------------------------------------------------------------------------- embedding
 
 
-def _bipartite_top_eigvecs(
-    adjacency: sp.csr_matrix | np.ndarray, d_inv_sqrt: np.ndarray, side: np.ndarray, k: int
-) -> np.ndarray | None:
-    """Top-k eigenvectors of a bipartite M from the Gram matrix of its off-diagonal block."""
-    left, right = np.flatnonzero(side), np.flatnonzero(~side)
-    if len(right) > len(left):
-        left, right = right, left
-    if k > len(right):
+def top_singular_pairs(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Top-k left and right singular vectors of a (normalised) block from its Gram matrix.
+
+    For M = [[0, B], [B^T, 0]] the top-k eigenvectors are (u_i, v_i) / sqrt(2). Returns None
+    when the problem is degenerate (k above the smaller side, or a zero singular value).
+    """
+    transpose = block.shape[1] > block.shape[0]
+    b = block.T if transpose else block
+    n_small = b.shape[1]
+    if k > n_small:
         return None
-    if isinstance(adjacency, np.ndarray):
-        block = adjacency[np.ix_(left, right)] * d_inv_sqrt[left, None] * d_inv_sqrt[None, right]
-        gram = block.T @ block
-    else:
-        block = sp.diags(d_inv_sqrt[left]) @ adjacency[left][:, right] @ sp.diags(d_inv_sqrt[right])
-        gram = (block.T @ block).toarray()
-    n_small = gram.shape[0]
+    gram = b.T @ b
     values, v = scipy.linalg.eigh(gram, subset_by_index=[n_small - k, n_small - 1], driver="evx")
     s = np.sqrt(np.clip(values, 0.0, None))
     if np.any(s <= 1e-12):
-        return None  # degenerate: fall back to the general solver
-    u = (block @ v) / s
+        return None
+    u = (b @ v) / s
+    return (v, u) if transpose else (u, v)
+
+
+def _bipartite_top_eigvecs(
+    adjacency: sp.csr_matrix | np.ndarray, d_inv_sqrt: np.ndarray, side: np.ndarray, k: int
+) -> np.ndarray | None:
+    """Top-k eigenvectors of a bipartite M from the singular vectors of its off-diagonal block."""
+    left, right = np.flatnonzero(side), np.flatnonzero(~side)
+    if isinstance(adjacency, np.ndarray):
+        block = adjacency[np.ix_(left, right)]
+    else:
+        block = adjacency[left][:, right].toarray()
+    pairs = top_singular_pairs(block * d_inv_sqrt[left, None] * d_inv_sqrt[None, right], k)
+    if pairs is None:
+        return None
     vectors = np.zeros((len(side), k))
-    vectors[left] = u
-    vectors[right] = v
+    vectors[left], vectors[right] = pairs
     return vectors / np.sqrt(2.0)
 
 
@@ -130,36 +163,42 @@ def _general_top_eigvecs(
     return vectors
 
 
-def two_colouring(adjacency: sp.csr_matrix, layers: np.ndarray | None) -> np.ndarray | None:
-    """Side of each node if edges only join even to odd layers, else None."""
+def two_colouring(adjacency: sp.spmatrix | np.ndarray, layers: np.ndarray | None) -> np.ndarray | None:
+    """Side of each node (even layer or not) if edges only join even to odd layers, else None."""
     if layers is None:
         return None
     side = (np.asarray(layers) % 2) == 0
-    rows = np.repeat(np.arange(adjacency.shape[0]), np.diff(adjacency.indptr))
-    return side if np.all(side[rows] != side[adjacency.indices]) else None
+    if isinstance(adjacency, np.ndarray):
+        same_side = adjacency[np.ix_(side, side)].any() or adjacency[np.ix_(~side, ~side)].any()
+        return None if same_side else side
+    a = sp.csr_matrix(adjacency)
+    rows = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))
+    return side if np.all(side[rows] != side[a.indices]) else None
 
 
 def spectral_embedding(
-    adjacency: sp.csr_matrix,
+    adjacency: sp.spmatrix | np.ndarray,
     k: int,
     layers: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Rows of the k top eigenvectors of D^-1/2 A D^-1/2, divided by sqrt(degree).
 
-    ``adjacency`` must have no isolated nodes. ``layers`` (layer index per node) enables the
-    bipartite fast path when edges only join consecutive layers. Graphs of up to
-    :data:`DENSE_LIMIT` nodes use dense linear algebra.
+    ``adjacency`` (dense array or sparse) must have no isolated nodes. ``layers`` (layer
+    index per node) enables the bipartite fast path when edges only join consecutive layers.
+    Sparse graphs of up to :data:`DENSE_LIMIT` nodes are densified.
     """
     rng = np.random.default_rng(0) if rng is None else rng
-    adjacency = sp.csr_matrix(adjacency)
+    if not isinstance(adjacency, np.ndarray):
+        adjacency = sp.csr_matrix(adjacency)
+        if adjacency.shape[0] <= DENSE_LIMIT:
+            adjacency = adjacency.toarray()
     deg = np.asarray(adjacency.sum(axis=1)).ravel()
     d_inv_sqrt = 1.0 / np.sqrt(deg)
     side = two_colouring(adjacency, layers)
-    matrix = adjacency.toarray() if adjacency.shape[0] <= DENSE_LIMIT else adjacency
-    vectors = _bipartite_top_eigvecs(matrix, d_inv_sqrt, side, k) if side is not None else None
+    vectors = _bipartite_top_eigvecs(adjacency, d_inv_sqrt, side, k) if side is not None else None
     if vectors is None:
-        vectors = _general_top_eigvecs(matrix, d_inv_sqrt, k, rng)
+        vectors = _general_top_eigvecs(adjacency, d_inv_sqrt, k, rng)
     return vectors * d_inv_sqrt[:, None]
 
 
@@ -280,7 +319,8 @@ def cluster_adjacency(
     layers: np.ndarray | None = None,
 ) -> np.ndarray:
     """Spectral clustering of a graph without isolated nodes; returns one label per node."""
-    adjacency = sp.csr_matrix(adjacency)
+    if not isinstance(adjacency, np.ndarray):
+        adjacency = sp.csr_matrix(adjacency)
     check_k(config.n_clusters, adjacency.shape[0])
     rng = np.random.default_rng(seed)
     embedding = spectral_embedding(adjacency, config.n_clusters, layers, rng)
@@ -293,9 +333,28 @@ def cluster_graph(
     config: SpectralConfig | None = None,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
 ) -> Clustering:
-    """Cluster a network graph: isolated nodes removed, labels mapped back (-1), n-cut scored."""
+    """Cluster a network graph: isolated nodes removed, labels mapped back (-1), n-cut scored.
+
+    A network graph is bipartite between even and odd layers by construction, so for graphs
+    of up to :data:`DENSE_LIMIT` nodes everything works on the even-by-odd block alone.
+    """
     config = config or SpectralConfig()
-    adjacency, layers = graph.without_isolated()
-    check_k(config.n_clusters, adjacency.shape[0])
-    labels = cluster_adjacency(adjacency, config, seed, layers)
+    n_active = int(graph.active.sum())
+    check_k(config.n_clusters, n_active)
+    rng = np.random.default_rng(seed)
+    if n_active <= DENSE_LIMIT:
+        block, even, odd = graph.bipartite_block()
+        d_inv_sqrt = 1.0 / np.sqrt(graph.degrees[graph.active])
+        pairs = top_singular_pairs(
+            block * d_inv_sqrt[even, None] * d_inv_sqrt[None, odd], config.n_clusters
+        )
+        if pairs is not None:
+            vectors = np.zeros((n_active, config.n_clusters))
+            vectors[even], vectors[odd] = pairs
+            embedding = vectors * d_inv_sqrt[:, None]  # the 1/sqrt(2) scale does not matter
+            labels, _ = kmeans(embedding, config.n_clusters, rng, config.n_init, config.max_iter, config.tol)
+            score = ncut_bipartite(block, labels[even], labels[odd])
+            return Clustering(graph.expand_labels(labels), score, config.n_clusters)
+    adjacency, layers = graph.without_isolated(dense=n_active <= DENSE_LIMIT)
+    labels = cluster_adjacency(adjacency, config, rng, layers)
     return Clustering(graph.expand_labels(labels), ncut(adjacency, labels), config.n_clusters)

@@ -1,0 +1,86 @@
+"""Clustering speed and quality against the scikit-learn reference, measured in one run.
+
+On the same 784-256-256-256-256-10 graphs (random weights, and a 90%-sparse version) it prints
+seconds per clustering for ours and for scikit-learn's SpectralClustering(affinity='precomputed',
+assign_labels='kmeans', eigen_solver='arpack', n_init=25) at k = 4 and k = 12, their ratio and
+the mean n-cut of each; then times a complete 320-shuffle test at k = 4 with 2 workers.
+
+    .venv/bin/python benchmarks/bench_clustering.py [--graphs 5] [--shuffles 320] [--jobs 2]
+
+Both sides run with one BLAS thread per process (the setting the shuffle workers use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from sklearn.cluster import SpectralClustering
+from threadpoolctl import threadpool_limits
+
+from nn_clustering.graph import mlp_graph
+from nn_clustering.shuffle import ShuffleConfig, shuffle_test
+from nn_clustering.spectral import SpectralConfig, cluster_graph, ncut
+
+SIZES = (784, 256, 256, 256, 256, 10)
+
+
+def random_kernels(rng: np.random.Generator, sparsity: float) -> list[np.ndarray]:
+    """Glorot-uniform-like random kernels; the smallest ``sparsity`` fraction set to 0."""
+    kernels = []
+    for a, b in zip(SIZES[:-1], SIZES[1:], strict=True):
+        limit = np.sqrt(6 / (a + b))
+        w = rng.uniform(-limit, limit, size=(a, b))
+        if sparsity:
+            w[np.abs(w) < np.quantile(np.abs(w), sparsity)] = 0.0
+        kernels.append(w)
+    return kernels
+
+
+def time_call(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--graphs", type=int, default=5, help="graphs per setting")
+    parser.add_argument("--shuffles", type=int, default=320)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+
+    print(f"{'graphs':>13} {'k':>3} {'ours s':>8} {'sklearn s':>10} {'speed-up':>9} "
+          f"{'ours n-cut':>11} {'sklearn n-cut':>14}")
+    for sparsity, name in ((0.0, "dense"), (0.9, "90% sparse")):
+        rng = np.random.default_rng(2020)
+        graphs = [mlp_graph(random_kernels(rng, sparsity)) for _ in range(args.graphs)]
+        for k in (4, 12):
+            ours_t, ref_t, ours_n, ref_n = [], [], [], []
+            for i, graph in enumerate(graphs):
+                adj, _ = graph.without_isolated()
+                with threadpool_limits(limits=1):
+                    ours, t = time_call(lambda g=graph, i=i, k=k: cluster_graph(g, SpectralConfig(k), seed=i))
+                    ours_t.append(t)
+                    ours_n.append(ours.ncut)
+                    model = SpectralClustering(
+                        n_clusters=k, affinity="precomputed", assign_labels="kmeans",
+                        eigen_solver="arpack", n_init=25, random_state=i,
+                    )
+                    labels, t = time_call(lambda m=model, a=adj: m.fit(a).labels_)
+                    ref_t.append(t)
+                    ref_n.append(ncut(adj, labels))
+            print(f"{name:>13} {k:>3} {np.mean(ours_t):8.3f} {np.mean(ref_t):10.3f} "
+                  f"{np.mean(ref_t) / np.mean(ours_t):8.1f}x {np.mean(ours_n):11.4f} {np.mean(ref_n):14.4f}")
+
+    kernels = random_kernels(np.random.default_rng(7), 0.9)
+    config = ShuffleConfig(n_shuffles=args.shuffles, method="layer", seed=1, n_jobs=args.jobs)
+    result, t = time_call(lambda: shuffle_test(kernels, SpectralConfig(4), config, progress=False))
+    print(f"\nshuffle test: {args.shuffles} layer shuffles at k = 4 with {args.jobs} workers: {t:.1f} s "
+          f"({t / args.shuffles * args.jobs:.3f} s per shuffle per worker); "
+          f"n-cut {result.clustering.ncut:.4f}, shuffled mean {result.stats.mean:.4f}")
+
+
+if __name__ == "__main__":
+    main()

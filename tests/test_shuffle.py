@@ -1,0 +1,98 @@
+"""Shuffles, shuffle-test statistics, and reproducibility across workers and backends."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from nn_clustering.shuffle import ShuffleConfig, shuffle_test, shuffle_weights, shuffled_ncuts
+from nn_clustering.spectral import SpectralConfig
+from nn_clustering.stats import cohens_d, empirical_p, shuffle_stats
+
+
+def test_layer_shuffle_keeps_the_multiset():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(20, 15))
+    w[w < 0.5] = 0.0
+    out = shuffle_weights(w, "layer", np.random.default_rng(1))
+    assert out.shape == w.shape
+    np.testing.assert_array_equal(np.sort(out.ravel()), np.sort(w.ravel()))
+    assert not np.array_equal(out != 0, w != 0)  # zeros move too
+
+
+def test_layer_nonzero_keeps_pattern_and_values():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(20, 15))
+    w[np.abs(w) < 1.0] = 0.0
+    out = shuffle_weights(w, "layer_nonzero", np.random.default_rng(1))
+    np.testing.assert_array_equal(out != 0, w != 0)
+    assert Counter(out[out != 0].tolist()) == Counter(w[w != 0].tolist())
+    assert not np.array_equal(out, w)
+
+
+def test_shuffle_stats_against_hand_values():
+    shuffled = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    s = shuffle_stats(2.5, shuffled)
+    assert s.p_value == pytest.approx(3 / 6)  # two below, (2 + 1) / (5 + 1)
+    assert s.mean == 3.0 and s.sd == pytest.approx(math.sqrt(2.0))
+    assert s.z == pytest.approx(-0.5 / math.sqrt(2.0))
+    assert not s.significant
+    low = shuffle_stats(0.5, shuffled)
+    assert low.p_value == pytest.approx(1 / 6) and low.significant
+    assert low.z == pytest.approx(-2.5 / math.sqrt(2.0))
+    assert shuffle_stats(5.0, shuffled).p_value == pytest.approx(5 / 6)  # ties are not "below"
+    assert empirical_p(3.0, np.array([3.0, 3.0])) == pytest.approx(1 / 3)
+
+
+def test_cohens_d_by_hand():
+    assert cohens_d(np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0])) == pytest.approx(-3.0)
+    # unequal sizes: pooled SD = sqrt((2*1 + 1*2) / 3)
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([4.0, 6.0])
+    assert cohens_d(a, b) == pytest.approx((2.0 - 5.0) / math.sqrt(4 / 3))
+
+
+def small_kernels(seed=0, sizes=(30, 20, 20, 6)):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(a, b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+
+
+def test_planted_network_is_significant_and_shuffles_are_not():
+    from test_spectral import planted_mlp
+
+    kernels, _ = planted_mlp(np.random.default_rng(0))
+    result = shuffle_test(kernels, SpectralConfig(4), ShuffleConfig(n_shuffles=20, seed=3), progress=False)
+    assert result.stats.significant and result.stats.p_value == pytest.approx(1 / 21)
+    # each cluster keeps 1/4 of a node's weight at full strength and sends 3/4 at 1%:
+    # cut/vol = 0.0075 / 0.2575 per cluster, about 0.117 for four clusters
+    assert result.clustering.ncut == pytest.approx(4 * 0.0075 / 0.2575, rel=0.15)
+    assert result.shuffled_ncuts.min() > 1.0
+    assert result.shuffled_ncuts.shape == (20,)
+
+
+@pytest.mark.parametrize("method", ["layer", "layer_nonzero"])
+def test_same_seed_same_ncuts_for_one_and_two_workers(method):
+    kernels = small_kernels()
+    kernels[0][np.abs(kernels[0]) < 0.8] = 0.0
+    spectral = SpectralConfig(4)
+    one = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=10, method=method, seed=11, n_jobs=1), progress=False)
+    two = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=10, method=method, seed=11, n_jobs=2), progress=False)
+    np.testing.assert_array_equal(one, two)
+    other = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=10, method=method, seed=12), progress=False)
+    assert not np.array_equal(one, other)
+    # a longer run extends a shorter one: shuffle i depends only on (seed, i)
+    longer = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=14, method=method, seed=11), progress=False)
+    np.testing.assert_array_equal(longer[:10], one)
+
+
+def test_dask_local_cluster_gives_identical_results():
+    pytest.importorskip("dask.distributed")
+    kernels = small_kernels(1)
+    spectral = SpectralConfig(4)
+    local = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=8, seed=5, n_jobs=1), progress=False)
+    dask = shuffled_ncuts(
+        kernels, spectral, ShuffleConfig(n_shuffles=8, seed=5, n_jobs=2, scheduler="local"), progress=False
+    )
+    np.testing.assert_array_equal(local, dask)

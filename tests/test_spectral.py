@@ -1,0 +1,161 @@
+"""Spectral clustering and n-cut against independent oracles."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.cluster import SpectralClustering
+from sklearn.metrics import adjusted_rand_score
+
+from nn_clustering.errors import ClusteringError
+from nn_clustering.graph import mlp_graph
+from nn_clustering.spectral import (
+    SpectralConfig,
+    cluster_graph,
+    kmeans,
+    ncut,
+    spectral_embedding,
+)
+
+MLP_SIZES = (784, 256, 256, 256, 256, 10)
+
+
+def random_kernels(rng, sizes=MLP_SIZES, sparsity=0.0):
+    kernels = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        w = rng.normal(size=(a, b))
+        if sparsity:
+            w[np.abs(w) < np.quantile(np.abs(w), sparsity)] = 0.0
+        kernels.append(w)
+    return kernels
+
+
+def test_ncut_by_hand():
+    # path a-b (1), b-c (2), c-d (3); clusters {a, b} and {c, d}
+    a = np.zeros((4, 4))
+    for i, j, w in ((0, 1, 1.0), (1, 2, 2.0), (2, 3, 3.0)):
+        a[i, j] = a[j, i] = w
+    # cut = 2; vol{a,b} = 1 + 3 = 4; vol{c,d} = 5 + 3 = 8
+    assert ncut(sp.csr_matrix(a), np.array([0, 0, 1, 1])) == pytest.approx(2 / 4 + 2 / 8)
+    # three clusters {a}, {b, c}, {d}: 1/1 + (1 + 3)/(3 + 5) + 3/3
+    assert ncut(a, np.array([0, 1, 1, 2])) == pytest.approx(1 + 0.5 + 1)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_ncut_equals_networkx_on_random_bipartitions(seed):
+    rng = np.random.default_rng(seed)
+    g = nx.gnp_random_graph(30, 0.3, seed=seed)
+    for u, v in g.edges:
+        g[u][v]["weight"] = float(rng.uniform(0.1, 5.0))
+    a = nx.to_scipy_sparse_array(g, nodelist=range(30), weight="weight")
+    labels = rng.integers(0, 2, 30)
+    s = {i for i in range(30) if labels[i] == 0}
+    t = set(range(30)) - s
+    expected = nx.normalized_cut_size(g, s, t, weight="weight")
+    assert ncut(a, labels) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ncut_ignores_unlabelled_nodes():
+    a = np.array([[0, 1, 5], [1, 0, 0], [5, 0, 0]], float)
+    assert ncut(a, np.array([0, 1, -1])) == pytest.approx(2.0)  # edge to node 2 left out
+
+
+def planted_mlp(rng, sizes=(64, 48, 48, 48, 12), modules=4, weak=0.01):
+    """Kernels whose cross-module weights are 100x weaker than within-module weights."""
+    groups = [np.arange(n) * modules // n for n in sizes]
+    kernels = []
+    for layer in range(len(sizes) - 1):
+        w = np.abs(rng.normal(size=(sizes[layer], sizes[layer + 1]))) + 0.1
+        same = groups[layer][:, None] == groups[layer + 1][None, :]
+        kernels.append(np.where(same, w, weak * w) * rng.choice([-1, 1], size=w.shape))
+    return kernels, groups
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_planted_modules_are_recovered_exactly(seed):
+    rng = np.random.default_rng(seed)
+    kernels, groups = planted_mlp(rng)
+    clustering = cluster_graph(mlp_graph(kernels), SpectralConfig(n_clusters=4), seed=seed)
+    hidden = slice(groups[0].size, groups[0].size + sum(g.size for g in groups[1:-1]))
+    truth = np.concatenate(groups)
+    assert adjusted_rand_score(truth[hidden], clustering.labels[hidden]) == 1.0
+    assert adjusted_rand_score(truth, clustering.labels) == 1.0
+
+
+def test_embedding_spans_the_reference_eigenspace():
+    """Bipartite fast path: same subspace as a dense eigendecomposition of the normalised A."""
+    rng = np.random.default_rng(0)
+    graph = mlp_graph(random_kernels(rng, (40, 30, 30, 8)))
+    adj, layers = graph.without_isolated()
+    fast = spectral_embedding(adj, 4, layers)
+    slow = spectral_embedding(adj, 4, None)  # general dense path
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    qf, _ = np.linalg.qr(fast * np.sqrt(deg)[:, None])
+    qs, _ = np.linalg.qr(slow * np.sqrt(deg)[:, None])
+    np.testing.assert_allclose(np.linalg.svd(qf.T @ qs, compute_uv=False), 1.0, atol=1e-8)
+
+
+def test_kmeans_finds_separated_blobs():
+    rng = np.random.default_rng(1)
+    centres = np.array([[0, 0], [10, 0], [0, 10]])
+    x = np.concatenate([c + rng.normal(size=(50, 2)) for c in centres])
+    labels, inertia = kmeans(x, 3, rng, n_init=5)
+    assert adjusted_rand_score(np.repeat([0, 1, 2], 50), labels) == 1.0
+    assert inertia == pytest.approx(sum(((x[labels == c] - x[labels == c].mean(0)) ** 2).sum() for c in range(3)))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.9])
+def test_mean_ncut_no_worse_than_sklearn_reference(sparsity):
+    """20 random MLP-shaped graphs: our mean n-cut within 1% of (or below) scikit-learn's."""
+    rng = np.random.default_rng(123)
+    ours, ref = [], []
+    for i in range(10):
+        graph = mlp_graph(random_kernels(rng, sparsity=sparsity))
+        adj, _ = graph.without_isolated()
+        ours.append(cluster_graph(graph, SpectralConfig(n_clusters=4), seed=i).ncut)
+        labels = SpectralClustering(
+            n_clusters=4, affinity="precomputed", assign_labels="kmeans",
+            eigen_solver="arpack", n_init=25, random_state=i,
+        ).fit(adj).labels_
+        ref.append(ncut(adj, labels))
+    assert np.mean(ours) <= 1.01 * np.mean(ref)
+
+
+@pytest.mark.parametrize("k", [1, 0, 12])
+def test_bad_k_is_a_clear_error(k):
+    graph = mlp_graph([np.ones((6, 3)), np.ones((3, 2))])  # 11 nodes
+    if k == 12:
+        with pytest.raises(ClusteringError, match="k = 12 is not below the 11 non-isolated nodes"):
+            cluster_graph(graph, SpectralConfig(n_clusters=k))
+    else:
+        with pytest.raises(ClusteringError, match="at least 2 clusters"):
+            cluster_graph(graph, SpectralConfig(n_clusters=k))
+
+
+def test_same_seed_same_labels():
+    rng = np.random.default_rng(5)
+    graph = mlp_graph(random_kernels(rng, (50, 40, 40, 10)))
+    a = cluster_graph(graph, SpectralConfig(n_clusters=4), seed=7)
+    b = cluster_graph(graph, SpectralConfig(n_clusters=4), seed=7)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_bipartite_fast_path_equals_generic_path():
+    """cluster_graph works on the even-by-odd block; the generic dense eigensolver on the full
+    adjacency must give the same labels (k-means only sees distances, which rotations and
+    uniform scaling of the embedding preserve) and the same n-cut."""
+    from nn_clustering.spectral import cluster_adjacency, ncut_bipartite
+
+    rng = np.random.default_rng(3)
+    kernels = random_kernels(rng, (60, 40, 40, 40, 8), sparsity=0.5)
+    kernels[0][:5] = 0.0  # isolated inputs
+    graph = mlp_graph(kernels)
+    fast = cluster_graph(graph, SpectralConfig(n_clusters=5), seed=4)
+    adjacency, _ = graph.without_isolated(dense=True)
+    generic = cluster_adjacency(adjacency, SpectralConfig(n_clusters=5), 4, layers=None)
+    np.testing.assert_array_equal(fast.labels[graph.active], generic)
+    assert fast.ncut == pytest.approx(ncut(adjacency, generic), rel=1e-12)
+    block, even, odd = graph.bipartite_block()
+    assert ncut_bipartite(block, generic[even], generic[odd]) == pytest.approx(ncut(adjacency, generic), rel=1e-12)
