@@ -28,6 +28,18 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 1 if explicitly_missing else 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .registry import REGISTRY
+    from .train import train_tags
+
+    tags = args.tags or list(REGISTRY)
+    done = train_tags(tags, args.profile, Path(args.models_dir), Path(args.data_dir))
+    total = sum(len(v) for v in done.values())
+    print(f"models: {total} instances of {len(done)} tags ready under {args.models_dir}; "
+          f"{len(tags) - len(done)} tags skipped")
+    return 0
+
+
 def _graph_inputs(weights, norm: str):
     """Kernels that form the graph and the builder: MLP kernels, or conv-to-conv kernels."""
     from functools import partial
@@ -104,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="generator seed (default: 42)")
     p.add_argument("--force", action="store_true", help="rebuild files that already exist")
     p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("train", help="train and prune the models of SPEC section 2 (make models)")
+    p.add_argument("tags", nargs="*", help="model tags (default: every tag); e.g. MNIST MNIST+DROPOUT")
+    p.add_argument("--profile", default="quick", help="training profile: quick or paper (default: quick)")
+    p.add_argument("--models-dir", default="models", help="output folder (default: models)")
+    p.add_argument("--data-dir", default="datasets", help="datasets folder (default: datasets)")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
         "cluster", help="cluster a model (.keras or .npz of kernels) and run the shuffle test"

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError, DatasetUnavailable
-from .fileio import atomic_path, file_digest, write_text_atomic
+from .fileio import atomic_path, file_digest, save_npz, write_text_atomic
 
 MIRROR_ENV = "NN_CLUSTERING_DATA_MIRROR"
 DEFAULT_SEED = 42
@@ -453,20 +453,6 @@ def build(
 
 
 # --------------------------------------------------------------------------- storage
-
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-
-
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays as a compressed ``.npz`` with fixed timestamps (deterministic bytes), atomically."""
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for key in sorted(arrays):
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-            zf.writestr(info, buf.getvalue(), compresslevel=6)
-
 
 def save_imageset(path: Path, data: ImageSet) -> None:
     """Store an :class:`ImageSet` as ``.npz`` (uint8 images, int64 labels, bool sources)."""

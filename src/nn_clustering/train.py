@@ -1,0 +1,266 @@
+"""Training and pruning of the SPEC's models (``make models``); Keras 3 only.
+
+Each model instance is trained in a staging folder ``models/<TAG>/.<instance>.partial/`` and
+renamed to ``models/<TAG>/<instance>/`` only when both stages are complete, so a half-written
+model is never taken as done. The dense stage is kept across an interrupt: a re-run reloads it
+and continues with pruning. Every stage starts from its own seed and the pruning stage always
+starts from the saved dense model, so an interrupted and resumed run gives the same weights as
+an uninterrupted one.
+
+Per instance: ``dense.keras``, ``pruned.keras``, ``dense.npz`` and ``pruned.npz`` (``kernel_i``
+and ``bias_i`` in layer order), ``metrics.json`` (per-epoch history of both stages),
+``config.json`` (resolved config, seed, code version, backend, library versions) and,
+for learning-curve tags, ``checkpoints/<stage>-epoch-<NNN>.npz`` (kernels only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .datasets import Dataset, build_all, load_dataset
+from .errors import DatasetUnavailable, NnClusteringError
+from .fileio import save_npz, write_json_atomic
+from .models import build_cnn, build_mlp, prunable_layers
+from .provenance import code_version, library_versions
+from .pruning import MagnitudePruning, PruningSchedule
+from .registry import Profile, TagSpec, get_spec, instance_seed, load_profile
+
+LEARNING_RATE = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines one trained instance."""
+
+    spec: TagSpec
+    instance: int
+    seed: int
+    profile: str
+
+
+def build_model(spec: TagSpec) -> keras.Model:
+    """The architecture of a tag."""
+    if spec.arch == "cnn":
+        return build_cnn(dropout=spec.has_dropout)
+    return build_mlp(dropout=spec.dropout)
+
+
+def prepare_data(spec: TagSpec, data: Dataset) -> tuple[np.ndarray, ...]:
+    """Inputs shaped for the architecture and one-hot labels; ``train_rows`` keeps the first rows."""
+    shape = (-1, 28, 28, 1) if spec.arch == "cnn" else (-1, 28 * 28)
+    x_train, y_train = data.x_train.reshape(shape), data.y_train
+    if spec.train_rows:
+        x_train, y_train = x_train[: spec.train_rows], y_train[: spec.train_rows]
+    n_classes = 10
+    return (
+        x_train,
+        keras.utils.to_categorical(y_train, n_classes),
+        data.x_test.reshape(shape),
+        keras.utils.to_categorical(data.y_test, n_classes),
+    )
+
+
+def compile_model(model: keras.Model) -> None:
+    """Adam(1e-3), categorical cross-entropy, accuracy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+def weights_arrays(model: keras.Model) -> dict[str, np.ndarray]:
+    """``kernel_i`` and ``bias_i`` of every Dense/Conv2D layer, in order (what the engine reads)."""
+    out = {}
+    for i, layer in enumerate(prunable_layers(model)):
+        out[f"kernel_{i}"] = keras.ops.convert_to_numpy(layer.kernel)
+        if layer.use_bias:
+            out[f"bias_{i}"] = keras.ops.convert_to_numpy(layer.bias)
+    return out
+
+
+class KernelCheckpoints(keras.callbacks.Callback):
+    """Saves the kernels after every epoch (and before the first) for the learning curve."""
+
+    def __init__(self, folder: Path, stage: str):
+        super().__init__()
+        self.folder, self.stage = folder, stage
+
+    def _save(self, epoch: int) -> None:
+        arrays = {k: v for k, v in weights_arrays(self.model).items() if k.startswith("kernel_")}
+        save_npz(self.folder / f"{self.stage}-epoch-{epoch:03d}.npz", arrays)
+
+    def on_train_begin(self, logs=None) -> None:
+        if self.stage == "dense":
+            self._save(0)
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self._save(epoch + 1)
+
+
+def _history(history: keras.callbacks.History) -> dict[str, list[float]]:
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def _verbosity() -> int:
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _save_model(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _fit(model, spec: TagSpec, data: tuple, epochs: int, callbacks: list) -> dict:
+    x_train, y_train, x_test, y_test = data
+    if epochs == 0:
+        return {}
+    history = model.fit(
+        x_train, y_train, batch_size=spec.batch_size, epochs=epochs, shuffle=spec.shuffle,
+        validation_data=(x_test, y_test), callbacks=callbacks, verbose=_verbosity(),
+    )
+    return _history(history)
+
+
+def train_dense(config: TrainConfig, data: tuple, stage_dir: Path) -> dict:
+    """Stage 1: train the dense network; save it, its weights and its history."""
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.spec)
+    compile_model(model)
+    callbacks = [KernelCheckpoints(stage_dir / "checkpoints", "dense")] if config.spec.learning_curve else []
+    history = _fit(model, config.spec, data, config.spec.epochs, callbacks)
+    _save_model(model, stage_dir / "dense.keras")
+    save_npz(stage_dir / "dense.npz", weights_arrays(model))
+    write_json_atomic(stage_dir / "dense-history.json", history)
+    return history
+
+
+def train_pruned(config: TrainConfig, data: tuple, stage_dir: Path) -> dict:
+    """Stage 2: continue training the saved dense network under magnitude pruning to 90%."""
+    keras.utils.set_random_seed(config.seed + 1)
+    model = keras.saving.load_model(stage_dir / "dense.keras", compile=False)
+    steps_per_epoch = math.ceil(len(data[0]) / config.spec.batch_size)
+    schedule = PruningSchedule(total_steps=max(1, steps_per_epoch * config.spec.prune_epochs))
+    pruning = MagnitudePruning(schedule)
+    pruning.attach(model)
+    compile_model(model)
+    callbacks: list = [pruning]
+    if config.spec.learning_curve:
+        callbacks.append(KernelCheckpoints(stage_dir / "checkpoints", "pruned"))
+    history = _fit(model, config.spec, data, config.spec.prune_epochs, callbacks)
+    pruning.detach(model)
+    _save_model(model, stage_dir / "pruned.keras")
+    save_npz(stage_dir / "pruned.npz", weights_arrays(model))
+    return history
+
+
+def instance_dir(models_dir: Path, tag: str, instance: int) -> Path:
+    """Where a finished instance lives."""
+    return Path(models_dir) / tag / str(instance)
+
+
+def train_instance(
+    config: TrainConfig,
+    models_dir: Path,
+    data_dir: Path,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train (or resume) one instance; returns its folder. Finished instances are skipped."""
+    spec = config.spec
+    final = instance_dir(models_dir, spec.tag, config.instance)
+    if (final / "config.json").exists():
+        log(f"{spec.tag}/{config.instance}: already trained, skipped")
+        return final
+    stage_dir = final.parent / f".{config.instance}.partial"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(spec, load_dataset(spec.dataset, data_dir))
+    start = time.perf_counter()
+    if (stage_dir / "dense-history.json").exists():
+        log(f"{spec.tag}/{config.instance}: resuming from the saved dense network")
+        dense_history = json.loads((stage_dir / "dense-history.json").read_text())
+    else:
+        log(f"{spec.tag}/{config.instance}: training {spec.epochs} epochs (seed {config.seed})")
+        dense_history = train_dense(config, data, stage_dir)
+    log(f"{spec.tag}/{config.instance}: pruning to 90% over {spec.prune_epochs} epochs")
+    pruned_history = train_pruned(config, data, stage_dir)
+    metrics = {
+        "dense": dense_history,
+        "pruned": pruned_history,
+        "dense_test_accuracy": (dense_history.get("val_accuracy") or [None])[-1],
+        "pruned_test_accuracy": (pruned_history.get("val_accuracy") or [None])[-1],
+        "dense_train_accuracy": (dense_history.get("accuracy") or [None])[-1],
+        "pruned_train_accuracy": (pruned_history.get("accuracy") or [None])[-1],
+        "seconds": time.perf_counter() - start,
+    }
+    write_json_atomic(stage_dir / "metrics.json", metrics)
+    (stage_dir / "dense-history.json").unlink()
+    write_json_atomic(
+        stage_dir / "config.json",
+        {
+            **asdict(config),
+            "backend": keras.backend.backend(),
+            "code_version": code_version(),
+            "versions": library_versions(),
+            "learning_rate": LEARNING_RATE,
+            "pruning": {"initial_sparsity": 0.5, "final_sparsity": 0.9, "frequency": 10},
+        },
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(stage_dir, final)
+    log(
+        f"{spec.tag}/{config.instance}: done in {metrics['seconds']:.0f} s; test accuracy dense "
+        f"{metrics['dense_test_accuracy']:.4f}, pruned {metrics['pruned_test_accuracy']:.4f} -> {final}"
+    )
+    return final
+
+
+def ensure_dataset(name: str, data_dir: Path) -> None:
+    """Build ``data_dir/<name>.npz`` if it is missing; DatasetUnavailable if it cannot be."""
+    if (Path(data_dir) / f"{name}.npz").exists():
+        return
+    report = build_all((name,), Path(data_dir), log=lambda _: None)
+    if name in report.skipped:
+        raise DatasetUnavailable(report.skipped[name])
+
+
+def train_tags(
+    tags: list[str],
+    profile: Profile | str = "quick",
+    models_dir: Path = Path("models"),
+    data_dir: Path = Path("datasets"),
+    log: Callable[[str], None] = print,
+) -> dict[str, list[Path]]:
+    """Train every instance of each tag under a profile; tags whose data is missing are skipped."""
+    profile = load_profile(profile) if isinstance(profile, str) else profile
+    specs = [profile.apply(get_spec(tag)) for tag in tags]  # unknown tags fail before training
+    done: dict[str, list[Path]] = {}
+    for spec in specs:
+        try:
+            ensure_dataset(spec.dataset, data_dir)
+        except DatasetUnavailable as exc:
+            log(f"skipped {spec.tag}: dataset {spec.dataset} is missing ({exc})")
+            continue
+        done[spec.tag] = []
+        for instance in range(spec.instances):
+            config = TrainConfig(spec, instance, instance_seed(spec.tag, instance), profile.name)
+            done[spec.tag].append(train_instance(config, models_dir, data_dir, log))
+    return done
+
+
+def check_trained(folder: Path) -> None:
+    """Raise a clear error unless ``folder`` holds a finished instance."""
+    if not (Path(folder) / "config.json").exists():
+        raise NnClusteringError(f"{folder} is not a trained model; run `make models` first")
