@@ -17,9 +17,11 @@ PIPENV := PIPENV_VENV_IN_PROJECT=1 PIPENV_IGNORE_VIRTUALENVS=1 PIPENV_VERBOSITY=
           PIPENV_NOSPIN=1 $(TOOLS)/bin/pipenv
 
 DATASETS_DIR := datasets
+PROFILE ?= quick
+TAGS ?=
 DATASET_SRC := src/nn_clustering/datasets.py src/nn_clustering/fileio.py
 
-.PHONY: help env datasets test test-all lint format lock clean clean-env
+.PHONY: help env datasets models test lint format lock bench clean clean-env
 
 help: ## Show this list of targets (the default goal)
 	@echo "nn-clustering: is this trained neural network modular?"
@@ -46,6 +48,13 @@ datasets: $(DATASETS_DIR)/MANIFEST ## Build every dataset of SPEC section 1 into
 
 $(DATASETS_DIR)/MANIFEST: $(STAMP) $(DATASET_SRC)
 	$(PY) -m nn_clustering datasets --out $(DATASETS_DIR) --force
+
+models: $(STAMP) ## Train + prune models: PROFILE=quick|paper, TAGS="MNIST FASHION" (resumable)
+	$(PY) -m nn_clustering train $(TAGS) --profile $(PROFILE) --data-dir $(DATASETS_DIR)
+
+bench: $(STAMP) ## Run the benchmarks (clustering and training; several minutes)
+	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_clustering.py
+	$(PY) benchmarks/bench_training.py
 
 test: $(STAMP) ## Run the test suite (no network, no GPU; about 10 minutes on 2 cores)
 	$(PY) -m pytest

@@ -81,6 +81,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         Call before ``compile`` so the compiled train step includes the constraint.
         """
         self.masks = []
+        self.step = 0
         for layer in prunable_layers(model):
             mask = keras.Variable(
                 np.ones(layer.kernel.shape, np.float32), trainable=False, name=f"{layer.name}_mask"
@@ -98,10 +99,10 @@ class MagnitudePruning(keras.callbacks.Callback):
             layer.kernel.assign(kernel * keras.ops.convert_to_numpy(mask))
 
     def on_train_begin(self, logs=None) -> None:
+        """Start the schedule (step 0) or, on a later ``fit``, continue it where it stopped."""
         if not self.masks:
             raise RuntimeError("MagnitudePruning.attach(model) must be called before compile()")
-        self.step = 0
-        self._apply_masks(recompute=True)
+        self._apply_masks(recompute=self.step == 0)
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         self.step += 1

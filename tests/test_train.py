@@ -1,0 +1,239 @@
+"""Training and pruning on small synthetic data (seconds each), TensorFlow and JAX backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from nn_clustering import datasets  # noqa: E402
+from nn_clustering.models import build_cnn, build_mlp, prunable_layers  # noqa: E402
+from nn_clustering.pruning import MagnitudePruning, PruningSchedule, magnitude_mask  # noqa: E402
+from nn_clustering.registry import REGISTRY, TagSpec, load_profile  # noqa: E402
+from nn_clustering.train import TrainConfig, train_instance  # noqa: E402
+
+
+def easy_task(n=1200, seed=0, inputs=20):
+    """Label = which of 4 input blocks is raised by 0.5 over uniform noise: easy for an MLP."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.random((n, 4, inputs // 4))
+    x[np.arange(n), y] += 0.5
+    return x.reshape(n, inputs).astype("float32"), keras.utils.to_categorical(y, 4), y
+
+
+def small_mlp(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = build_mlp(hidden=(32, 32), n_inputs=20, n_classes=4)
+    return model
+
+
+def prune(model, x, y, epochs=3, batch_size=64):
+    steps = int(np.ceil(len(x) / batch_size)) * epochs
+    callback = MagnitudePruning(PruningSchedule(total_steps=steps))
+    callback.attach(model)
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[callback])
+    return callback
+
+
+def train_then_prune(model, x, y, dense_epochs=10, prune_epochs=3):
+    """Dense training, then pruning to 90%, as the real pipeline does."""
+    model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
+    model.fit(x, y, batch_size=64, epochs=dense_epochs, verbose=0)
+    return prune(model, x, y, epochs=prune_epochs)
+
+
+def test_schedule_values():
+    s = PruningSchedule(total_steps=100)
+    assert s.sparsity(0) == pytest.approx(0.5)
+    assert s.sparsity(100) == pytest.approx(0.9)
+    assert s.sparsity(250) == pytest.approx(0.9)
+    assert s.sparsity(50) == pytest.approx(0.9 - 0.4 * 0.5**3)
+    assert s.sparsity(25) == pytest.approx(0.9 - 0.4 * 0.75**3)
+    assert [t for t in range(0, 101) if s.updates_at(t)] == list(range(0, 101, 10))
+    assert PruningSchedule(total_steps=95).updates_at(95)
+
+
+def test_magnitude_mask_keeps_exactly_the_largest():
+    w = np.array([[0.1, -5.0, 0.3], [2.0, -0.2, 0.0]])
+    mask = magnitude_mask(w, 0.5)  # keep round(6 * 0.5) = 3 largest |w|: -5, 2, 0.3
+    np.testing.assert_array_equal(mask, [[0, 1, 1], [1, 0, 0]])
+    assert magnitude_mask(w, 0.9).sum() == round(6 * 0.1)
+
+
+def test_pruned_kernels_have_exact_sparsity_and_stay_pruned():
+    x, y, _ = easy_task()
+    model = small_mlp()
+    layers = prunable_layers(model)
+    for layer in layers:  # start biases away from 0: pruning them would set some to exactly 0
+        layer.bias.assign(np.ones(layer.bias.shape, "float32"))
+    callback = prune(model, x, y)
+    assert [tuple(m.shape) for m in callback.masks] == [tuple(layer.kernel.shape) for layer in layers]
+    zero_patterns = []
+    for layer in layers:
+        k = keras.ops.convert_to_numpy(layer.kernel)
+        assert int((k == 0).sum()) == round(0.9 * k.size)
+        b = keras.ops.convert_to_numpy(layer.bias)
+        assert np.count_nonzero(b) == b.size  # biases are never pruned
+        zero_patterns.append(k == 0)
+    # further training steps with the final masks keep every pruned weight at exactly zero
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[callback])
+    for layer, zeros in zip(layers, zero_patterns, strict=True):
+        k = keras.ops.convert_to_numpy(layer.kernel)
+        assert np.all(k[zeros] == 0)
+
+
+def test_dropout_layers_where_spec_says():
+    mlp = build_mlp(dropout=0.5)
+    kinds = [(type(layer).__name__, getattr(layer, "rate", None)) for layer in mlp.layers]
+    assert kinds == [("Dense", None), ("Dropout", 0.5)] * 4 + [("Dense", None)]
+    assert [type(layer).__name__ for layer in build_mlp().layers] == ["Dense"] * 5
+    cnn = [(type(layer).__name__, getattr(layer, "rate", None)) for layer in build_cnn(dropout=True).layers]
+    assert cnn == [
+        ("Conv2D", None), ("Conv2D", None), ("MaxPooling2D", None), ("Dropout", 0.25),
+        ("Conv2D", None), ("MaxPooling2D", None), ("Dropout", 0.25),
+        ("Flatten", None), ("Dense", None), ("Dropout", 0.5), ("Dense", None),
+    ]
+    assert REGISTRY["CIFAR10+DROPOUT"].dropout == 0.2 and REGISTRY["CIFAR10+DROPOUT"].epochs == 100
+    assert REGISTRY["MNIST+DROPOUT"].dropout == 0.5 and REGISTRY["MNIST"].instances == 10
+
+
+def test_profiles_scale_schedules():
+    quick = load_profile("quick")
+    spec = quick.apply(REGISTRY["CIFAR10"])
+    assert (spec.epochs, spec.prune_epochs, spec.instances) == (3, 3, 1)
+    cnn = quick.apply(REGISTRY["CNN-MNIST"])
+    assert (cnn.epochs, cnn.prune_epochs) == (1, 1)
+    paper = load_profile("paper").apply(REGISTRY["CIFAR10"])
+    assert (paper.epochs, paper.prune_epochs, paper.instances) == (20, 40, 10)
+
+
+@pytest.fixture
+def line_data(tmp_path):
+    data = datasets.make_line(seed=0, n_train=1500, n_test=300)
+    datasets.save_imageset(tmp_path / "data" / "line.npz", data)
+    return tmp_path / "data"
+
+
+def tiny_config(seed=3, epochs=2, prune_epochs=1):
+    spec = TagSpec("TEST", "line", "mlp", 0.0, epochs, prune_epochs, batch_size=100, learning_curve=True)
+    return TrainConfig(spec, 0, seed, "test")
+
+
+def final_weights(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(folder / "pruned.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_same_seed_same_weights_and_reload_predicts_identically(line_data, tmp_path):
+    a = train_instance(tiny_config(), tmp_path / "a", line_data, log=lambda _: None)
+    b = train_instance(tiny_config(), tmp_path / "b", line_data, log=lambda _: None)
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        np.testing.assert_array_equal(wa[key], wb[key])
+    model = keras.saving.load_model(a / "pruned.keras")
+    x = datasets.load_dataset("line", line_data).x_test.reshape(-1, 784)[:64]
+    again = keras.saving.load_model(a / "pruned.keras")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))
+    # the saved npz kernels are the model's kernels
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.layers[0].kernel), wa["kernel_0"])
+    metrics = json.loads((a / "metrics.json").read_text())
+    assert len(metrics["dense"]["val_accuracy"]) == 2 and len(metrics["pruned"]["accuracy"]) == 1
+    config = json.loads((a / "config.json").read_text())
+    assert config["seed"] == 3 and config["backend"] == "tensorflow" and "code_version" in config
+    assert sorted(p.name for p in (a / "checkpoints").iterdir()) == [
+        "dense-epoch-000.npz", "dense-epoch-001.npz", "dense-epoch-002.npz", "pruned-epoch-001.npz",
+    ]
+
+
+def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkeypatch):
+    from nn_clustering import train
+
+    reference = train_instance(tiny_config(), tmp_path / "ref", line_data, log=lambda _: None)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_pruned", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_instance(tiny_config(), tmp_path / "run", line_data, log=lambda _: None)
+    assert not (tmp_path / "run" / "TEST" / "0").exists()  # nothing half-done is taken as done
+    assert (tmp_path / "run" / "TEST" / ".0.partial" / "dense.keras").exists()
+    monkeypatch.undo()
+    lines = []
+    resumed = train_instance(tiny_config(), tmp_path / "run", line_data, log=lines.append)
+    assert any("resuming" in line for line in lines)
+    for key, value in final_weights(reference).items():
+        np.testing.assert_array_equal(final_weights(resumed)[key], value)
+    assert not (tmp_path / "run" / "TEST" / ".0.partial").exists()
+    # a finished instance is skipped
+    lines.clear()
+    train_instance(tiny_config(), tmp_path / "run", line_data, log=lines.append)
+    assert lines == ["TEST/0: already trained, skipped"]
+
+
+def test_training_beats_chance_on_tensorflow():
+    x, y, labels = easy_task(n=2000)
+    model = small_mlp()
+    train_then_prune(model, x, y)
+    accuracy = float(np.mean(model.predict(x, verbose=0).argmax(1) == labels))
+    assert accuracy > 0.7  # chance is 0.25
+
+
+JAX_SCRIPT = r"""
+import numpy as np, keras, sys
+sys.path.insert(0, {tests!r})
+from test_train import easy_task, small_mlp, train_then_prune
+from nn_clustering.models import prunable_layers
+assert keras.backend.backend() == "jax"
+x, y, labels = easy_task(n=2000)
+model = small_mlp()
+callback = train_then_prune(model, x, y)
+for layer in prunable_layers(model):
+    k = keras.ops.convert_to_numpy(layer.kernel)
+    assert int((k == 0).sum()) == round(0.9 * k.size), (int((k == 0).sum()), k.size)
+zeros = [keras.ops.convert_to_numpy(l.kernel) == 0 for l in prunable_layers(model)]
+model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[callback])
+for layer, z in zip(prunable_layers(model), zeros):
+    assert np.all(keras.ops.convert_to_numpy(layer.kernel)[z] == 0)
+print("ACCURACY", float(np.mean(model.predict(x, verbose=0).argmax(1) == labels)))
+"""
+
+
+def test_training_and_pruning_on_jax():
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    script = JAX_SCRIPT.format(tests=str(Path(__file__).parent))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    accuracy = float(out.stdout.split("ACCURACY")[1])
+    assert accuracy > 0.7
+
+
+def test_unknown_tag_and_profile_are_clear_errors(capsys, tmp_path):
+    from nn_clustering import cli
+
+    assert cli.main(["train", "MNSIT", "--models-dir", str(tmp_path)]) == 2
+    assert "unknown model tag 'MNSIT'" in capsys.readouterr().err
+    assert cli.main(["train", "MNIST", "--profile", "fast", "--models-dir", str(tmp_path)]) == 2
+    assert "unknown profile 'fast'; use one of paper, quick" in capsys.readouterr().err
+
+
+def test_missing_dataset_tag_is_skipped_with_a_message(tmp_path, monkeypatch, fake_mirror):
+    from nn_clustering import train
+
+    (fake_mirror["mirror"] / "cifar-10" / datasets.CIFAR_ARCHIVE).unlink()
+    lines = []
+    quick = replace(load_profile("quick"), max_epochs=1, max_prune_epochs=1)
+    done = train.train_tags(["CIFAR10"], quick, tmp_path / "models", tmp_path / "data", log=lines.append)
+    assert done == {} and len(lines) == 1 and lines[0].startswith("skipped CIFAR10: dataset cifar10 is missing")
