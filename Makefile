@@ -56,13 +56,13 @@ bench: $(STAMP) ## Run the benchmarks (clustering and training; several minutes)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_clustering.py
 	$(PY) benchmarks/bench_training.py
 
-test: $(STAMP) ## Run the test suite (no network, no GPU; about 10 minutes on 2 cores)
+test: $(STAMP) ## Run the test suite (no network, no GPU; a few minutes on 2 cores)
 	$(PY) -m pytest
 
-lint: $(STAMP) ## Lint and check formatting with ruff
+lint: $(STAMP) ## Lint with ruff (rules in pyproject.toml)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-format: $(STAMP) ## Apply ruff's fixes and formatting
+format: $(STAMP) ## Apply ruff's automatic fixes
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 clean: ## Remove caches (keeps datasets, models, results and the environment)
