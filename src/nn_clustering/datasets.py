@@ -95,7 +95,7 @@ RAW_FILES: dict[str, dict[str, RawFile]] = {
 
 @dataclass
 class ImageSet:
-    """Train and test splits of 28x28 uint8 images with integer labels.
+    """Train and test splits of 28x28 images with integer labels.
 
     ``source_*`` is set for mixtures only: True where the row came from the second dataset.
     """
@@ -106,25 +106,13 @@ class ImageSet:
     y_test: np.ndarray
     source_train: np.ndarray | None = None
     source_test: np.ndarray | None = None
-    meta: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
-class Dataset:
-    """What :func:`load_dataset` returns: float32 images scaled to [0, 1] and int labels."""
+class Dataset(ImageSet):
+    """What :func:`load_dataset` returns: float32 images scaled to [0, 1], int labels, a name."""
 
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source_train: np.ndarray | None = None
-    source_test: np.ndarray | None = None
-
-    @property
-    def n_classes(self) -> int:
-        """Number of label values (labels are 0..n-1)."""
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+    name: str = ""
 
 
 # --------------------------------------------------------------------------- raw files
