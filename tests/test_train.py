@@ -139,6 +139,8 @@ def test_same_seed_same_weights_and_reload_predicts_identically(line_data, tmp_p
     b = train_instance(tiny_config(), tmp_path / "b", line_data, log=lambda _: None)
     wa, wb = final_weights(a), final_weights(b)
     assert wa.keys() == wb.keys()
+    for key in (k for k in wa if k.startswith("kernel_")):  # the real loop (steps_per_execution)
+        assert int((wa[key] == 0).sum()) == round(0.9 * wa[key].size)
     for key in wa:
         np.testing.assert_array_equal(wa[key], wb[key])
     model = keras.saving.load_model(a / "pruned.keras")

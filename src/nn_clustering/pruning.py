@@ -105,13 +105,18 @@ class MagnitudePruning(keras.callbacks.Callback):
         self._apply_masks(recompute=self.step == 0)
 
     def on_train_batch_end(self, batch, logs=None) -> None:
-        self.step += 1
-        update = self.schedule.updates_at(self.step) and self.step <= self.schedule.total_steps
+        """Called after every step, or every ``steps_per_execution`` steps (TensorFlow)."""
         if _is_jax():
             self.model.jax_state_sync()
-            self._apply_masks(recompute=update)
-        elif update:
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        total, freq = self.schedule.total_steps, self.schedule.frequency
+        crossed = step // freq > self.step // freq or (step >= total > self.step)
+        update = crossed and self.step < total
+        self.step = step
+        if update:
             self._apply_masks(recompute=True)
+        elif _is_jax():
+            self._apply_masks(recompute=False)
 
     def detach(self, model: keras.Model) -> None:
         """Remove the constraints (the saved model then needs no custom objects)."""
