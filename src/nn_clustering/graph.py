@@ -40,7 +40,7 @@ class Graph:
     @cached_property
     def layer_sizes(self) -> tuple[int, ...]:
         """Number of nodes per layer, in order."""
-        return (self.blocks[0].shape[0],) + tuple(b.shape[1] for b in self.blocks)
+        return _layer_sizes(self.blocks)
 
     @property
     def n_nodes(self) -> int:
@@ -69,18 +69,7 @@ class Graph:
     @cached_property
     def adjacency(self) -> sp.csr_matrix:
         """The symmetric (n, n) sparse adjacency over all nodes."""
-        return sp.csr_matrix(sp.bmat(self._block_grid(self.blocks), format="csr"))
-
-    def _block_grid(self, blocks: Sequence[np.ndarray]) -> list[list]:
-        n = len(blocks) + 1
-        grid: list[list] = [[None] * n for _ in range(n)]
-        for layer, block in enumerate(blocks):
-            grid[layer][layer + 1] = sp.csr_matrix(block)
-            grid[layer + 1][layer] = sp.csr_matrix(block.T)
-        sizes = [blocks[0].shape[0]] + [b.shape[1] for b in blocks]
-        for layer, size in enumerate(sizes):  # keep empty diagonal blocks sized
-            grid[layer][layer] = sp.csr_matrix((size, size))
-        return grid
+        return _sparse_adjacency(self.blocks)
 
     def active_blocks(self) -> list[np.ndarray]:
         """The blocks restricted to non-isolated nodes."""
@@ -92,9 +81,8 @@ class Graph:
         blocks = self.active_blocks()
         layers = self.layer_of_node[self.active]
         if not dense:
-            return sp.csr_matrix(sp.bmat(self._block_grid(blocks), format="csr")), layers
-        sizes = [blocks[0].shape[0]] + [b.shape[1] for b in blocks]
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
+            return _sparse_adjacency(blocks), layers
+        offsets = np.concatenate([[0], np.cumsum(_layer_sizes(blocks))])
         out = np.zeros((offsets[-1], offsets[-1]))
         for layer, block in enumerate(blocks):
             rows = slice(offsets[layer], offsets[layer + 1])
@@ -111,11 +99,9 @@ class Graph:
         nodes' positions among the non-isolated nodes (layer order).
         """
         blocks = self.active_blocks()
-        sizes = [blocks[0].shape[0]] + [b.shape[1] for b in blocks]
-        starts = np.concatenate([[0], np.cumsum(sizes)])
         position = {}  # layer -> slice inside its side
         side_size = [0, 0]
-        for layer, size in enumerate(sizes):
+        for layer, size in enumerate(_layer_sizes(blocks)):
             side = layer % 2
             position[layer] = slice(side_size[side], side_size[side] + size)
             side_size[side] += size
@@ -125,10 +111,8 @@ class Graph:
                 out[position[layer], position[layer + 1]] = block
             else:
                 out[position[layer + 1], position[layer]] = block.T
-        even = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in range(0, len(sizes), 2)])
-        odd_layers = range(1, len(sizes), 2)
-        odd = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in odd_layers] or [np.zeros(0, int)])
-        return out, even, odd
+        parity = self.layer_of_node[self.active] % 2
+        return out, np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
 
     def expand_labels(self, labels: np.ndarray) -> np.ndarray:
         """Map labels of the non-isolated nodes back to every node, -1 for isolated ones."""
@@ -142,6 +126,23 @@ class Graph:
     def split_by_layer(self, values: np.ndarray) -> list[np.ndarray]:
         """Split a per-node array into one array per layer."""
         return np.split(np.asarray(values), np.cumsum(self.layer_sizes)[:-1])
+
+
+def _layer_sizes(blocks: Sequence[np.ndarray]) -> tuple[int, ...]:
+    """Nodes per layer of a chain of blocks (n_0, n_1), (n_1, n_2), ..."""
+    return (blocks[0].shape[0],) + tuple(b.shape[1] for b in blocks)
+
+
+def _sparse_adjacency(blocks: Sequence[np.ndarray]) -> sp.csr_matrix:
+    """Symmetric CSR adjacency with each block between consecutive layers."""
+    sizes = _layer_sizes(blocks)
+    grid: list[list] = [[None] * len(sizes) for _ in sizes]
+    for layer, size in enumerate(sizes):  # sized empty diagonal blocks keep every layer
+        grid[layer][layer] = sp.csr_matrix((size, size))
+    for layer, block in enumerate(blocks):
+        grid[layer][layer + 1] = sp.csr_matrix(block)
+        grid[layer + 1][layer] = sp.csr_matrix(block.T)
+    return sp.csr_matrix(sp.bmat(grid, format="csr"))
 
 
 def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel") -> list[np.ndarray]:
