@@ -35,9 +35,16 @@ class PruningSchedule:
         progress = min(1.0, step / self.total_steps)
         return self.final + (self.initial - self.final) * (1.0 - progress) ** 3
 
+    def update_due(self, previous: int, step: int) -> bool:
+        """Whether a mask update falls in the steps (previous, step]: a multiple of
+        ``frequency`` or the last step, while pruning is not over at ``previous``."""
+        if previous >= self.total_steps:
+            return False
+        return step // self.frequency > previous // self.frequency or step >= self.total_steps
+
     def updates_at(self, step: int) -> bool:
         """Whether the masks are recomputed at ``step`` (0, every ``frequency``, and the last)."""
-        return step % self.frequency == 0 or step == self.total_steps
+        return step == 0 or self.update_due(step - 1, step)
 
 
 def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
@@ -109,9 +116,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         if _is_jax():
             self.model.jax_state_sync()
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        total, freq = self.schedule.total_steps, self.schedule.frequency
-        crossed = step // freq > self.step // freq or (step >= total > self.step)
-        update = crossed and self.step < total
+        update = self.schedule.update_due(self.step, step)
         self.step = step
         if update:
             self._apply_masks(recompute=True)
