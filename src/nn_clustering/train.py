@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from .datasets import Dataset, build_all, load_dataset
-from .errors import DatasetUnavailable, NnClusteringError
+from .errors import DatasetUnavailable
 from .fileio import save_npz, write_json_atomic
 from .models import build_cnn, build_mlp, prunable_layers
 from .provenance import code_version, library_versions
@@ -265,9 +265,3 @@ def train_tags(
             config = TrainConfig(spec, instance, instance_seed(spec.tag, instance), profile.name)
             done[spec.tag].append(train_instance(config, models_dir, data_dir, log))
     return done
-
-
-def check_trained(folder: Path) -> None:
-    """Raise a clear error unless ``folder`` holds a finished instance."""
-    if not (Path(folder) / "config.json").exists():
-        raise NnClusteringError(f"{folder} is not a trained model; run `make models` first")
