@@ -20,8 +20,31 @@ DATASETS_DIR := datasets
 PROFILE ?= quick
 TAGS ?=
 DATASET_SRC := src/nn_clustering/datasets.py src/nn_clustering/fileio.py
+# The paper profile owns models/ and results/; any other profile gets models/<profile>/ and
+# results/<profile>/, so a quick demo never mixes with the reproduction.
+PROFILE_DIR := $(if $(filter paper,$(PROFILE)),,/$(PROFILE))
+MODELS_DIR ?= models$(PROFILE_DIR)
+RESULTS_DIR ?= results$(PROFILE_DIR)
+N_JOBS ?= 2
+MODELS_INDEX := $(MODELS_DIR)/INDEX.json
+NB_OUT := $(RESULTS_DIR)/notebooks
+LIB_SRC := $(wildcard src/nn_clustering/*.py src/nn_clustering/profiles/*.json)
+STABILITY_KS := 4 2 7 10
+DEMO_TAGS := MNIST MNIST+DROPOUT FASHION FASHION+DROPOUT
 
-.PHONY: help env datasets models test lint format lock bench clean clean-env
+# run_notebook(template, output name, extra papermill arguments): executes notebooks/<template>
+# into $(NB_OUT)/<output name>.ipynb (through a temporary file, so a failed run leaves none).
+define run_notebook
+	@mkdir -p $(NB_OUT)
+	$(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar notebooks/$(1).ipynb \
+	  $(NB_OUT)/.$(2).partial.ipynb -p PROFILE $(PROFILE) -p MODELS_DIR $(abspath $(MODELS_DIR)) \
+	  -p RESULTS_DIR $(abspath $(RESULTS_DIR)) $(3) \
+	  || { rm -f $(NB_OUT)/.$(2).partial.ipynb; exit 1; }
+	@mv $(NB_OUT)/.$(2).partial.ipynb $(NB_OUT)/$(2).ipynb
+endef
+
+.PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
+        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots
 
 help: ## Show this list of targets (the default goal)
 	@echo "nn-clustering: is this trained neural network modular?"
@@ -50,7 +73,46 @@ $(DATASETS_DIR)/MANIFEST: $(STAMP) $(DATASET_SRC)
 	$(PY) -m nn_clustering datasets --out $(DATASETS_DIR) --force
 
 models: $(STAMP) ## Train + prune models: PROFILE=quick|paper, TAGS="MNIST FASHION" (resumable)
-	$(PY) -m nn_clustering train $(TAGS) --profile $(PROFILE) --data-dir $(DATASETS_DIR)
+	$(PY) -m nn_clustering train $(TAGS) --profile $(PROFILE) --data-dir $(DATASETS_DIR) \
+	  --models-dir $(MODELS_DIR)
+
+$(MODELS_INDEX):
+	@echo "error: no trained models in $(MODELS_DIR); run 'make models PROFILE=$(PROFILE)' first" >&2
+	@exit 2
+
+mlp-clustering: $(NB_OUT)/mlp-clustering.ipynb ## Shuffle test of every MLP, dense + pruned -> results/mlp-clustering.csv
+
+$(NB_OUT)/mlp-clustering.ipynb: notebooks/mlp-clustering.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,mlp-clustering,mlp-clustering,-p N_JOBS $(N_JOBS))
+
+mlp-clustering-stability: $(foreach k,$(STABILITY_KS),$(NB_OUT)/mlp-clustering-stability-k$(k).ipynb) ## Every instance of the primary tags, k = 4, 2, 7, 10
+
+$(NB_OUT)/mlp-clustering-stability-k%.ipynb: notebooks/mlp-clustering-stability.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,mlp-clustering-stability,mlp-clustering-stability-k$*,-p N_CLUSTERS $* -p N_JOBS $(N_JOBS))
+
+mlp-learning-curve: $(NB_OUT)/mlp-learning-curve.ipynb ## n-cut of every per-epoch checkpoint -> results/mlp-learning-curve.csv
+
+$(NB_OUT)/mlp-learning-curve.ipynb: notebooks/mlp-learning-curve.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,mlp-learning-curve,mlp-learning-curve)
+
+mlp-plots: $(NB_OUT)/mlp-plots.ipynb ## The paper's MLP figures -> results/figures/*.png and *.svg
+
+$(NB_OUT)/mlp-plots.ipynb: notebooks/mlp-plots.ipynb $(NB_OUT)/mlp-clustering.ipynb \
+    $(NB_OUT)/mlp-learning-curve.ipynb $(foreach k,$(STABILITY_KS),$(NB_OUT)/mlp-clustering-stability-k$(k).ipynb)
+	$(call run_notebook,mlp-plots,mlp-plots)
+
+demo: ## Start here: datasets, quick models, clustering, figures and a summary (~10 min, 2 cores)
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory datasets && \
+	$(MAKE) --no-print-directory models PROFILE=quick TAGS="$(DEMO_TAGS)" && \
+	$(MAKE) --no-print-directory mlp-plots PROFILE=quick && \
+	$(PY) -m nn_clustering summary --profile quick && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s; executed notebooks in results/quick/notebooks/"
+
+all: ## The full reproduction: datasets, models and every analysis (PROFILE=paper: days on 2 cores)
+	$(MAKE) --no-print-directory datasets
+	$(MAKE) --no-print-directory models PROFILE=$(PROFILE)
+	$(MAKE) --no-print-directory mlp-plots PROFILE=$(PROFILE)
 
 bench: $(STAMP) ## Run the benchmarks (clustering and training; several minutes)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_clustering.py

@@ -1,7 +1,8 @@
 """The ``nn-clustering`` command line.
 
-Sub-commands: ``datasets`` (build datasets) and ``cluster`` (cluster a model and run the
-shuffle test). Every user-facing problem is printed as one ``error: ...`` line, exit status 2.
+Sub-commands: ``datasets`` (build datasets), ``train`` (make models), ``cluster`` (cluster a
+model and run the shuffle test) and ``summary`` (what the clustering results found). Every
+user-facing problem is printed as one ``error: ...`` line, exit status 2.
 """
 
 from __future__ import annotations
@@ -33,29 +34,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train_tags
 
     tags = args.tags or list(REGISTRY)
-    done = train_tags(tags, args.profile, Path(args.models_dir), Path(args.data_dir))
+    done = train_tags(
+        tags, args.profile, Path(args.models_dir), Path(args.data_dir), max_instances=args.instances
+    )
     total = sum(len(v) for v in done.values())
     print(f"models: {total} instances of {len(done)} tags ready under {args.models_dir}; "
           f"{len(tags) - len(done)} tags skipped")
     return 0
 
 
-def _graph_inputs(weights, norm: str):
-    """Kernels that form the graph and the builder: MLP kernels, or conv-to-conv kernels."""
-    from functools import partial
-
-    from .graph import cnn_graph, mlp_graph
-
-    if weights.kind == "cnn":
-        if len(weights.kernels) < 2:
-            raise NnClusteringError(
-                f"{weights.source}: a CNN needs at least two conv layers for a channel graph"
-            )
-        return weights.kernels[1:], partial(cnn_graph, norm=norm)
-    return weights.kernels, mlp_graph
-
-
 def _cmd_cluster(args: argparse.Namespace) -> int:
+    from .analysis import graph_inputs
     from .fileio import file_digest, write_json_atomic
     from .model_io import load_weights
     from .provenance import code_version, library_versions
@@ -65,7 +54,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     if args.shuffles < 1:
         raise NnClusteringError(f"--shuffles {args.shuffles}: need at least 1 shuffle")
     weights = load_weights(args.path)
-    kernels, builder = _graph_inputs(weights, args.norm)
+    kernels, builder = graph_inputs(weights, args.norm)
     graph = builder(kernels)  # validates the kernels (clear errors for NaN, shapes, zeros)
     spectral = SpectralConfig(n_clusters=args.k)
     config = ShuffleConfig(
@@ -99,6 +88,13 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from .experiments import ExperimentPaths, summary
+
+    print(summary(ExperimentPaths.for_profile(args.profile, args.models_dir, args.results_dir)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -119,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", help="training profile: quick or paper (default: quick)")
     p.add_argument("--models-dir", default="models", help="output folder (default: models)")
     p.add_argument("--data-dir", default="datasets", help="datasets folder (default: datasets)")
+    p.add_argument("--instances", type=int, default=None,
+                   help="train only the first N instances of each tag (default: the profile's count)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
@@ -138,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="write everything as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_cluster)
+
+    p = sub.add_parser("summary", help="print what the clustering results found and where they are")
+    p.add_argument("--profile", default="quick", help="profile whose results to read (default: quick)")
+    p.add_argument("--models-dir", default=None, help="models folder (default: the profile's)")
+    p.add_argument("--results-dir", default=None, help="results folder (default: the profile's)")
+    p.set_defaults(func=_cmd_summary)
     return parser
 
 

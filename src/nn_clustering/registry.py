@@ -51,6 +51,7 @@ class Profile:
     max_cnn_epochs: int | None = None
     max_cnn_prune_epochs: int | None = None
     checkpoints: bool = True
+    n_shuffles: int = 320  # shuffles per shuffle test in the analyses
 
     def apply(self, spec: TagSpec) -> TagSpec:
         """The tag's schedule under this profile."""

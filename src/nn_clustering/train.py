@@ -28,8 +28,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .catalog import write_index
 from .datasets import Dataset, build_all, load_dataset
-from .errors import DatasetUnavailable
+from .errors import DatasetUnavailable, ModelError
 from .fileio import save_npz, write_json_atomic
 from .models import build_cnn, build_mlp, prunable_layers
 from .provenance import code_version, library_versions
@@ -188,6 +189,12 @@ def train_instance(
     spec = config.spec
     final = instance_dir(models_dir, spec.tag, config.instance)
     if (final / "config.json").exists():
+        trained_with = json.loads((final / "config.json").read_text()).get("profile")
+        if trained_with != config.profile:
+            raise ModelError(
+                f"{final} was trained with the {trained_with!r} profile, not {config.profile!r}; "
+                "use another --models-dir (make sets models/<profile> for profiles other than paper)"
+            )
         log(f"{spec.tag}/{config.instance}: already trained, skipped")
         return final
     stage_dir = final.parent / f".{config.instance}.partial"
@@ -249,8 +256,13 @@ def train_tags(
     models_dir: Path = Path("models"),
     data_dir: Path = Path("datasets"),
     log: Callable[[str], None] = print,
+    max_instances: int | None = None,
 ) -> dict[str, list[Path]]:
-    """Train every instance of each tag under a profile; tags whose data is missing are skipped."""
+    """Train every instance of each tag under a profile; tags whose data is missing are skipped.
+
+    ``max_instances`` trains only the first instances of each tag (the rest can follow later:
+    finished instances are skipped).
+    """
     profile = load_profile(profile) if isinstance(profile, str) else profile
     specs = [profile.apply(get_spec(tag)) for tag in tags]  # unknown tags fail before training
     done: dict[str, list[Path]] = {}
@@ -261,7 +273,10 @@ def train_tags(
             log(f"skipped {spec.tag}: dataset {spec.dataset} is missing ({exc})")
             continue
         done[spec.tag] = []
-        for instance in range(spec.instances):
+        n_instances = min(spec.instances, max_instances) if max_instances else spec.instances
+        for instance in range(n_instances):
             config = TrainConfig(spec, instance, instance_seed(spec.tag, instance), profile.name)
             done[spec.tag].append(train_instance(config, models_dir, data_dir, log))
+    if Path(models_dir).is_dir():
+        write_index(models_dir)
     return done

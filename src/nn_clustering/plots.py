@@ -1,0 +1,216 @@
+"""The figures of SPEC section 7 (``mlp-plots``), each a function returning a matplotlib Figure.
+
+Every figure has a title, labelled axes and a legend where colours carry meaning. Save with
+:func:`nn_clustering.tables.save_figure` (PNG and SVG).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+plt.rcParams["svg.hashsalt"] = "nn-clustering"  # stable SVG element ids
+STAGE_MARKERS = {"dense": "o", "pruned": "^"}
+
+
+def _colours(tags: Sequence[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("tab10" if len(tags) <= 10 else "tab20")
+    return {tag: cmap(i % cmap.N) for i, tag in enumerate(tags)}
+
+
+def _unique(values) -> list:
+    return list(dict.fromkeys(values))
+
+
+def ncut_vs_accuracy(table, method: str = "layer"):
+    """n-cut against test accuracy, one point per instance; one panel per stage, colour = tag,
+    with each model's shuffled mean as a hollow marker joined to it."""
+    rows = table[table["method"] == method]
+    stages = _unique(rows["stage"])
+    colours = _colours(_unique(rows["tag"]))
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 4.5), squeeze=False, sharey=True)
+    for ax, stage in zip(axes[0], stages, strict=True):
+        part = rows[rows["stage"] == stage]
+        for tag, group in part.groupby("tag", sort=False):
+            c = colours[tag]
+            ax.scatter(group["test_accuracy"], group["ncut"], color=c, marker=STAGE_MARKERS.get(stage, "o"),
+                       label=tag, zorder=3)
+            ax.scatter(group["test_accuracy"], group["shuffled_mean"], facecolor="none", edgecolor=c,
+                       marker=STAGE_MARKERS.get(stage, "o"), zorder=2)
+            for _, r in group.iterrows():
+                ax.plot([r["test_accuracy"]] * 2, [r["ncut"], r["shuffled_mean"]], color=c, lw=0.6, alpha=0.6)
+        ax.set_title(f"{stage} networks")
+        ax.set_xlabel("test accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"n-cut (k = {int(rows['k'].iloc[0])})")
+    axes[0][-1].legend(title="tag (filled: trained, hollow: mean of\n"
+                             f"{method} shuffles)", fontsize=8, title_fontsize=8, loc="best")
+    fig.suptitle("Clusterability against accuracy: lower n-cut = more modular")
+    fig.tight_layout()
+    return fig
+
+
+def shuffle_distributions(table, shuffles, stage: str = "pruned", instance: int = 0):
+    """Histogram of shuffled n-cuts with the observed n-cut marked, one row per tag and one
+    column per shuffle method (instance ``instance`` of each tag).
+
+    ``table`` is the clustering table, ``shuffles`` the long table of shuffled n-cuts
+    (:func:`nn_clustering.analysis.shuffles_table`).
+    """
+    chosen = table[(table["stage"] == stage) & (table["instance"] == instance)]
+    if chosen.empty:
+        raise ValueError(f"no {stage} results of instance {instance} to plot")
+    tags = _unique(chosen["tag"])
+    methods = _unique(chosen["method"])
+    fig, axes = plt.subplots(len(tags), len(methods), figsize=(4.5 * len(methods), 2.4 * len(tags)),
+                             squeeze=False)
+    for _, r in chosen.iterrows():
+        ax = axes[tags.index(r["tag"])][methods.index(r["method"])]
+        values = shuffles[(shuffles["tag"] == r["tag"]) & (shuffles["instance"] == instance)
+                          & (shuffles["stage"] == stage) & (shuffles["method"] == r["method"])
+                          & (shuffles["k"] == r["k"])]["ncut"]
+        ax.hist(values, bins=30, color="0.6", label=f"{len(values)} shuffles")
+        ax.axvline(r["ncut"], color="crimson", lw=2, label="trained network")
+        ax.set_title(f"{r['tag']} {stage}, {r['method']}: p = {r['p_value']:.3g}", fontsize=9)
+        ax.set_xlabel(f"n-cut (k = {r['k']})")
+        ax.set_ylabel("shuffles")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Trained n-cut against its shuffled networks (left of every bar = significant)")
+    fig.tight_layout()
+    return fig
+
+
+def cohens_d_plot(effects):
+    """Cohen's d between the ``layer`` and ``layer_nonzero`` shuffles, per tag and stage."""
+    tags = _unique(effects["tag"])
+    stages = _unique(effects["stage"])
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(tags) + 2), 4))
+    width = 0.8 / max(1, len(stages))
+    x = np.arange(len(tags))
+    for i, stage in enumerate(stages):
+        part = effects[effects["stage"] == stage].groupby("tag", sort=False)["cohens_d"]
+        means = part.mean().reindex(tags)
+        sds = part.std(ddof=1).reindex(tags).fillna(0)
+        ax.bar(x + i * width, means, width, yerr=sds, label=stage, capsize=3)
+    ax.set_xticks(x + width * (len(stages) - 1) / 2, tags, rotation=30, ha="right")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("Cohen's d (layer - layer_nonzero)")
+    ax.set_title("How much the two shuffle methods differ")
+    ax.legend(title="stage")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(curve):
+    """n-cut (solid) and test accuracy (dashed, right axis) per epoch, one panel per tag;
+    the pruning phase is shaded."""
+    tags = _unique(curve["tag"])
+    ncols = min(3, len(tags))
+    nrows = int(np.ceil(len(tags) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(tags):]:
+        ax.set_visible(False)
+    for ax, tag in zip(axes.flat, tags, strict=False):
+        part = curve[curve["tag"] == tag]
+        acc = ax.twinx()
+        for inst, g in part.groupby("instance"):
+            g = g.sort_values("global_epoch")
+            ax.plot(g["global_epoch"], g["ncut"], color="C0", alpha=0.8, label="n-cut" if inst == 0 else None)
+            acc.plot(g["global_epoch"], g["test_accuracy"], color="C1", ls="--", alpha=0.8,
+                     label="test accuracy" if inst == 0 else None)
+        pruned = part[part["phase"] == "pruned"]["global_epoch"]
+        if len(pruned):
+            ax.axvspan(pruned.min() - 1, pruned.max(), color="0.9", zorder=0, label="pruning")
+        ax.set_title(tag)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"n-cut (k = {int(part['k'].iloc[0])})", color="C0")
+        acc.set_ylabel("test accuracy", color="C1")
+        handles = ax.get_legend_handles_labels()[0] + acc.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize=7, loc="upper right")
+    fig.suptitle("n-cut through training and pruning")
+    fig.tight_layout()
+    return fig
+
+
+def stability_plot(table):
+    """z-score of every instance (pruned) per tag, one marker per k and shuffle method."""
+    rows = table[table["stage"] == "pruned"]
+    tags = _unique(rows["tag"])
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tags) + 2), 4))
+    groups = list(rows.groupby(["k", "method"], sort=True))
+    width = 0.8 / max(1, len(groups))
+    for i, ((k, method), g) in enumerate(groups):
+        xs = np.array([tags.index(t) for t in g["tag"]]) + (i - (len(groups) - 1) / 2) * width
+        ax.scatter(xs, g["z"].clip(lower=-50), s=14, label=f"k = {k}, {method}",
+                   marker="o" if method == "layer" else "s")
+    ax.set_xticks(range(len(tags)), tags, rotation=30, ha="right")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("z = (n-cut - shuffled mean) / sd")
+    ax.set_title("Stability: every instance's z-score (below 0 = more clusterable than shuffles)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def clustered_network(layer_sizes: Sequence[int], kernels: Sequence[np.ndarray], labels: np.ndarray,
+                      title: str = "", max_edges: int = 1500):
+    """A drawing of a clustered MLP: the input layer as an image of cluster labels (if square),
+    every other layer as a column of neurons sorted by cluster, and the strongest edges."""
+    labels = np.asarray(labels)
+    k = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 1
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    offsets = np.concatenate([[0], np.cumsum(layer_sizes)])
+    side = int(round(np.sqrt(layer_sizes[0])))
+    image_input = side * side == layer_sizes[0] and side > 4
+    fig = plt.figure(figsize=(12, 5))
+    if image_input:
+        ax_img = fig.add_axes((0.02, 0.15, 0.2, 0.7))
+        grid = labels[: layer_sizes[0]].reshape(side, side).astype(float)
+        grid[grid < 0] = np.nan
+        ax_img.imshow(grid, cmap=cmap, vmin=-0.5, vmax=cmap.N - 0.5, interpolation="nearest")
+        ax_img.set_title("input pixels by cluster\n(white: isolated)", fontsize=9)
+        ax_img.set_xticks([])
+        ax_img.set_yticks([])
+        ax = fig.add_axes((0.26, 0.05, 0.72, 0.85))
+    else:
+        ax = fig.add_axes((0.05, 0.05, 0.9, 0.85))
+    first = 1 if image_input else 0
+    positions: dict[int, tuple[float, float]] = {}
+    for layer in range(first, len(layer_sizes)):
+        lab = labels[offsets[layer]:offsets[layer + 1]]
+        order = np.lexsort((np.arange(lab.size), np.where(lab < 0, k, lab)))
+        ys = np.linspace(0, 1, lab.size) if lab.size > 1 else np.array([0.5])
+        for rank, node in enumerate(order):
+            positions[offsets[layer] + node] = (layer, ys[rank])
+    weights = []
+    for layer, kernel in enumerate(kernels):
+        if layer < first:
+            continue
+        rows, cols = np.nonzero(kernel)
+        weights += [(abs(kernel[r, c]), offsets[layer] + r, offsets[layer + 1] + c) for r, c in zip(rows, cols, strict=False)]
+    weights.sort(reverse=True)
+    strongest = weights[:max_edges]
+    if strongest:
+        top = strongest[0][0]
+        for w, a, b in strongest:
+            same = labels[a] == labels[b] and labels[a] >= 0
+            colour = cmap(labels[a] % cmap.N) if same else "0.6"
+            ax.plot([positions[a][0], positions[b][0]], [positions[a][1], positions[b][1]],
+                    color=colour, lw=0.3 + 1.2 * w / top, alpha=0.35 if same else 0.15, zorder=1)
+    nodes = np.array(sorted(positions))
+    xy = np.array([positions[n] for n in nodes])
+    node_colours = [cmap(labels[n] % cmap.N) if labels[n] >= 0 else "white" for n in nodes]
+    ax.scatter(xy[:, 0], xy[:, 1], c=node_colours, s=9, edgecolors="0.3", linewidths=0.2, zorder=2)
+    ax.set_xticks(range(first, len(layer_sizes)),
+                  [f"layer {i}\n({n})" for i, n in enumerate(layer_sizes)][first:], fontsize=8)
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(c % cmap.N), label=f"cluster {c}")
+               for c in range(k)]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title or f"Clustered network (k = {k}); the {len(strongest)} strongest edges, "
+                 "coloured when inside a cluster", fontsize=10)
+    return fig

@@ -1,0 +1,83 @@
+"""A tree of synthetic trained models in ``make models``' layout, written without Keras.
+
+The pruned network of each instance has four planted modules (cross-module weights 100x
+weaker, then the smallest half of the weights zeroed), so its clustering is known to be
+significant; the dense network is plain Gaussian noise, so it is not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from nn_clustering.fileio import save_npz
+from nn_clustering.registry import get_spec, instance_seed
+
+SIZES = (36, 16, 16, 16, 16, 4)
+
+
+def planted_kernels(rng: np.random.Generator, sizes=SIZES, modules: int = 4, weak: float = 0.01):
+    """Kernels whose cross-module weights are ``weak`` times the within-module ones."""
+    groups = [np.arange(n) * modules // n for n in sizes]
+    kernels = []
+    for layer in range(len(sizes) - 1):
+        w = np.abs(rng.normal(size=(sizes[layer], sizes[layer + 1]))) + 0.1
+        same = groups[layer][:, None] == groups[layer + 1][None, :]
+        kernels.append((np.where(same, w, weak * w) * rng.choice([-1, 1], size=w.shape)).astype(np.float32))
+    return kernels
+
+
+def prune_half(kernel: np.ndarray) -> np.ndarray:
+    """Zero the smallest half of the entries by magnitude."""
+    cut = np.quantile(np.abs(kernel), 0.5)
+    return np.where(np.abs(kernel) > cut, kernel, 0).astype(np.float32)
+
+
+def _arrays(kernels, sizes) -> dict[str, np.ndarray]:
+    out = {f"kernel_{i}": k for i, k in enumerate(kernels)}
+    out.update({f"bias_{i}": np.zeros(n, np.float32) for i, n in enumerate(sizes[1:])})
+    return out
+
+
+def write_fake_instance(models_dir: Path, tag: str, instance: int, epochs: int = 2,
+                        profile: str = "quick") -> Path:
+    """One finished instance folder of ``tag`` with dense/pruned kernels, metrics, config and
+    per-epoch checkpoints; returns the folder."""
+    rng = np.random.default_rng([instance, len(tag)])
+    folder = Path(models_dir) / tag / str(instance)
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    dense = [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(SIZES[:-1], SIZES[1:], strict=True)]
+    pruned = [prune_half(k) for k in planted_kernels(rng)]
+    save_npz(folder / "dense.npz", _arrays(dense, SIZES))
+    save_npz(folder / "pruned.npz", _arrays(pruned, SIZES))
+    for e in range(epochs + 1):
+        t = e / epochs
+        save_npz(folder / "checkpoints" / f"dense-epoch-{e:03d}.npz",
+                 {f"kernel_{i}": k * (1 - t) + p * t for i, (k, p) in enumerate(zip(dense, pruned, strict=True))})
+        if e:
+            save_npz(folder / "checkpoints" / f"pruned-epoch-{e:03d}.npz",
+                     {f"kernel_{i}": p for i, p in enumerate(pruned)})
+    acc = [0.5 + 0.1 * e for e in range(1, epochs + 1)]
+    history = {"accuracy": acc, "val_accuracy": [a - 0.05 for a in acc], "loss": [1.0] * epochs,
+               "val_loss": [1.1] * epochs}
+    metrics = {
+        "dense": history, "pruned": history,
+        "dense_test_accuracy": history["val_accuracy"][-1], "pruned_test_accuracy": history["val_accuracy"][-1],
+        "dense_train_accuracy": acc[-1], "pruned_train_accuracy": acc[-1], "seconds": 1.0,
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    config = {"spec": asdict(get_spec(tag)), "instance": instance, "seed": instance_seed(tag, instance),
+              "profile": profile, "backend": "none", "code_version": "test"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def write_fake_models(models_dir: Path, tags=("MNIST", "MNIST+DROPOUT"), instances: int = 2) -> Path:
+    """Fake instances of several tags under ``models_dir``."""
+    for tag in tags:
+        for i in range(instances):
+            write_fake_instance(models_dir, tag, i)
+    return Path(models_dir)
