@@ -1,0 +1,226 @@
+"""The analysis layer: catalog, cache, clustering/stability/learning-curve tables, figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_models import write_fake_instance, write_fake_models
+
+from nn_clustering.analysis import CLUSTERING_COLUMNS, ClusteringConfig, ModelClustering
+from nn_clustering.cache import ResultCache, cache_key
+from nn_clustering.catalog import find_instances, write_index
+from nn_clustering.errors import ModelError, NnClusteringError
+from nn_clustering.experiments import (
+    ExperimentPaths,
+    run_mlp_clustering,
+    run_mlp_learning_curve,
+    run_mlp_plots,
+    run_mlp_stability,
+    summary,
+)
+from nn_clustering.graph import mlp_graph
+from nn_clustering.learning_curve import LEARNING_CURVE_COLUMNS
+from nn_clustering.shuffle import ShuffleConfig, observed_seed, shuffle_test
+from nn_clustering.spectral import SpectralConfig, cluster_graph
+from nn_clustering.stability import STABILITY_COLUMNS, pooled_sd_of, stability_table
+
+FAST = ClusteringConfig(n_shuffles=12, seed=7)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """Fake models of two tags x two instances, and their analysed results (computed once)."""
+    root = tmp_path_factory.mktemp("experiments")
+    write_fake_models(root / "models")
+    paths = ExperimentPaths(root / "models", root / "results")
+    table, results = run_mlp_clustering(paths, FAST, progress=False, log=lambda _: None)
+    return paths, table, results
+
+
+def test_catalog_finds_finished_instances_in_registry_order(tmp_path):
+    write_fake_instance(tmp_path, "MNIST+DROPOUT", 0)
+    write_fake_instance(tmp_path, "MNIST", 1)
+    write_fake_instance(tmp_path, "MNIST", 0)
+    (tmp_path / "MNIST" / ".2.partial").mkdir()  # an interrupted run is never taken as done
+    found = find_instances(tmp_path)
+    assert [(i.tag, i.instance) for i in found] == [("MNIST", 0), ("MNIST", 1), ("MNIST+DROPOUT", 0)]
+    assert find_instances(tmp_path, ["MNIST+DROPOUT"])[0].accuracy("pruned") == pytest.approx(0.65)
+    assert find_instances(tmp_path, arch="cnn") == []
+    with pytest.raises(ModelError, match="make models"):
+        find_instances(tmp_path / "nothing")
+
+
+def test_index_is_rewritten_only_when_models_change(tmp_path):
+    write_fake_instance(tmp_path, "MNIST", 0)
+    index = write_index(tmp_path)
+    os.utime(index, (1, 1))
+    write_index(tmp_path)
+    assert index.stat().st_mtime == 1  # same models: untouched, so make does not re-run analyses
+    write_fake_instance(tmp_path, "FASHION", 0)
+    write_index(tmp_path)
+    entries = json.loads(index.read_text())["instances"]
+    assert [e["tag"] for e in entries] == ["MNIST", "FASHION"] and index.stat().st_mtime > 1
+
+
+def test_cache_computes_once_and_recovers_from_a_corrupt_entry(tmp_path):
+    cache = ResultCache(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    assert cache.get_or_compute({"a": 1}, compute) == {"value": 1}
+    assert cache.get_or_compute({"a": 1}, compute) == {"value": 1}
+    assert cache.get_or_compute({"a": 2}, compute) == {"value": 2}
+    assert len(calls) == 2 and cache_key({"a": 1}) != cache_key({"a": 2})
+    entry = next(tmp_path.rglob(f"{cache_key({'a': 1})}.json"))
+    entry.write_text("{truncated")
+    assert cache.get_or_compute({"a": 1}, compute) == {"value": 3}
+
+
+def test_clustering_table_matches_a_direct_shuffle_test(tree):
+    paths, table, _ = tree
+    on_disk = pd.read_csv(paths.results / "mlp-clustering.csv")
+    assert list(on_disk.columns) == CLUSTERING_COLUMNS
+    assert len(on_disk) == 2 * 2 * 2 * 2  # tags x instances x stages x methods
+    assert (paths.results / "mlp-clustering.xlsx").exists()
+    instance = find_instances(paths.models, ["MNIST+DROPOUT"])[1]
+    direct = shuffle_test(instance.weights("pruned").kernels, SpectralConfig(4),
+                          ShuffleConfig(12, "layer_nonzero", seed=7), progress=False)
+    row = on_disk[(on_disk.tag == "MNIST+DROPOUT") & (on_disk.instance == 1) & (on_disk.stage == "pruned")
+                  & (on_disk.method == "layer_nonzero")].iloc[0]
+    assert row.ncut == pytest.approx(direct.clustering.ncut, rel=1e-6)
+    assert row.shuffled_mean == pytest.approx(direct.stats.mean, rel=1e-6)
+    assert row.p_value == pytest.approx(direct.stats.p_value) and row.significant == direct.stats.significant
+    assert row.test_accuracy == pytest.approx(instance.accuracy("pruned"))
+    assert row.model_seed == instance.seed and row.shuffle_seed == 7
+    shuffles = pd.read_csv(paths.results / "mlp-clustering-shuffles.csv.gz")
+    mine = shuffles[(shuffles.tag == "MNIST+DROPOUT") & (shuffles.instance == 1) & (shuffles.stage == "pruned")
+                    & (shuffles.method == "layer_nonzero")]
+    np.testing.assert_allclose(mine.ncut, direct.shuffled_ncuts, rtol=1e-6)
+    # the planted pruned nets are significant, the Gaussian dense nets are not
+    pruned = on_disk[on_disk.stage == "pruned"]
+    assert pruned.significant.all() and not on_disk[on_disk.stage == "dense"].significant.any()
+
+
+def test_rerun_uses_the_cache_and_writes_identical_tables(tree):
+    paths, _, _ = tree
+    before = (paths.results / "mlp-clustering.csv").read_bytes()
+    cache = paths.cache
+    cache_files = sorted(cache.folder.rglob("*.json"))
+    table, _ = run_mlp_clustering(paths, FAST, progress=False, log=lambda _: None)
+    assert (paths.results / "mlp-clustering.csv").read_bytes() == before
+    assert sorted(cache.folder.rglob("*.json")) == cache_files  # nothing new computed
+
+
+def test_stability_statistics_by_hand():
+    def result(tag, instance, ncut, shuffles, significant):
+        row = {"tag": tag, "instance": instance, "stage": "pruned", "k": 4, "method": "layer", "ncut": ncut,
+               "z": -1.0, "significant": significant, "test_accuracy": 0.9 + 0.01 * instance,
+               "n_shuffles": len(shuffles)}
+        return ModelClustering(row, np.zeros(3, int), np.array(shuffles, float), (1, 1, 1))
+
+    results = [result("A", 0, 1.0, [2.0, 4.0], True), result("A", 1, 2.0, [3.0, 5.0, 7.0], False),
+               result("B", 0, 0.5, [1.0, 2.0], True)]
+    table = stability_table(results)
+    assert list(table.columns) == STABILITY_COLUMNS
+    a = table[table.tag == "A"].iloc[0]
+    # pooled SD: sqrt((1 * 2 + 2 * 4) / 3); mean of all five shuffles = 21 / 5
+    assert a.shuffled_pooled_sd == pytest.approx(np.sqrt(10 / 3))
+    assert pooled_sd_of([np.array([2.0, 4.0]), np.array([3.0, 5.0, 7.0])]) == pytest.approx(np.sqrt(10 / 3))
+    assert a.shuffled_mean == pytest.approx(4.2) and a.ncut_mean == pytest.approx(1.5)
+    assert a.z_pooled == pytest.approx((1.5 - 4.2) / np.sqrt(10 / 3))
+    assert a.ncut_sd == pytest.approx(np.std([1.0, 2.0], ddof=1))
+    assert (a.n_significant, a.share_significant, a.stable) == (1, 0.5, False)
+    assert table[table.tag == "B"].iloc[0].stable
+
+
+def test_stability_experiment_uses_pruned_primary_instances(tree):
+    paths, _, _ = tree
+    per_instance, statistic = run_mlp_stability(paths, ClusteringConfig(n_clusters=2, n_shuffles=12, seed=7),
+                                                progress=False, log=lambda _: None)
+    assert set(per_instance.stage) == {"pruned"} and set(per_instance.k) == {2}
+    assert (paths.results / "mlp-clustering-stability-statistic-k2.csv").exists()
+    assert (paths.results / "mlp-clustering-stability-instances-k2.xlsx").exists()
+    assert len(statistic) == 2 * 2 and statistic.n_instances.eq(2).all()
+
+
+def test_learning_curve_rows_match_direct_clustering(tree):
+    paths, _, _ = tree
+    curve = run_mlp_learning_curve(paths, k=4, seed=3, progress=False)
+    assert list(curve.columns) == LEARNING_CURVE_COLUMNS
+    mnist = curve[(curve.tag == "MNIST") & (curve.instance == 0)]
+    # dense epochs 0..2 then pruned epochs 1..2 -> global epochs 0..4
+    assert mnist.global_epoch.tolist() == [0, 1, 2, 3, 4]
+    assert mnist.phase.tolist() == ["dense"] * 3 + ["pruned"] * 2
+    assert np.isnan(mnist.test_accuracy.iloc[0]) and mnist.test_accuracy.iloc[1] == pytest.approx(0.55)
+    instance = find_instances(paths.models, ["MNIST"])[0]
+    checkpoint = instance.checkpoints()[1]
+    expected = cluster_graph(
+        mlp_graph(list(np.load(checkpoint.path).values())), SpectralConfig(4), observed_seed(3)
+    ).ncut
+    assert mnist.ncut.iloc[1] == pytest.approx(expected)
+    assert mnist.sparsity.iloc[-1] == pytest.approx(0.5, abs=0.01) and mnist.sparsity.iloc[0] == 0
+
+
+def test_plots_are_written_labelled_and_titled(tree, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from nn_clustering import plots
+
+    paths, table, results = tree
+    run_mlp_learning_curve(paths, progress=False)
+    written = run_mlp_plots(paths, seed=7)
+    assert {p.name for p in written} >= {"mlp-ncut-vs-accuracy.png", "mlp-shuffle-distributions.png",
+                                         "mlp-cohens-d.png", "mlp-learning-curve.png",
+                                         "mlp-clustered-network.png"}
+    assert all(p.with_suffix(".svg").exists() for p in written)
+    fig = plots.ncut_vs_accuracy(table)
+    for ax in fig.axes:
+        assert ax.get_title() and ax.get_xlabel()
+    assert fig.axes[0].get_ylabel() and fig.axes[-1].get_legend() is not None
+    plt.close(fig)
+
+
+def test_summary_and_missing_inputs(tree, tmp_path):
+    paths, _, _ = tree
+    text = summary(paths)
+    assert "MNIST+DROPOUT" in text and "100% of pruned networks" in text
+    empty = ExperimentPaths(tmp_path / "models", tmp_path / "results")
+    with pytest.raises(NnClusteringError, match="make mlp-clustering"):
+        run_mlp_plots(empty)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(NnClusteringError, match="make models"):
+        run_mlp_clustering(empty, FAST, progress=False)
+
+
+def test_unknown_method_or_stage_is_a_clear_error():
+    with pytest.raises(NnClusteringError, match="unknown shuffle method 'row'"):
+        ClusteringConfig(methods=("row",))
+    with pytest.raises(NnClusteringError, match="unknown stage"):
+        ClusteringConfig(stages=("final",))
+
+
+def test_profile_folders():
+    paper = ExperimentPaths.for_profile("paper")
+    quick = ExperimentPaths.for_profile("quick")
+    assert paper.models.name == "models" and quick.models.parts[-2:] == ("models", "quick")
+    assert quick.results.parts[-2:] == ("results", "quick")
+
+
+def test_copying_a_tree_keeps_results_valid(tree, tmp_path):
+    """Cache entries are keyed by content, so a copied model tree reuses them."""
+    paths, _, _ = tree
+    shutil.copytree(paths.models, tmp_path / "models")
+    copy = ExperimentPaths(tmp_path / "models", tmp_path / "results")
+    shutil.copytree(paths.results / "cache", tmp_path / "results" / "cache")
+    cache = copy.cache
+    files = sorted(cache.folder.rglob("*.json"))
+    run_mlp_clustering(copy, FAST, progress=False, log=lambda _: None)
+    assert sorted(cache.folder.rglob("*.json")) == files

@@ -1,0 +1,99 @@
+"""End to end: every analysis notebook runs under papermill on tiny synthetic models, and its
+tables agree with direct calls into the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import papermill
+import pytest
+from fake_models import write_fake_models
+
+from nn_clustering.analysis import CLUSTERING_COLUMNS
+from nn_clustering.catalog import find_instances
+from nn_clustering.graph import mlp_graph
+from nn_clustering.learning_curve import LEARNING_CURVE_COLUMNS
+from nn_clustering.shuffle import ShuffleConfig, observed_seed, shuffle_test
+from nn_clustering.spectral import SpectralConfig, cluster_graph
+from nn_clustering.stability import STABILITY_COLUMNS
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+N_SHUFFLES, SEED = 10, 5
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Run the four MLP notebooks in make's order; returns the folders."""
+    root = tmp_path_factory.mktemp("notebooks")
+    models, results = write_fake_models(root / "models"), root / "results"
+    (root / "out").mkdir()
+    common = {"PROFILE": "quick", "MODELS_DIR": str(models), "RESULTS_DIR": str(results)}
+    runs = [
+        ("mlp-clustering", {"N_SHUFFLES": N_SHUFFLES, "SEED": SEED, "N_JOBS": 1}),
+        ("mlp-clustering-stability", {"N_CLUSTERS": 2, "N_SHUFFLES": N_SHUFFLES, "SEED": SEED, "N_JOBS": 1}),
+        ("mlp-learning-curve", {"SEED": SEED}),
+        ("mlp-plots", {"SEED": SEED}),
+    ]
+    for name, params in runs:
+        papermill.execute_notebook(
+            str(NOTEBOOKS / f"{name}.ipynb"), str(root / "out" / f"{name}.ipynb"),
+            parameters={**common, **params}, cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3",
+        )
+    return root, models, results
+
+
+def test_templates_have_one_tagged_parameters_cell_and_no_outputs():
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        book = nbformat.read(path, as_version=4)
+        tagged = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path
+        assert all(not c.get("outputs") for c in book.cells if c.cell_type == "code"), f"{path} has outputs"
+
+
+def test_clustering_notebook_table_matches_direct_calls(executed):
+    _, models, results = executed
+    table = pd.read_csv(results / "mlp-clustering.csv")
+    assert list(table.columns) == CLUSTERING_COLUMNS and len(table) == 16
+    assert set(table.n_shuffles) == {N_SHUFFLES} and set(table.shuffle_seed) == {SEED}
+    for _, row in table[table.instance == 0].iterrows():
+        instance = find_instances(models, [row.tag])[0]
+        direct = shuffle_test(instance.weights(row.stage).kernels, SpectralConfig(4),
+                              ShuffleConfig(N_SHUFFLES, row.method, SEED), progress=False)
+        assert row.ncut == pytest.approx(direct.clustering.ncut, rel=1e-6)
+        assert row.z == pytest.approx(direct.stats.z, rel=1e-5)
+        assert row.p_value == pytest.approx(direct.stats.p_value)
+
+
+def test_stability_notebook_tables(executed):
+    _, _, results = executed
+    statistic = pd.read_csv(results / "mlp-clustering-stability-statistic-k2.csv")
+    per_instance = pd.read_csv(results / "mlp-clustering-stability-instances-k2.csv")
+    assert list(statistic.columns) == STABILITY_COLUMNS
+    for _, row in statistic.iterrows():
+        mine = per_instance[(per_instance.tag == row.tag) & (per_instance.method == row.method)]
+        assert row.ncut_mean == pytest.approx(mine.ncut.mean())
+        assert row.n_significant == mine.significant.sum() and row.stable == mine.significant.all()
+
+
+def test_learning_curve_notebook_table(executed):
+    _, models, results = executed
+    curve = pd.read_csv(results / "mlp-learning-curve.csv")
+    assert list(curve.columns) == LEARNING_CURVE_COLUMNS
+    instance = find_instances(models, ["MNIST+DROPOUT"])[1]
+    last = instance.checkpoints()[-1]
+    expected = cluster_graph(mlp_graph(list(np.load(last.path).values())), SpectralConfig(4), observed_seed(SEED))
+    row = curve[(curve.tag == "MNIST+DROPOUT") & (curve.instance == 1)].iloc[-1]
+    assert row.ncut == pytest.approx(expected.ncut) and row.phase == "pruned"
+
+
+def test_plots_notebook_writes_every_figure(executed):
+    root, _, results = executed
+    names = {p.stem for p in (results / "figures").glob("*.png")}
+    assert names >= {"mlp-ncut-vs-accuracy", "mlp-shuffle-distributions", "mlp-cohens-d",
+                     "mlp-learning-curve", "mlp-clustering-stability", "mlp-clustered-network"}
+    book = nbformat.read(root / "out" / "mlp-plots.ipynb", as_version=4)
+    images = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 6
