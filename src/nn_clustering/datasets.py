@@ -546,3 +546,12 @@ def build_all(
         log(f"built {path} ({len(data.y_train)} train / {len(data.y_test)} test)")
     write_manifest(data_dir)
     return report
+
+
+def ensure_dataset(name: str, data_dir: Path) -> None:
+    """Build ``data_dir/<name>.npz`` if it is missing; DatasetUnavailable if it cannot be."""
+    if (Path(data_dir) / f"{name}.npz").exists():
+        return
+    report = build_all((name,), Path(data_dir), log=lambda _: None)
+    if name in report.skipped:
+        raise DatasetUnavailable(report.skipped[name])

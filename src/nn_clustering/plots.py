@@ -214,3 +214,80 @@ def clustered_network(layer_sizes: Sequence[int], kernels: Sequence[np.ndarray],
     ax.set_title(title or f"Clustered network (k = {k}); the {len(strongest)} strongest edges, "
                  "coloured when inside a cluster", fontsize=10)
     return fig
+
+
+TAXONOMY_COLOURS = {"important": "crimson", "least_important": "darkorange", "prunable": "seagreen",
+                    "sig-but-not-diff": "purple", "diff-but-not-sig": "goldenrod", "small": "0.6",
+                    "complete": "black", "other": "steelblue"}
+
+
+def lesion_plot(tables: dict, randoms: dict):
+    """Per model, the accuracy change of each sub-module's lesion (marker, coloured by its
+    taxonomy) against the distribution of random same-size lesions (box)."""
+    tags = list(tables)
+    fig, axes = plt.subplots(len(tags), 1, figsize=(max(8, 0.45 * max(len(t) for t in tables.values()) + 2),
+                                                    3.4 * len(tags)), squeeze=False)
+    for ax, tag in zip(axes[:, 0], tags, strict=True):
+        table = tables[tag]
+        intact = float(table["intact_acc"].iloc[0])
+        boxes = [np.asarray(randoms[tag][name]) - intact for name in table["name"]]
+        x = np.arange(len(table))
+        ax.boxplot(boxes, positions=x, widths=0.6, showfliers=False, patch_artist=True,
+                   boxprops={"facecolor": "0.88", "edgecolor": "0.5"}, medianprops={"color": "0.4"})
+        for kind, group in table.groupby("taxonomy", sort=False):
+            idx = group.index.to_numpy()
+            ax.scatter(x[idx], group["diff"], color=TAXONOMY_COLOURS.get(kind, "k"), zorder=3, s=22, label=kind)
+        ax.set_xticks(x, [f"{n}\n({s})" for n, s in zip(table["name"], table["size"], strict=True)], fontsize=7)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_ylabel("accuracy change")
+        ax.set_title(f"{tag}: lesioned sub-modules (marker) vs random same-size lesions (box); "
+                     f"intact accuracy {intact:.3f}", fontsize=9)
+        ax.legend(fontsize=7, loc="lower left", ncol=4)
+    axes[-1, 0].set_xlabel("sub-module L<layer>C<cluster> (size)")
+    fig.tight_layout()
+    return fig
+
+
+def _layer_positions(nodes: Sequence[str]) -> dict[str, tuple[float, float]]:
+    by_layer: dict[int, list[str]] = {}
+    for n in nodes:
+        by_layer.setdefault(int(n[1:].split("C")[0]), []).append(n)
+    pos = {}
+    for layer, members in by_layer.items():
+        for i, n in enumerate(sorted(members)):
+            pos[n] = (float(layer), float(i - (len(members) - 1) / 2))
+    return pos
+
+
+def dependency_graph_plot(single_rows: Sequence[dict], edges: Sequence[tuple[str, str, float]], tag: str):
+    """The dependency graph between important sub-modules: an arrow Y -> X when X is important
+    alone but not once Y is lesioned; graphviz's ``dot`` layout where pygraphviz is installed."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(r["name"] for r in single_rows if r["taxonomy"] == "important")
+    for y, x, weight in edges:
+        graph.add_edge(y, x, weight=weight)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if graph.number_of_nodes() == 0:
+        ax.text(0.5, 0.5, "no important sub-modules", ha="center", va="center")
+        pos = {}
+    else:
+        try:
+            pos = nx.nx_agraph.graphviz_layout(graph, prog="dot")
+        except ImportError:
+            pos = _layer_positions(list(graph.nodes))
+        nx.draw_networkx_nodes(graph, pos, ax=ax, node_color="mistyrose", edgecolors="crimson", node_size=900)
+        nx.draw_networkx_labels(graph, pos, ax=ax, font_size=8)
+        widths = [0.5 + 20 * abs(d["weight"]) for _, _, d in graph.edges(data=True)]
+        nx.draw_networkx_edges(graph, pos, ax=ax, width=widths, arrows=True, arrowsize=14, node_size=900)
+        nx.draw_networkx_edge_labels(
+            graph, pos, ax=ax, font_size=7,
+            edge_labels={(u, v): f"{d['weight']:.3f}" for u, v, d in graph.edges(data=True)},
+        )
+    ax.set_title(f"{tag}: dependencies between important sub-modules\n"
+                 "(Y -> X: X is no longer significantly important once Y is lesioned; label s(X|Y))",
+                 fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig

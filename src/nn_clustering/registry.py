@@ -52,6 +52,9 @@ class Profile:
     max_cnn_prune_epochs: int | None = None
     checkpoints: bool = True
     n_shuffles: int = 320  # shuffles per shuffle test in the analyses
+    lesion_random: int = 100  # random lesions per sub-module (single lesion test)
+    double_lesion_random: int = 50  # random lesions per pair (double lesion test)
+    double_lesion_pairs: str = "all"  # "all" non-small sub-modules, or only the "important" ones
 
     def apply(self, spec: TagSpec) -> TagSpec:
         """The tag's schedule under this profile."""

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from .catalog import write_index
-from .datasets import Dataset, build_all, load_dataset
+from .datasets import Dataset, ensure_dataset, load_dataset
 from .errors import DatasetUnavailable, ModelError
 from .fileio import save_npz, write_json_atomic
 from .models import build_cnn, build_mlp, prunable_layers
@@ -239,15 +239,6 @@ def train_instance(
         f"{metrics['dense_test_accuracy']:.4f}, pruned {metrics['pruned_test_accuracy']:.4f} -> {final}"
     )
     return final
-
-
-def ensure_dataset(name: str, data_dir: Path) -> None:
-    """Build ``data_dir/<name>.npz`` if it is missing; DatasetUnavailable if it cannot be."""
-    if (Path(data_dir) / f"{name}.npz").exists():
-        return
-    report = build_all((name,), Path(data_dir), log=lambda _: None)
-    if name in report.skipped:
-        raise DatasetUnavailable(report.skipped[name])
 
 
 def train_tags(
