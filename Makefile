@@ -31,6 +31,7 @@ NB_OUT := $(RESULTS_DIR)/notebooks
 LIB_SRC := $(wildcard src/nn_clustering/*.py src/nn_clustering/profiles/*.json)
 STABILITY_KS := 4 2 7 10
 DEMO_TAGS := MNIST MNIST+DROPOUT FASHION FASHION+DROPOUT
+LESION_TAGS := MNIST MNIST+DROPOUT FASHION FASHION+DROPOUT
 
 # run_notebook(template, output name, extra papermill arguments): executes notebooks/<template>
 # into $(NB_OUT)/<output name>.ipynb (through a temporary file, so a failed run leaves none).
@@ -44,7 +45,7 @@ define run_notebook
 endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
-        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots
+        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion
 
 help: ## Show this list of targets (the default goal)
 	@echo "nn-clustering: is this trained neural network modular?"
@@ -101,6 +102,16 @@ $(NB_OUT)/mlp-plots.ipynb: notebooks/mlp-plots.ipynb $(NB_OUT)/mlp-clustering.ip
     $(NB_OUT)/mlp-learning-curve.ipynb $(foreach k,$(STABILITY_KS),$(NB_OUT)/mlp-clustering-stability-k$(k).ipynb)
 	$(call run_notebook,mlp-plots,mlp-plots)
 
+mlp-lesion: $(NB_OUT)/mlp-lesion-test.ipynb ## Single lesion test of each cluster -> results/mlp-lesion.xlsx
+
+$(NB_OUT)/mlp-lesion-test.ipynb: notebooks/mlp-lesion-test.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,mlp-lesion-test,mlp-lesion-test,-p DATA_DIR $(abspath $(DATASETS_DIR)))
+
+mlp-double-lesion: $(foreach t,$(LESION_TAGS),$(NB_OUT)/mlp-double-lesion-test-$(t).ipynb) ## Pairs of clusters lesioned together -> CSV + dependency graphs
+
+$(NB_OUT)/mlp-double-lesion-test-%.ipynb: notebooks/mlp-double-lesion-test.ipynb $(NB_OUT)/mlp-lesion-test.ipynb | $(STAMP)
+	$(call run_notebook,mlp-double-lesion-test,mlp-double-lesion-test-$*,-p MODEL_TAG $* -p DATA_DIR $(abspath $(DATASETS_DIR)))
+
 demo: ## Start here: datasets, quick models, clustering, figures and a summary (~10 min, 2 cores)
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory datasets && \
@@ -112,7 +123,7 @@ demo: ## Start here: datasets, quick models, clustering, figures and a summary (
 all: ## The full reproduction: datasets, models and every analysis (PROFILE=paper: days on 2 cores)
 	$(MAKE) --no-print-directory datasets
 	$(MAKE) --no-print-directory models PROFILE=$(PROFILE)
-	$(MAKE) --no-print-directory mlp-plots PROFILE=$(PROFILE)
+	$(MAKE) --no-print-directory mlp-plots mlp-lesion mlp-double-lesion PROFILE=$(PROFILE)
 
 bench: $(STAMP) ## Run the benchmarks (clustering and training; several minutes)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_clustering.py

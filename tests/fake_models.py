@@ -81,3 +81,16 @@ def write_fake_models(models_dir: Path, tags=("MNIST", "MNIST+DROPOUT"), instanc
         for i in range(instances):
             write_fake_instance(models_dir, tag, i)
     return Path(models_dir)
+
+
+def write_fake_dataset(data_dir: Path, name: str = "mnist", n: int = 200, seed: int = 0) -> Path:
+    """A dataset file in ``make datasets``' format whose images fit the fake models (6x6 inputs,
+    4 classes): class c lights up input block c."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    blocks = np.arange(36) * 4 // 36
+    x = (rng.random((n, 36)) * 60 + 190 * (blocks[None, :] == y[:, None])).astype(np.uint8)
+    data_dir = Path(data_dir)
+    save_npz(data_dir / f"{name}.npz", {"x_train": x.reshape(n, 6, 6), "y_train": y,
+                                        "x_test": x.reshape(n, 6, 6), "y_test": y})
+    return data_dir

@@ -94,7 +94,7 @@ def single_lesion_rows(
 
 def run_mlp_lesion(
     paths: ExperimentPaths, tags: Sequence[str] = LESION_TAGS, k: int = 10,
-    config: LesionConfig = LesionConfig(), data_dir=None, progress: bool = True,
+    config: LesionConfig | None = None, data_dir=None, progress: bool = True,
 ):
     """``mlp-lesion``: single lesion test per tag; writes ``mlp-lesion.xlsx`` (one sheet per
     model), ``mlp-lesion.csv`` (all rows) and ``figures/mlp-lesion``; returns {tag: table}."""
@@ -102,6 +102,7 @@ def run_mlp_lesion(
 
     from .plots import lesion_plot
 
+    config = config or LesionConfig()
     tables, randoms = {}, {}
     for tag in tags:
         rows, randoms[tag] = single_lesion_rows(paths, tag, k, config, data_dir, progress)
@@ -113,7 +114,7 @@ def run_mlp_lesion(
 
 
 def run_mlp_double_lesion(
-    paths: ExperimentPaths, tag: str, k: int = 10, single: LesionConfig = LesionConfig(),
+    paths: ExperimentPaths, tag: str, k: int = 10, single: LesionConfig | None = None,
     n_random: int = 50, pairs: str = "all", data_dir=None, progress: bool = True,
 ):
     """``mlp-double-lesion`` for one tag: every pair of sub-modules that are not small or
@@ -124,6 +125,7 @@ def run_mlp_double_lesion(
 
     from .plots import dependency_graph_plot
 
+    single = single or LesionConfig()
     single_rows, _ = single_lesion_rows(paths, tag, k, single, data_dir, progress)
     instance, evaluator, labels, data_digest = lesion_setup(paths, tag, k, single.seed, data_dir)
     verdicts = {r["name"]: r["taxonomy"] for r in single_rows}

@@ -1,0 +1,197 @@
+"""Lesion tests (SPEC section 6) against hand values, a Keras oracle and a planted network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nn_clustering.errors import ModelError
+from nn_clustering.graph import mlp_graph
+from nn_clustering.lesion import (
+    MLP,
+    LesionConfig,
+    LesionEvaluator,
+    active_neurons,
+    classify,
+    double_lesion_pair,
+    forward,
+    lesion_network,
+    lesion_p_value,
+    random_sets,
+    single_lesion_test,
+    submodules,
+)
+from nn_clustering.model_io import NetworkWeights
+from nn_clustering.spectral import SpectralConfig, cluster_graph
+
+BLOCK, CLASSES = 16, 4
+
+
+def random_mlp(seed=0, sizes=(20, 24, 24, 5)) -> MLP:
+    rng = np.random.default_rng(seed)
+    kernels = [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    biases = [rng.normal(size=b).astype(np.float32) * 0.1 for b in sizes[1:]]
+    return MLP.from_weights(NetworkWeights(kernels, biases))
+
+
+def planted_class_network(seed=0):
+    """Class c is carried only by block c of every hidden layer: input block c -> hidden block c
+    -> output c, with weak cross-block weights; data where class c lights up input block c."""
+    rng = np.random.default_rng(seed)
+    sizes = (BLOCK * CLASSES, BLOCK * CLASSES, BLOCK * CLASSES, CLASSES)
+    groups = [np.arange(n) * CLASSES // n for n in sizes]
+    kernels = []
+    for a, b in zip(groups[:-1], groups[1:], strict=True):
+        strong = a[:, None] == b[None, :]
+        w = rng.uniform(0.5, 1.0, (a.size, b.size))
+        kernels.append(np.where(strong, w, 0.001 * w).astype(np.float32))
+    biases = [np.zeros(n, np.float32) for n in sizes[1:]]
+    y = np.repeat(np.arange(CLASSES), 50)
+    x = (rng.random((y.size, sizes[0])) * 0.1 + (groups[0][None, :] == y[:, None])).astype(np.float32)
+    return MLP.from_weights(NetworkWeights(kernels, biases)), x, y, groups
+
+
+def test_lesioned_neurons_output_zero_for_every_input_and_others_are_untouched():
+    net = random_mlp()
+    x = np.random.default_rng(1).normal(size=(300, 20)).astype(np.float32)
+    neurons = np.array([0, 5, 7])
+    intact = forward(net, x)
+    lesioned = forward(lesion_network(net, {1: neurons}), x)
+    assert np.all(lesioned[1][:, neurons] == 0)
+    keep = np.setdiff1d(np.arange(24), neurons)
+    np.testing.assert_array_equal(lesioned[1][:, keep], intact[1][:, keep])
+    assert np.all(net.kernels[0][:, neurons] != 0)  # the original is not modified
+
+
+@pytest.mark.parametrize("lesions", [[{1: [0, 3]}], [{2: [1, 2, 3]}, {1: [4], 2: [5]}, {}]])
+def test_batched_evaluation_equals_keras_on_the_lesioned_network(lesions):
+    import keras
+
+    from nn_clustering.models import build_mlp
+
+    net = random_mlp()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 20)).astype(np.float32)
+    y = rng.integers(0, 5, 400)
+    lesions = [{k: np.array(v) for k, v in lesion.items()} for lesion in lesions]
+    accs, per_class = LesionEvaluator(net, x, y, n_classes=5, chunk=2).evaluate(lesions)
+    for lesion, acc, row in zip(lesions, accs, per_class, strict=True):
+        damaged = lesion_network(net, lesion)
+        model = build_mlp(hidden=(24, 24), n_inputs=20, n_classes=5)
+        model.set_weights([w for pair in zip(damaged.kernels, damaged.biases, strict=True) for w in pair])
+        predicted = keras.ops.convert_to_numpy(model(x)).argmax(axis=1)
+        assert acc == pytest.approx(np.mean(predicted == y), abs=1 / 400)
+        for c in range(5):
+            assert row[c] == pytest.approx(np.mean(predicted[y == c] == c), abs=1 / np.sum(y == c))
+
+
+def test_planted_submodule_is_important_and_its_damage_falls_on_its_class():
+    net, x, y, groups = planted_class_network()
+    labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(CLASSES), seed=0).labels
+    evaluator = LesionEvaluator(net, x, y)
+    assert evaluator.intact()[0] == 1.0
+    rows, randoms = single_lesion_test(evaluator, labels, LesionConfig(n_random=30, seed=1), progress=False)
+    assert len(rows) == 2 * CLASSES  # two hidden layers x four clusters
+    for row in rows:
+        neurons = submodules(labels, net.layer_sizes)[rows.index(row)].neurons
+        (carried,) = set(groups[row["layer"]][neurons])  # the cluster is exactly one planted block
+        assert row["size"] == BLOCK and row["taxonomy"] == "important"
+        assert row["p_value"] == pytest.approx(1 / 31) and row["diff"] == pytest.approx(-0.25)
+        assert row[f"acc_class_{carried}"] == 0.0
+        assert all(row[f"acc_class_{c}"] == 1.0 for c in range(CLASSES) if c != carried)
+        assert randoms[row["name"]].shape == (30,)
+
+
+def test_random_lesions_have_the_right_size_and_stay_in_the_active_part_of_the_layer():
+    net = random_mlp(sizes=(20, 24, 24, 5))
+    labels = np.concatenate([np.zeros(20, int), np.r_[[-1] * 4, np.arange(20) % 3], np.arange(24) % 3,
+                             np.zeros(5, int)])
+    pool = active_neurons(labels, net.layer_sizes, 1)
+    np.testing.assert_array_equal(pool, np.arange(4, 24))
+    draws = random_sets(pool, 7, 50, np.random.default_rng(0))
+    assert all(d.size == 7 and np.unique(d).size == 7 and np.isin(d, pool).all() for d in draws)
+
+    seen = []
+
+    class Spy(LesionEvaluator):
+        def evaluate(self, lesions):
+            seen.extend(lesions)
+            return super().evaluate(lesions)
+
+    x = np.random.default_rng(3).normal(size=(50, 20)).astype(np.float32)
+    spy = Spy(net, x, np.zeros(50, int), n_classes=5)
+    rows, _ = single_lesion_test(spy, labels, LesionConfig(n_random=5, seed=0), progress=False)
+    modules = submodules(labels, net.layer_sizes)
+    assert len(seen) == len(modules) * 6
+    for i, module in enumerate(modules):
+        for lesion in seen[i * 6:(i + 1) * 6]:
+            assert list(lesion) == [module.layer] and len(lesion[module.layer]) == module.size
+            assert np.isin(lesion[module.layer], active_neurons(labels, net.layer_sizes, module.layer)).all()
+
+
+def test_p_value_z_and_taxonomy_by_hand():
+    assert lesion_p_value(0.5, np.array([0.4, 0.6, 0.7, 0.45])) == pytest.approx(3 / 5)
+    assert lesion_p_value(0.1, np.array([0.4, 0.6])) == pytest.approx(1 / 3)
+    n = 100
+    cases = [
+        ((256, True, 1 / 101, -0.5), "complete"),
+        ((12, False, 1 / 101, -0.5), "small"),
+        ((13, False, 1 / 101, -0.01), "important"),
+        ((20, False, 1.0, -0.005), "prunable"),
+        ((20, False, 1.0, -0.02), "least_important"),
+        ((20, False, 1 / 101, -0.001), "sig-but-not-diff"),
+        ((20, False, 0.5, -0.3), "diff-but-not-sig"),
+        ((20, False, 0.5, 0.0), "other"),
+        ((20, False, 2 / 101, -0.3), "diff-but-not-sig"),  # p = 2/101 is not < 1/100
+    ]
+    for (size, complete, p, diff), expected in cases:
+        assert classify(size, complete, p, diff, n) == expected
+
+
+def test_single_lesion_row_statistics_by_hand():
+    net, x, y, _ = planted_class_network()
+    labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(CLASSES), seed=0).labels
+    evaluator = LesionEvaluator(net, x, y)
+    rows, randoms = single_lesion_test(evaluator, labels, LesionConfig(n_random=8, seed=4), progress=False)
+    row, random_accs = rows[0], randoms[rows[0]["name"]]
+    assert row["random_mean"] == pytest.approx(random_accs.mean())
+    assert row["random_sd"] == pytest.approx(np.std(random_accs, ddof=1))
+    if row["random_sd"] > 0:
+        assert row["z"] == pytest.approx((row["acc"] - random_accs.mean()) / np.std(random_accs, ddof=1))
+    assert row["proportion"] == pytest.approx(BLOCK / (BLOCK * CLASSES))
+    again, _ = single_lesion_test(evaluator, labels, LesionConfig(n_random=8, seed=4), progress=False)
+    assert again == rows  # seeded: the same numbers twice
+
+
+def test_double_lesion_of_a_submodule_with_itself_is_its_single_lesion():
+    net, x, y, _ = planted_class_network()
+    labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(CLASSES), seed=0).labels
+    evaluator = LesionEvaluator(net, x, y)
+    module = submodules(labels, net.layer_sizes)[2]
+    single, _ = evaluator.evaluate([{module.layer: module.neurons}])
+    row = double_lesion_pair(evaluator, labels, module, module, 5, np.random.default_rng(0))
+    assert row["acc_xy"] == pytest.approx(single[0]) and row["acc_y"] == pytest.approx(single[0])
+    assert row["cond_effect"] == 0
+
+
+def test_double_lesion_of_two_blocks_removes_both_classes():
+    net, x, y, _ = planted_class_network()
+    labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(CLASSES), seed=0).labels
+    evaluator = LesionEvaluator(net, x, y)
+    modules = submodules(labels, net.layer_sizes)
+    a = modules[0]  # layer 1
+    b = next(m for m in modules if m.layer == 2 and not np.array_equal(m.neurons, a.neurons))
+    row = double_lesion_pair(evaluator, labels, a, b, 10, np.random.default_rng(0))
+    assert row["acc_y"] == pytest.approx(0.75) and row["acc_xy"] in (pytest.approx(0.5), pytest.approx(0.75))
+    assert row["joint_p"] == pytest.approx(1 / 11)
+
+
+def test_bad_networks_get_clear_errors():
+    kernels = [np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)]
+    with pytest.raises(ModelError, match="bias per layer"):
+        MLP.from_weights(NetworkWeights(kernels, [np.zeros(4)]))
+    bad = [np.full((3, 4), np.nan, np.float32), np.ones((4, 2), np.float32)]
+    with pytest.raises(ModelError, match="NaN"):
+        MLP.from_weights(NetworkWeights(bad, [np.zeros(4), np.zeros(2)]))
+    with pytest.raises(ValueError, match="not a hidden layer"):
+        lesion_network(MLP.from_weights(NetworkWeights(kernels, [np.zeros(4), np.zeros(2)])), {2: np.array([0])})
