@@ -16,7 +16,7 @@ import numpy as np
 from nn_clustering.fileio import save_npz
 from nn_clustering.registry import get_spec, instance_seed
 
-SIZES = (36, 16, 16, 16, 16, 4)
+SIZES = (36, 32, 32, 32, 32, 4)
 
 
 def planted_kernels(rng: np.random.Generator, sizes=SIZES, modules: int = 4, weak: float = 0.01):

@@ -104,9 +104,9 @@ def test_clustering_table_matches_a_direct_shuffle_test(tree):
     mine = shuffles[(shuffles.tag == "MNIST+DROPOUT") & (shuffles.instance == 1) & (shuffles.stage == "pruned")
                     & (shuffles.method == "layer_nonzero")]
     np.testing.assert_allclose(mine.ncut, direct.shuffled_ncuts, rtol=1e-6)
-    # the planted pruned nets are significant, the Gaussian dense nets are not
+    # the planted pruned nets are all significant; Gaussian dense nets only by chance (p = 1/13 each)
     pruned = on_disk[on_disk.stage == "pruned"]
-    assert pruned.significant.all() and not on_disk[on_disk.stage == "dense"].significant.any()
+    assert pruned.significant.all() and on_disk[on_disk.stage == "dense"].significant.mean() <= 0.25
 
 
 def test_rerun_uses_the_cache_and_writes_identical_tables(tree):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import papermill
 import pytest
-from fake_models import write_fake_models
+from fake_models import write_fake_dataset, write_fake_models
 
 from nn_clustering.analysis import CLUSTERING_COLUMNS
 from nn_clustering.catalog import find_instances
@@ -30,19 +30,24 @@ def executed(tmp_path_factory):
     root = tmp_path_factory.mktemp("notebooks")
     models, results = write_fake_models(root / "models"), root / "results"
     (root / "out").mkdir()
+    data = write_fake_dataset(root / "datasets")
     common = {"PROFILE": "quick", "MODELS_DIR": str(models), "RESULTS_DIR": str(results)}
     runs = [
         ("mlp-clustering", {"N_SHUFFLES": N_SHUFFLES, "SEED": SEED, "N_JOBS": 1}),
         ("mlp-clustering-stability", {"N_CLUSTERS": 2, "N_SHUFFLES": N_SHUFFLES, "SEED": SEED, "N_JOBS": 1}),
         ("mlp-learning-curve", {"SEED": SEED}),
         ("mlp-plots", {"SEED": SEED}),
+        ("mlp-lesion-test", {"DATA_DIR": str(data), "TAGS": ["MNIST", "MNIST+DROPOUT"], "N_CLUSTERS": 2,
+                             "N_RANDOM": 6, "SEED": SEED}),
+        ("mlp-double-lesion-test", {"DATA_DIR": str(data), "MODEL_TAG": "MNIST", "N_CLUSTERS": 2, "N_RANDOM": 3,
+                                    "SINGLE_N_RANDOM": 6, "PAIRS": "all", "SEED": SEED}),
     ]
     for name, params in runs:
         papermill.execute_notebook(
             str(NOTEBOOKS / f"{name}.ipynb"), str(root / "out" / f"{name}.ipynb"),
             parameters={**common, **params}, cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3",
         )
-    return root, models, results
+    return root, models, results, data
 
 
 def test_templates_have_one_tagged_parameters_cell_and_no_outputs():
@@ -54,7 +59,7 @@ def test_templates_have_one_tagged_parameters_cell_and_no_outputs():
 
 
 def test_clustering_notebook_table_matches_direct_calls(executed):
-    _, models, results = executed
+    _, models, results, _ = executed
     table = pd.read_csv(results / "mlp-clustering.csv")
     assert list(table.columns) == CLUSTERING_COLUMNS and len(table) == 16
     assert set(table.n_shuffles) == {N_SHUFFLES} and set(table.shuffle_seed) == {SEED}
@@ -68,7 +73,7 @@ def test_clustering_notebook_table_matches_direct_calls(executed):
 
 
 def test_stability_notebook_tables(executed):
-    _, _, results = executed
+    _, _, results, _ = executed
     statistic = pd.read_csv(results / "mlp-clustering-stability-statistic-k2.csv")
     per_instance = pd.read_csv(results / "mlp-clustering-stability-instances-k2.csv")
     assert list(statistic.columns) == STABILITY_COLUMNS
@@ -79,7 +84,7 @@ def test_stability_notebook_tables(executed):
 
 
 def test_learning_curve_notebook_table(executed):
-    _, models, results = executed
+    _, models, results, _ = executed
     curve = pd.read_csv(results / "mlp-learning-curve.csv")
     assert list(curve.columns) == LEARNING_CURVE_COLUMNS
     instance = find_instances(models, ["MNIST+DROPOUT"])[1]
@@ -90,10 +95,38 @@ def test_learning_curve_notebook_table(executed):
 
 
 def test_plots_notebook_writes_every_figure(executed):
-    root, _, results = executed
+    root, _, results, _ = executed
     names = {p.stem for p in (results / "figures").glob("*.png")}
     assert names >= {"mlp-ncut-vs-accuracy", "mlp-shuffle-distributions", "mlp-cohens-d",
                      "mlp-learning-curve", "mlp-clustering-stability", "mlp-clustered-network"}
     book = nbformat.read(root / "out" / "mlp-plots.ipynb", as_version=4)
     images = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 6
+
+
+def test_lesion_notebook_workbook_matches_direct_calls(executed):
+    from nn_clustering.datasets import load_dataset
+    from nn_clustering.lesion import MLP, LesionConfig, LesionEvaluator, single_lesion_test
+
+    _, models, results, data = executed
+    sheets = pd.read_excel(results / "mlp-lesion.xlsx", sheet_name=None)
+    assert list(sheets) == ["MNIST", "MNIST+DROPOUT"]
+    instance = find_instances(models, ["MNIST+DROPOUT"])[0]
+    net = MLP.from_weights(instance.weights("pruned"))
+    labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(2), observed_seed(SEED)).labels
+    test = load_dataset("mnist", data)
+    rows, _ = single_lesion_test(LesionEvaluator(net, test.x_test, test.y_test), labels, LesionConfig(6, SEED),
+                                 progress=False)
+    sheet = sheets["MNIST+DROPOUT"]
+    assert sheet["name"].tolist() == [r["name"] for r in rows]
+    np.testing.assert_allclose(sheet["acc"], [r["acc"] for r in rows])
+    assert sheet["taxonomy"].tolist() == [r["taxonomy"] for r in rows]
+    assert {"tag", "model_seed", "model_sha256", "code_version", "n_random", "seed"} <= set(sheet.columns)
+
+
+def test_double_lesion_notebook_pairs(executed):
+    _, _, results, _ = executed
+    pairs = pd.read_csv(results / "mlp-double-lesion-MNIST.csv")
+    assert len(pairs) > 0 and (pairs.x != pairs.y).all()
+    np.testing.assert_allclose(pairs.cond_effect, pairs.acc_y - pairs.acc_xy, atol=1e-9)
+    assert (results / "figures" / "mlp-double-lesion-MNIST.png").exists()

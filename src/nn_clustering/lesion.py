@@ -337,6 +337,14 @@ def double_lesion_pair(
     }
 
 
+#: Columns of a double-lesion row (besides provenance), in order.
+DOUBLE_LESION_COLUMNS = [
+    "x", "y", "x_layer", "y_layer", "x_size", "y_size", "acc_y", "acc_xy", "joint_p", "joint_random_mean",
+    "joint_random_sd", "joint_z", "cond_effect", "cond_p", "cond_random_mean", "cond_random_sd", "cond_z",
+    "cond_important", "x_single", "y_single", "x_important_alone", "verdict_changed", "n_random", "seed",
+]
+
+
 def double_lesion_test(
     evaluator: LesionEvaluator,
     labels: np.ndarray,

@@ -17,6 +17,7 @@ from .experiments import ExperimentPaths, project_root
 from .fileio import file_digest
 from .graph import mlp_graph
 from .lesion import (
+    DOUBLE_LESION_COLUMNS,
     MLP,
     LesionConfig,
     LesionEvaluator,
@@ -144,7 +145,8 @@ def run_mlp_double_lesion(
 
     value = paths.cache.get_or_compute(parts, compute)
     extra = {**_provenance(instance, k, data_digest), "code_version": value["code_version"]}
-    table = pd.DataFrame([{**extra, **row} for row in value["rows"]])
+    table = pd.DataFrame([{**extra, **row} for row in value["rows"]],
+                         columns=[*extra, *DOUBLE_LESION_COLUMNS])
     edges = dependency_edges(value["rows"])
     write_csv(table, paths.results / f"mlp-double-lesion-{tag}.csv")
     save_figure(dependency_graph_plot(single_rows, edges, tag), paths.figures / f"mlp-double-lesion-{tag}")
