@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from nn_clustering.graph import mlp_graph
-from nn_clustering.lesion import MLP, LesionConfig, LesionEvaluator, lesion_network, single_lesion_test, submodules
+from nn_clustering.lesion import (
+    MLP,
+    LesionConfig,
+    LesionEvaluator,
+    lesion_network,
+    single_lesion_test,
+    submodules,
+)
 from nn_clustering.model_io import NetworkWeights, load_weights
 from nn_clustering.shuffle import observed_seed
 from nn_clustering.spectral import SpectralConfig, cluster_graph
@@ -36,7 +43,7 @@ def load_inputs(model: str | None) -> tuple[MLP, np.ndarray, np.ndarray, str]:
     else:
         rng = np.random.default_rng(0)
         sizes = (784, 256, 256, 256, 256, 10)
-        kernels = [rng.normal(size=(a, b)) * (rng.random((a, b)) < 0.1) for a, b in zip(sizes, sizes[1:])]
+        kernels = [rng.normal(size=(a, b)) * (rng.random((a, b)) < 0.1) for a, b in zip(sizes, sizes[1:], strict=False)]
         net = MLP.from_weights(NetworkWeights(kernels, [np.zeros(b) for b in sizes[1:]]))
         path = "random 90%-sparse network"
     try:
@@ -61,7 +68,7 @@ def keras_baseline(net: MLP, x: np.ndarray, y: np.ndarray, lesions: list[dict]) 
     for lesion in lesions:
         damaged = lesion_network(net, lesion)
         model = build_mlp()
-        model.set_weights([w for pair in zip(damaged.kernels, damaged.biases) for w in pair])
+        model.set_weights([w for pair in zip(damaged.kernels, damaged.biases, strict=False) for w in pair])
         model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         accs.append(model.evaluate(x, y, batch_size=1000, verbose=0)[1])
         keras.backend.clear_session()
