@@ -273,20 +273,26 @@ def dependency_graph_plot(single_rows: Sequence[dict], edges: Sequence[tuple[str
         ax.text(0.5, 0.5, "no important sub-modules", ha="center", va="center")
         pos = {}
     else:
-        try:
-            pos = nx.nx_agraph.graphviz_layout(graph, prog="dot")
+        try:  # graphviz's dot ranks nodes by layer where pygraphviz is installed
+            for node in graph.nodes:
+                graph.nodes[node]["rank"] = node.split("C")[0]
+            pos = {n: (y, -x) for n, (x, y) in nx.nx_agraph.graphviz_layout(graph, prog="dot").items()}
+            pos = _layer_positions(list(graph.nodes)) if graph.number_of_edges() == 0 else pos
         except ImportError:
             pos = _layer_positions(list(graph.nodes))
         nx.draw_networkx_nodes(graph, pos, ax=ax, node_color="mistyrose", edgecolors="crimson", node_size=900)
         nx.draw_networkx_labels(graph, pos, ax=ax, font_size=8)
-        widths = [0.5 + 20 * abs(d["weight"]) for _, _, d in graph.edges(data=True)]
-        nx.draw_networkx_edges(graph, pos, ax=ax, width=widths, arrows=True, arrowsize=14, node_size=900)
-        nx.draw_networkx_edge_labels(
-            graph, pos, ax=ax, font_size=7,
-            edge_labels={(u, v): f"{d['weight']:.3f}" for u, v, d in graph.edges(data=True)},
-        )
+        widths = [0.5 + 8 * min(abs(d["weight"]), 0.3) for _, _, d in graph.edges(data=True)]
+        nx.draw_networkx_edges(graph, pos, ax=ax, width=widths, arrows=True, arrowsize=12, node_size=900,
+                               connectionstyle="arc3,rad=0.15", edge_color="0.35", alpha=0.7)
+        if graph.number_of_edges() <= 12:  # labels only where they stay readable
+            nx.draw_networkx_edge_labels(
+                graph, pos, ax=ax, font_size=7, connectionstyle="arc3,rad=0.15",
+                edge_labels={(u, v): f"{d['weight']:.3f}" for u, v, d in graph.edges(data=True)},
+            )
     ax.set_title(f"{tag}: dependencies between important sub-modules\n"
-                 "(Y -> X: X is no longer significantly important once Y is lesioned; label s(X|Y))",
+                 "(Y -> X: X is no longer significantly important once Y is lesioned;\n"
+                 "width and label: s(X|Y) = acc(Y) - acc(X and Y))",
                  fontsize=9)
     ax.axis("off")
     fig.tight_layout()
