@@ -8,7 +8,7 @@ does not recompute it (:mod:`nn_clustering.cache`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -21,8 +21,8 @@ from .fileio import file_digest
 from .graph import Graph, cnn_graph, mlp_graph
 from .model_io import NetworkWeights, load_weights
 from .provenance import code_version
-from .shuffle import SHUFFLE_METHODS, ShuffleConfig, shuffle_test
-from .spectral import SpectralConfig
+from .shuffle import SHUFFLE_METHODS, ShuffleConfig, observed_clustering, shuffle_test
+from .spectral import Clustering, SpectralConfig
 from .stats import cohens_d
 
 #: Columns of ``results/mlp-clustering.csv``, in order (one row per instance, stage and method).
@@ -85,7 +85,7 @@ def shuffle_test_of_file(
     ``model_sha256`` and the ``code_version`` that computed it.
     """
     digest = digest or file_digest(path, "sha256")
-    spectral = replace_k(config.spectral, config.n_clusters)
+    spectral = replace(config.spectral, n_clusters=config.n_clusters)
     parts = {
         "what": "shuffle_test", "model_sha256": digest, "method": method,
         "n_shuffles": config.n_shuffles, "seed": config.seed, "norm": config.norm,
@@ -107,9 +107,19 @@ def shuffle_test_of_file(
     return (cache or ResultCache(None)).get_or_compute(parts, compute)
 
 
-def replace_k(spectral: SpectralConfig, k: int) -> SpectralConfig:
-    """``spectral`` with ``n_clusters = k``."""
-    return SpectralConfig(**{**asdict(spectral), "n_clusters": k})
+def pruned_clustering(instance: TrainedInstance, k: int, seed: int, cache: ResultCache | None = None) -> Clustering:
+    """The pruned network's clustering into ``k`` clusters under root ``seed`` (the shuffle
+    test's observed clustering), cached by the kernel file's digest."""
+    spectral = SpectralConfig(n_clusters=k)
+
+    def compute() -> dict:
+        clustering = observed_clustering(mlp_graph(instance.weights("pruned").kernels), spectral, seed)
+        return {"labels": clustering.labels.tolist(), "ncut": clustering.ncut}
+
+    parts = {"what": "labels", "model_sha256": instance.digest("pruned"), "seed": seed,
+             "spectral": asdict(spectral)}
+    value = (cache or ResultCache(None)).get_or_compute(parts, compute)
+    return Clustering(np.asarray(value["labels"], np.int64), float(value["ncut"]), k)
 
 
 @dataclass(frozen=True)

@@ -207,12 +207,9 @@ def run_mlp_plots(paths: ExperimentPaths, seed: int = 42, draw_tag: str | None =
 def draw_clustered_network(paths: ExperimentPaths, table, seed: int = 42, tag: str | None = None):
     """The drawing of instance 0 of ``tag`` (default: the first tag of the table), pruned,
     clustered with the table's k and seed (the same clustering as its shuffle test)."""
-    from threadpoolctl import threadpool_limits
-
+    from .analysis import pruned_clustering
     from .graph import mlp_graph
     from .plots import clustered_network
-    from .shuffle import observed_seed
-    from .spectral import SpectralConfig, cluster_graph
 
     tag = tag or str(table["tag"].iloc[0])
     found = find_instances(paths.models, [tag], arch="mlp")
@@ -221,12 +218,10 @@ def draw_clustered_network(paths: ExperimentPaths, table, seed: int = 42, tag: s
     instance = found[0]
     kernels = instance.weights("pruned").kernels
     k = int(table["k"].iloc[0])
-    graph = mlp_graph(kernels)
-    with threadpool_limits(limits=1):
-        clustering = cluster_graph(graph, SpectralConfig(n_clusters=k), observed_seed(seed))
+    clustering = pruned_clustering(instance, k, seed, paths.cache)
     title = (f"{tag} (instance {instance.instance}, pruned), k = {k}: n-cut {clustering.ncut:.3f}; "
              "strongest edges, coloured when inside a cluster")
-    return clustered_network(graph.layer_sizes, kernels, clustering.labels, title=title)
+    return clustered_network(mlp_graph(kernels).layer_sizes, kernels, clustering.labels, title=title)
 
 
 def summary(paths: ExperimentPaths) -> str:

@@ -7,19 +7,18 @@ dense and the pruning phase, next to that epoch's accuracy. Cached per checkpoin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .analysis import graph_inputs, replace_k
+from .analysis import graph_inputs
 from .cache import ResultCache
 from .catalog import Checkpoint, TrainedInstance
 from .fileio import file_digest
 from .model_io import load_weights
 from .provenance import code_version
-from .shuffle import observed_seed
-from .spectral import SpectralConfig, cluster_graph
+from .shuffle import observed_clustering
+from .spectral import SpectralConfig
 
 LEARNING_CURVE_COLUMNS = [
     "tag", "instance", "phase", "epoch", "global_epoch", "ncut", "sparsity", "train_accuracy",
@@ -32,14 +31,13 @@ def checkpoint_ncut(
     cache: ResultCache | None = None,
 ) -> dict:
     """n-cut and sparsity of one checkpoint (cached by its digest and the parameters)."""
-    spectral = replace_k(spectral or SpectralConfig(), k)
+    spectral = replace(spectral or SpectralConfig(), n_clusters=k)
     digest = file_digest(checkpoint.path, "sha256")
     parts = {"what": "checkpoint_ncut", "sha256": digest, "seed": seed, "spectral": asdict(spectral)}
 
     def compute() -> dict:
         kernels, builder = graph_inputs(load_weights(checkpoint.path))
-        with threadpool_limits(limits=1):
-            clustering = cluster_graph(builder(kernels), spectral, observed_seed(seed))
+        clustering = observed_clustering(builder(kernels), spectral, seed)
         total = sum(kernel.size for kernel in kernels)
         zeros = sum(int(np.count_nonzero(kernel == 0)) for kernel in kernels)
         return {"ncut": clustering.ncut, "sparsity": zeros / total, "sha256": digest,

@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import ModelError
 from .model_io import NetworkWeights
+from .stats import empirical_p
 
 #: A lesion: hidden layer index (1 = first hidden layer, as in the graph) -> neuron indices.
 Lesion = dict[int, np.ndarray]
@@ -195,11 +196,6 @@ def random_sets(pool: np.ndarray, size: int, n: int, rng: np.random.Generator) -
     return [np.sort(rng.choice(pool, size, replace=False)) for _ in range(n)]
 
 
-def lesion_p_value(true_acc: float, random_accs: np.ndarray) -> float:
-    """p = (#{random accuracy < true accuracy} + 1) / (n + 1) (SPEC section 6)."""
-    return float((np.sum(np.asarray(random_accs) < true_acc) + 1) / (len(random_accs) + 1))
-
-
 def classify(size: int, complete: bool, p: float, diff: float, n: int) -> str:
     """The taxonomy of SPEC section 6, applied in order."""
     if complete:
@@ -256,7 +252,7 @@ def single_lesion_test(
         draws = random_sets(pool, module.size, config.n_random, rng)
         accs, per_class = evaluator.evaluate([{module.layer: module.neurons}] + [{module.layer: d} for d in draws])
         true_acc, random_accs = float(accs[0]), accs[1:]
-        p = lesion_p_value(true_acc, random_accs)
+        p = empirical_p(true_acc, random_accs)
         mean, sd = float(random_accs.mean()), float(random_accs.std(ddof=1)) if config.n_random > 1 else np.nan
         diff = true_acc - intact
         complete = module.size == pool.size
@@ -322,12 +318,12 @@ def double_lesion_pair(
     effect = acc_y - acc_xy
     random_effects = acc_y - cond
     sd_cond = float(random_effects.std(ddof=1)) if n_random > 1 else np.nan
-    p_cond = lesion_p_value(acc_xy, cond)
+    p_cond = empirical_p(acc_xy, cond)
     return {
         "x": x_module.name, "y": y_module.name, "x_layer": x_module.layer, "y_layer": y_module.layer,
         "x_size": x_module.size, "y_size": y_module.size,
         "acc_y": acc_y, "acc_xy": acc_xy,
-        "joint_p": lesion_p_value(acc_xy, joint), "joint_random_mean": float(joint.mean()),
+        "joint_p": empirical_p(acc_xy, joint), "joint_random_mean": float(joint.mean()),
         "joint_random_sd": sd_joint,
         "joint_z": (acc_xy - float(joint.mean())) / sd_joint if sd_joint > 0 else np.nan,
         "cond_effect": effect, "cond_p": p_cond, "cond_random_mean": float(random_effects.mean()),

@@ -4,18 +4,18 @@ that read trained models and write their tables and figures (the notebooks call 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from .cache import ResultCache
+from .analysis import pruned_clustering
 from .catalog import TrainedInstance, find_instances
 from .datasets import ensure_dataset, load_dataset
 from .errors import DatasetUnavailable, NnClusteringError
 from .experiments import ExperimentPaths, project_root
 from .fileio import file_digest
-from .graph import mlp_graph
 from .lesion import (
     DOUBLE_LESION_COLUMNS,
     MLP,
@@ -27,34 +27,33 @@ from .lesion import (
     submodules,
 )
 from .provenance import code_version
-from .shuffle import observed_seed
-from .spectral import SpectralConfig, cluster_graph
 from .tables import save_figure, write_csv, write_xlsx
 
 LESION_TAGS = ("MNIST", "MNIST+DROPOUT", "FASHION", "FASHION+DROPOUT")
 
 
-def _labels(instance: TrainedInstance, k: int, seed: int, cache: ResultCache) -> np.ndarray:
-    """Cluster labels of the pruned network (the shuffle test's observed clustering), cached."""
-    digest = instance.digest("pruned")
-    spectral = SpectralConfig(n_clusters=k)
+@dataclass
+class LesionSetup:
+    """What every lesion experiment of one model needs: the instance, its pruned clustering's
+    labels, the provenance of its rows, and (built only on a cache miss) the evaluator."""
 
-    def compute() -> dict:
-        from threadpoolctl import threadpool_limits
+    instance: TrainedInstance
+    labels: np.ndarray
+    data_path: Path
+    provenance: dict
 
-        with threadpool_limits(limits=1):
-            clustering = cluster_graph(mlp_graph(instance.weights("pruned").kernels), spectral, observed_seed(seed))
-        return {"labels": clustering.labels.tolist(), "ncut": clustering.ncut}
-
-    parts = {"what": "labels", "model_sha256": digest, "seed": seed, "spectral": asdict(spectral)}
-    return np.asarray(cache.get_or_compute(parts, compute)["labels"], np.int64)
+    @cached_property
+    def evaluator(self) -> LesionEvaluator:
+        """The pruned network on the dataset's test split (loads the data once, when needed)."""
+        data = load_dataset(self.data_path.stem, self.data_path.parent)
+        return LesionEvaluator(MLP.from_weights(self.instance.weights("pruned")), data.x_test, data.y_test)
 
 
 def lesion_setup(
     paths: ExperimentPaths, tag: str, k: int, seed: int, data_dir: str | Path | None = None
-) -> tuple[TrainedInstance, LesionEvaluator, np.ndarray, str]:
-    """Instance 0 of ``tag`` (pruned), its evaluator on the test set, its labels and the
-    dataset file's digest; clear errors when the model or the dataset is missing."""
+) -> LesionSetup:
+    """Instance 0 of ``tag`` (pruned), its labels and provenance; clear errors when the model or
+    the dataset is missing."""
     found = find_instances(paths.models, [tag], arch="mlp")
     if not found:
         raise NnClusteringError(f"no trained {tag} model under {paths.models}; run `make models TAGS={tag}`")
@@ -65,31 +64,27 @@ def lesion_setup(
         ensure_dataset(dataset, data_dir)
     except DatasetUnavailable as exc:
         raise NnClusteringError(f"dataset {dataset} for {tag} is missing: {exc}") from exc
-    data = load_dataset(dataset, data_dir)
-    evaluator = LesionEvaluator(MLP.from_weights(instance.weights("pruned")), data.x_test, data.y_test)
-    return instance, evaluator, _labels(instance, k, seed, paths.cache), file_digest(data_dir / f"{dataset}.npz")
-
-
-def _provenance(instance: TrainedInstance, k: int, data_digest: str) -> dict:
-    return {"tag": instance.tag, "instance": instance.instance, "stage": "pruned", "k": k,
-            "model_seed": instance.seed, "profile": instance.profile,
-            "model_sha256": instance.digest("pruned"), "dataset_md5": data_digest}
+    data_path = data_dir / f"{dataset}.npz"
+    provenance = {"tag": instance.tag, "instance": instance.instance, "stage": "pruned", "k": k,
+                  "model_seed": instance.seed, "profile": instance.profile,
+                  "model_sha256": instance.digest("pruned"), "dataset_md5": file_digest(data_path)}
+    labels = pruned_clustering(instance, k, seed, paths.cache).labels
+    return LesionSetup(instance, labels, data_path, provenance)
 
 
 def single_lesion_rows(
-    paths: ExperimentPaths, tag: str, k: int, config: LesionConfig, data_dir=None, progress: bool = True
+    paths: ExperimentPaths, setup: LesionSetup, config: LesionConfig, progress: bool = True
 ) -> tuple[list[dict], dict[str, list[float]]]:
-    """The single lesion test of instance 0 of ``tag`` (cached): rows and random accuracies."""
-    instance, evaluator, labels, data_digest = lesion_setup(paths, tag, k, config.seed, data_dir)
-    parts = {"what": "single_lesion", **_provenance(instance, k, data_digest), **asdict(config)}
+    """The single lesion test of one model (cached): rows and random accuracies."""
+    parts = {"what": "single_lesion", **setup.provenance, **asdict(config)}
 
     def compute() -> dict:
-        rows, randoms = single_lesion_test(evaluator, labels, config, progress)
+        rows, randoms = single_lesion_test(setup.evaluator, setup.labels, config, progress)
         return {"rows": rows, "randoms": {n: a.tolist() for n, a in randoms.items()},
                 "code_version": code_version()}
 
     value = paths.cache.get_or_compute(parts, compute)
-    extra = {**_provenance(instance, k, data_digest), "code_version": value["code_version"]}
+    extra = {**setup.provenance, "code_version": value["code_version"]}
     return [{**extra, **row} for row in value["rows"]], value["randoms"]
 
 
@@ -106,7 +101,8 @@ def run_mlp_lesion(
     config = config or LesionConfig()
     tables, randoms = {}, {}
     for tag in tags:
-        rows, randoms[tag] = single_lesion_rows(paths, tag, k, config, data_dir, progress)
+        setup = lesion_setup(paths, tag, k, config.seed, data_dir)
+        rows, randoms[tag] = single_lesion_rows(paths, setup, config, progress)
         tables[tag] = pd.DataFrame(rows)
     write_xlsx(tables, paths.results / "mlp-lesion.xlsx")
     write_csv(pd.concat(tables.values(), ignore_index=True), paths.results / "mlp-lesion.csv")
@@ -126,25 +122,25 @@ def run_mlp_double_lesion(
 
     from .plots import dependency_graph_plot
 
-    single = single or LesionConfig()
-    single_rows, _ = single_lesion_rows(paths, tag, k, single, data_dir, progress)
-    instance, evaluator, labels, data_digest = lesion_setup(paths, tag, k, single.seed, data_dir)
-    verdicts = {r["name"]: r["taxonomy"] for r in single_rows}
     if pairs not in ("all", "important"):
         raise NnClusteringError(f"pairs={pairs!r}: use 'all' or 'important'")
-    keep = ("important",) if pairs == "important" else None
-    modules = [m for m in submodules(labels, evaluator.net.layer_sizes)
-               if (keep is None and verdicts[m.name] not in ("small", "complete"))
-               or (keep is not None and verdicts[m.name] in keep)]
-    parts = {"what": "double_lesion", **_provenance(instance, k, data_digest), "n_random": n_random,
+    single = single or LesionConfig()
+    setup = lesion_setup(paths, tag, k, single.seed, data_dir)
+    single_rows, _ = single_lesion_rows(paths, setup, single, progress)
+    parts = {"what": "double_lesion", **setup.provenance, "n_random": n_random,
              "seed": single.seed, "single": asdict(single), "pairs": pairs}
 
     def compute() -> dict:
-        rows = double_lesion_test(evaluator, labels, single_rows, n_random, single.seed, modules, progress)
+        modules = None  # double_lesion_test's default: every sub-module not small or complete
+        if pairs == "important":
+            important = {r["name"] for r in single_rows if r["taxonomy"] == "important"}
+            modules = [m for m in submodules(setup.labels, setup.evaluator.net.layer_sizes) if m.name in important]
+        rows = double_lesion_test(setup.evaluator, setup.labels, single_rows, n_random, single.seed, modules,
+                                  progress)
         return {"rows": rows, "code_version": code_version()}
 
     value = paths.cache.get_or_compute(parts, compute)
-    extra = {**_provenance(instance, k, data_digest), "code_version": value["code_version"]}
+    extra = {**setup.provenance, "code_version": value["code_version"]}
     table = pd.DataFrame([{**extra, **row} for row in value["rows"]],
                          columns=[*extra, *DOUBLE_LESION_COLUMNS])
     edges = dependency_edges(value["rows"])

@@ -121,6 +121,12 @@ def observed_seed(seed: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed).spawn(1)[0]
 
 
+def observed_clustering(graph: Graph, spectral: SpectralConfig, seed: int) -> Clustering:
+    """The unshuffled network's clustering under root ``seed`` (child 0), one BLAS thread."""
+    with threadpool_limits(limits=1):
+        return cluster_graph(graph, spectral, observed_seed(seed))
+
+
 def shuffled_ncuts(
     kernels: Sequence[np.ndarray],
     spectral: SpectralConfig,
@@ -165,8 +171,6 @@ def shuffle_test(
         raise ValueError(f"unknown shuffle method {config.method!r}; use one of {', '.join(SHUFFLE_METHODS)}")
     if config.n_shuffles < 1:
         raise ValueError("n_shuffles must be at least 1")
-    graph = builder(kernels)
-    with threadpool_limits(limits=1):
-        clustering = cluster_graph(graph, spectral, observed_seed(config.seed))
+    clustering = observed_clustering(builder(kernels), spectral, config.seed)
     values = shuffled_ncuts(kernels, spectral, config, builder, progress)
     return ShuffleTestResult(clustering, values, shuffle_stats(clustering.ncut, values), config, spectral)
