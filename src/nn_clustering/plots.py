@@ -259,9 +259,29 @@ def _layer_positions(nodes: Sequence[str]) -> dict[str, tuple[float, float]]:
     return pos
 
 
+def _dot_positions(graph) -> dict[str, tuple[float, float]] | None:
+    """graphviz ``dot`` layout with one rank per hidden layer, layers left to right; None
+    where pygraphviz is not installed."""
+    try:
+        import pygraphviz
+    except ImportError:
+        return None
+    agraph = pygraphviz.AGraph(directed=True, rankdir="LR")
+    agraph.add_nodes_from(graph.nodes)
+    agraph.add_edges_from(graph.edges)
+    layers: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        layers.setdefault(node.split("C")[0], []).append(node)
+    for layer, members in sorted(layers.items()):
+        agraph.add_subgraph(members, name=f"layer_{layer}", rank="same")
+    agraph.layout(prog="dot")
+    return {n: tuple(float(v) for v in agraph.get_node(n).attr["pos"].split(",")) for n in graph.nodes}
+
+
 def dependency_graph_plot(single_rows: Sequence[dict], edges: Sequence[tuple[str, str, float]], tag: str):
     """The dependency graph between important sub-modules: an arrow Y -> X when X is important
-    alone but not once Y is lesioned; graphviz's ``dot`` layout where pygraphviz is installed."""
+    alone but not once Y is lesioned; graphviz's ``dot`` layout (one column per layer) where
+    pygraphviz is installed, else plain layer columns."""
     import networkx as nx
 
     graph = nx.DiGraph()
@@ -273,13 +293,7 @@ def dependency_graph_plot(single_rows: Sequence[dict], edges: Sequence[tuple[str
         ax.text(0.5, 0.5, "no important sub-modules", ha="center", va="center")
         pos = {}
     else:
-        try:  # graphviz's dot ranks nodes by layer where pygraphviz is installed
-            for node in graph.nodes:
-                graph.nodes[node]["rank"] = node.split("C")[0]
-            pos = {n: (y, -x) for n, (x, y) in nx.nx_agraph.graphviz_layout(graph, prog="dot").items()}
-            pos = _layer_positions(list(graph.nodes)) if graph.number_of_edges() == 0 else pos
-        except ImportError:
-            pos = _layer_positions(list(graph.nodes))
+        pos = _dot_positions(graph) or _layer_positions(list(graph.nodes))
         nx.draw_networkx_nodes(graph, pos, ax=ax, node_color="mistyrose", edgecolors="crimson", node_size=900)
         nx.draw_networkx_labels(graph, pos, ax=ax, font_size=8)
         widths = [0.5 + 8 * min(abs(d["weight"]), 0.3) for _, _, d in graph.edges(data=True)]
