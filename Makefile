@@ -45,7 +45,8 @@ define run_notebook
 endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
-        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion
+        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion \
+        cnn-clustering cnn-lesion
 
 help: ## Show this list of targets (the default goal)
 	@echo "nn-clustering: is this trained neural network modular?"
@@ -112,6 +113,16 @@ mlp-double-lesion: $(foreach t,$(LESION_TAGS),$(NB_OUT)/mlp-double-lesion-test-$
 $(NB_OUT)/mlp-double-lesion-test-%.ipynb: notebooks/mlp-double-lesion-test.ipynb $(NB_OUT)/mlp-lesion-test.ipynb | $(STAMP)
 	$(call run_notebook,mlp-double-lesion-test,mlp-double-lesion-test-$*,-p MODEL_TAG $* -p DATA_DIR $(abspath $(DATASETS_DIR)))
 
+cnn-clustering: $(NB_OUT)/cnn-clustering.ipynb ## Shuffle test of every CNN's channel graph, dense + pruned -> results/cnn-clustering.csv
+
+$(NB_OUT)/cnn-clustering.ipynb: notebooks/cnn-clustering.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,cnn-clustering,cnn-clustering,-p N_JOBS $(N_JOBS))
+
+cnn-lesion: $(NB_OUT)/cnn-lesion-test.ipynb ## Single lesion test of each CNN channel cluster -> results/cnn-lesion.xlsx
+
+$(NB_OUT)/cnn-lesion-test.ipynb: notebooks/cnn-lesion-test.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,cnn-lesion-test,cnn-lesion-test,-p DATA_DIR $(abspath $(DATASETS_DIR)))
+
 demo: ## Start here: datasets, quick models, clustering, figures and a summary (~10 min, 2 cores)
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory datasets && \
@@ -123,7 +134,7 @@ demo: ## Start here: datasets, quick models, clustering, figures and a summary (
 all: ## The full reproduction: datasets, models and every analysis (PROFILE=paper: days on 2 cores)
 	$(MAKE) --no-print-directory datasets
 	$(MAKE) --no-print-directory models PROFILE=$(PROFILE)
-	$(MAKE) --no-print-directory mlp-plots mlp-lesion mlp-double-lesion PROFILE=$(PROFILE)
+	$(MAKE) --no-print-directory mlp-plots mlp-lesion mlp-double-lesion cnn-clustering cnn-lesion PROFILE=$(PROFILE)
 
 bench: $(STAMP) ## Run the benchmarks (clustering, training, lesion; about half an hour)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_clustering.py

@@ -1,4 +1,4 @@
-"""A tree of synthetic trained models in ``make models``' layout, written without Keras.
+"""A tree of synthetic trained models in ``make models``' layout (MLPs written without Keras).
 
 The pruned network of each instance has four planted modules (cross-module weights 100x
 weaker, then the smallest half of the weights zeroed), so its clustering is known to be
@@ -60,6 +60,12 @@ def write_fake_instance(models_dir: Path, tag: str, instance: int, epochs: int =
         if e:
             save_npz(folder / "checkpoints" / f"pruned-epoch-{e:03d}.npz",
                      {f"kernel_{i}": p for i, p in enumerate(pruned)})
+    _write_records(folder, tag, instance, epochs, profile)
+    return folder
+
+
+def _write_records(folder: Path, tag: str, instance: int, epochs: int, profile: str) -> None:
+    """``metrics.json`` and ``config.json`` of a fake instance (accuracies 0.6, 0.7, ...)."""
     acc = [0.5 + 0.1 * e for e in range(1, epochs + 1)]
     history = {"accuracy": acc, "val_accuracy": [a - 0.05 for a in acc], "loss": [1.0] * epochs,
                "val_loss": [1.1] * epochs}
@@ -72,6 +78,51 @@ def write_fake_instance(models_dir: Path, tag: str, instance: int, epochs: int =
     config = {"spec": asdict(get_spec(tag)), "instance": instance, "seed": instance_seed(tag, instance),
               "profile": profile, "backend": "none", "code_version": "test"}
     (folder / "config.json").write_text(json.dumps(config))
+
+
+CNN_CHANNELS = (8, 8, 8)
+
+
+def fake_cnn(rng: np.random.Generator, planted: bool):
+    """A tiny Keras CNN for the fake 6x6, 4-class dataset: conv-conv-pool-conv-flatten-dense.
+    ``planted``: channels 0-3 and 4-7 of consecutive conv layers are joined only 100x weakly
+    (and the smallest half of each conv kernel is zeroed, as pruning would)."""
+    import keras
+
+    keras.utils.set_random_seed(int(rng.integers(2**31)))
+    model = keras.Sequential([
+        keras.Input((6, 6, 1)),
+        keras.layers.Conv2D(CNN_CHANNELS[0], 3, padding="same", activation="relu", name="conv_0"),
+        keras.layers.Conv2D(CNN_CHANNELS[1], 3, padding="same", activation="relu", name="conv_1"),
+        keras.layers.MaxPooling2D(2, name="pool_0"),
+        keras.layers.Conv2D(CNN_CHANNELS[2], 3, padding="same", activation="relu", name="conv_2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(4, activation="softmax", name="dense_0"),
+    ], name="cnn")
+    if planted:
+        group = np.arange(8) // 4
+        for name in ("conv_1", "conv_2"):
+            layer = model.get_layer(name)
+            kernel = np.abs(rng.normal(size=layer.kernel.shape)) + 0.1
+            kernel *= np.where(group[:, None] == group[None, :], 1.0, 0.01) * rng.choice([-1, 1], kernel.shape)
+            layer.kernel.assign(prune_half(kernel))
+    return model
+
+
+def write_fake_cnn_instance(models_dir: Path, tag: str, instance: int, epochs: int = 2,
+                            profile: str = "quick") -> Path:
+    """One finished CNN instance: ``dense.keras`` / ``pruned.keras`` (random / planted two
+    channel groups), their ``.npz`` kernels, metrics and config; returns the folder."""
+    from nn_clustering.train import weights_arrays
+
+    rng = np.random.default_rng([instance, len(tag), 7])
+    folder = Path(models_dir) / tag / str(instance)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stage, planted in (("dense", False), ("pruned", True)):
+        model = fake_cnn(rng, planted)
+        model.save(folder / f"{stage}.keras")
+        save_npz(folder / f"{stage}.npz", weights_arrays(model))
+    _write_records(folder, tag, instance, epochs, profile)
     return folder
 
 

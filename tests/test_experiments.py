@@ -191,7 +191,7 @@ def test_plots_are_written_labelled_and_titled(tree, tmp_path):
 def test_summary_and_missing_inputs(tree, tmp_path):
     paths, _, _ = tree
     text = summary(paths)
-    assert "MNIST+DROPOUT" in text and "100% of pruned networks" in text
+    assert "MNIST+DROPOUT" in text and "100% of pruned MLPs" in text
     empty = ExperimentPaths(tmp_path / "models", tmp_path / "results")
     with pytest.raises(NnClusteringError, match="make mlp-clustering"):
         run_mlp_plots(empty)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import papermill
 import pytest
-from fake_models import write_fake_dataset, write_fake_models
+from fake_models import write_fake_cnn_instance, write_fake_dataset, write_fake_models
 
 from nn_clustering.analysis import CLUSTERING_COLUMNS
 from nn_clustering.catalog import find_instances
@@ -22,15 +22,19 @@ from nn_clustering.stability import STABILITY_COLUMNS
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 N_SHUFFLES, SEED = 10, 5
+CNN_TAGS = ("CNN-MNIST", "CNN-FASHION")
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """Run the four MLP notebooks in make's order; returns the folders."""
+    """Run every analysis notebook (MLP and CNN) in make's order; returns the folders."""
     root = tmp_path_factory.mktemp("notebooks")
     models, results = write_fake_models(root / "models"), root / "results"
+    for tag in CNN_TAGS:
+        write_fake_cnn_instance(models, tag, 0)
     (root / "out").mkdir()
     data = write_fake_dataset(root / "datasets")
+    write_fake_dataset(data, "fashion", seed=1)
     common = {"PROFILE": "quick", "MODELS_DIR": str(models), "RESULTS_DIR": str(results)}
     runs = [
         ("mlp-clustering", {"N_SHUFFLES": N_SHUFFLES, "SEED": SEED, "N_JOBS": 1}),
@@ -41,6 +45,8 @@ def executed(tmp_path_factory):
                              "N_RANDOM": 6, "SEED": SEED}),
         ("mlp-double-lesion-test", {"DATA_DIR": str(data), "MODEL_TAG": "MNIST", "N_CLUSTERS": 2, "N_RANDOM": 3,
                                     "SINGLE_N_RANDOM": 6, "PAIRS": "all", "SEED": SEED}),
+        ("cnn-clustering", {"N_SHUFFLES": N_SHUFFLES, "SEED": SEED, "N_JOBS": 1}),
+        ("cnn-lesion-test", {"DATA_DIR": str(data), "N_CLUSTERS": 2, "N_RANDOM": 6, "SEED": SEED}),
     ]
     for name, params in runs:
         papermill.execute_notebook(
@@ -130,3 +136,49 @@ def test_double_lesion_notebook_pairs(executed):
     assert len(pairs) > 0 and (pairs.x != pairs.y).all()
     np.testing.assert_allclose(pairs.cond_effect, pairs.acc_y - pairs.acc_xy, atol=1e-9)
     assert (results / "figures" / "mlp-double-lesion-MNIST.png").exists()
+
+
+def test_cnn_clustering_notebook_table_matches_direct_calls(executed):
+    from nn_clustering.analysis import graph_inputs
+
+    root, models, results, _ = executed
+    table = pd.read_csv(results / "cnn-clustering.csv")
+    assert list(table.columns) == CLUSTERING_COLUMNS and len(table) == 2 * 2 * 2
+    assert set(table.tag) == set(CNN_TAGS) and set(table.n_nodes) == {24}  # 3 conv layers x 8 channels
+    for _, row in table.iterrows():
+        kernels, builder = graph_inputs(find_instances(models, [row.tag], arch="cnn")[0].weights(row.stage))
+        direct = shuffle_test(kernels, SpectralConfig(4), ShuffleConfig(N_SHUFFLES, row.method, SEED), builder,
+                              progress=False)
+        assert row.ncut == pytest.approx(direct.clustering.ncut, rel=1e-6)
+        assert row.p_value == pytest.approx(direct.stats.p_value)
+    # two planted channel groups: every pruned CNN beats all its shuffles
+    assert table[table.stage == "pruned"].significant.all()
+    comparison = pd.read_csv(results / "cnn-vs-mlp.csv")
+    assert set(comparison.arch) == {"MLP", "CNN"} and "MNIST" in set(comparison.dataset)
+    assert {"cnn-shuffle-distributions", "cnn-ncut-vs-accuracy"} <= {p.stem for p in (results / "figures").glob("*.png")}
+    book = nbformat.read(root / "out" / "cnn-clustering.ipynb", as_version=4)
+    assert any("image/png" in o.get("data", {}) for c in book.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_cnn_lesion_notebook_workbook_matches_direct_calls(executed):
+    import keras
+
+    from nn_clustering.analysis import graph_inputs
+    from nn_clustering.cnn_lesion import CNNLesionEvaluator
+    from nn_clustering.datasets import load_dataset
+    from nn_clustering.lesion import LesionConfig, single_lesion_test
+
+    _, models, results, data = executed
+    sheets = pd.read_excel(results / "cnn-lesion.xlsx", sheet_name=None)
+    assert list(sheets) == list(CNN_TAGS)
+    instance = find_instances(models, ["CNN-FASHION"], arch="cnn")[0]
+    kernels, builder = graph_inputs(instance.weights("pruned"))
+    labels = cluster_graph(builder(kernels), SpectralConfig(2), observed_seed(SEED)).labels
+    test = load_dataset("fashion", data)
+    evaluator = CNNLesionEvaluator(keras.saving.load_model(instance.model_path("pruned")), test.x_test, test.y_test)
+    rows, _ = single_lesion_test(evaluator, labels, LesionConfig(6, SEED), progress=False)
+    sheet = sheets["CNN-FASHION"]
+    assert set(sheet["layer"]) == {0, 1, 2}  # every conv layer's channels are lesioned
+    assert sheet["name"].tolist() == [r["name"] for r in rows]
+    np.testing.assert_allclose(sheet["acc"], [r["acc"] for r in rows])
+    assert (results / "figures" / "cnn-lesion.png").exists()

@@ -39,11 +39,13 @@ def graph_inputs(
     """The kernels that form the graph and its builder: all MLP kernels, or the conv-to-conv
     kernels of a CNN (SPEC section 3)."""
     if weights.kind == "cnn":
-        if len(weights.kernels) < 2:
+        conv = weights.conv_kernels
+        if len(conv) < 2:
             raise NnClusteringError(
-                f"{weights.source}: a CNN needs at least two conv layers for a channel graph"
+                f"{weights.source}: a CNN needs at least two conv layers for a channel graph "
+                f"(found {len(conv)}); only conv-to-conv kernels form it"
             )
-        return list(weights.kernels[1:]), partial(cnn_graph, norm=norm)
+        return list(conv[1:]), partial(cnn_graph, norm=norm)
     return list(weights.kernels), mlp_graph
 
 
@@ -113,7 +115,8 @@ def pruned_clustering(instance: TrainedInstance, k: int, seed: int, cache: Resul
     spectral = SpectralConfig(n_clusters=k)
 
     def compute() -> dict:
-        clustering = observed_clustering(mlp_graph(instance.weights("pruned").kernels), spectral, seed)
+        kernels, builder = graph_inputs(instance.weights("pruned"))
+        clustering = observed_clustering(builder(kernels), spectral, seed)
         return {"labels": clustering.labels.tolist(), "ncut": clustering.ncut}
 
     parts = {"what": "labels", "model_sha256": instance.digest("pruned"), "seed": seed,

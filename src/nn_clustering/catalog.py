@@ -62,6 +62,12 @@ class TrainedInstance:
             raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
         return self.path / f"{stage}.npz"
 
+    def model_path(self, stage: str) -> Path:
+        """The saved Keras model of ``stage`` (``dense.keras`` or ``pruned.keras``)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+        return self.path / f"{stage}.keras"
+
     def weights(self, stage: str) -> NetworkWeights:
         """Kernels and biases of ``stage``."""
         return load_npz_weights(self.kernels_path(stage))

@@ -83,26 +83,74 @@ def default_shuffles(profile: str, n_shuffles: int | None) -> int:
     return int(n_shuffles) if n_shuffles else load_profile(profile).n_shuffles
 
 
-def run_mlp_clustering(
+def run_clustering(
     paths: ExperimentPaths,
     config: ClusteringConfig,
+    arch: str = "mlp",
     tags: Sequence[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ):
-    """``mlp-clustering``: the shuffle test of every MLP instance, dense and pruned, both methods.
+    """``mlp-clustering`` / ``cnn-clustering``: the shuffle test of every trained instance of
+    ``arch`` (MLP neuron graphs or CNN channel graphs), dense and pruned, both methods.
 
-    Writes ``mlp-clustering.csv`` (+ ``.xlsx``), ``mlp-clustering-shuffles.csv.gz`` (every
-    shuffled n-cut) and ``mlp-clustering-cohens-d.csv``; returns (table, results).
+    Writes ``<arch>-clustering.csv`` (+ ``.xlsx``), ``<arch>-clustering-shuffles.csv.gz`` (every
+    shuffled n-cut) and ``<arch>-clustering-cohens-d.csv``; returns (table, results).
     """
-    instances = find_instances(paths.models, list(tags) if tags else None, arch="mlp")
+    instances = find_instances(paths.models, list(tags) if tags else None, arch=arch)
+    wanted = list(tags) if tags else [t for t, spec in REGISTRY.items() if spec.arch == arch]
+    missing = [t for t in wanted if t not in {i.tag for i in instances}]
+    if missing and instances:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        log(f"{len(missing)} {arch.upper()} tag(s) not trained under {paths.models}, skipped: {shown} "
+            "(`make models TAGS=...` trains them; CIFAR-10 tags need the CIFAR-10 download)")
     results = cluster_instances(instances, config, paths.cache, progress, log)
     table = clustering_table(results)
-    name = f"mlp-clustering{_suffix(config.n_clusters)}"
-    write_table(table, paths.results / f"{name}.csv", sheet="mlp-clustering")
+    name = f"{arch}-clustering{_suffix(config.n_clusters)}"
+    write_table(table, paths.results / f"{name}.csv", sheet=f"{arch}-clustering")
     write_csv(shuffles_table(results), paths.results / f"{name}-shuffles.csv.gz")
     write_csv(method_effect_sizes(results), paths.results / f"{name}-cohens-d.csv")
     return table, results
+
+
+def run_mlp_clustering(paths: ExperimentPaths, config: ClusteringConfig, tags: Sequence[str] | None = None,
+                       progress: bool = True, log: Callable[[str], None] = print):
+    """``mlp-clustering``: :func:`run_clustering` of the MLPs."""
+    return run_clustering(paths, config, "mlp", tags, progress, log)
+
+
+def run_cnn_clustering(paths: ExperimentPaths, config: ClusteringConfig, tags: Sequence[str] | None = None,
+                       progress: bool = True, log: Callable[[str], None] = print):
+    """``cnn-clustering``: :func:`run_clustering` of the CNNs' channel graphs, plus its figures
+    (``figures/cnn-shuffle-distributions``, ``figures/cnn-ncut-vs-accuracy``) and, when the MLP
+    table exists, ``cnn-vs-mlp.csv`` (:func:`architecture_comparison`)."""
+    from . import plots
+
+    table, results = run_clustering(paths, config, "cnn", tags, progress, log)
+    suffix = _suffix(config.n_clusters)
+    save_figure(plots.shuffle_distributions(table, shuffles_table(results), "pruned", 0),
+                paths.figures / f"cnn-shuffle-distributions{suffix}")
+    save_figure(plots.ncut_vs_accuracy(table), paths.figures / f"cnn-ncut-vs-accuracy{suffix}")
+    if (paths.results / "mlp-clustering.csv").exists():
+        write_csv(architecture_comparison(paths), paths.results / "cnn-vs-mlp.csv")
+    return table, results
+
+
+def architecture_comparison(paths: ExperimentPaths, method: str = "layer"):
+    """MLPs next to CNNs: per architecture, tag and stage, the mean n-cut, shuffled mean, z,
+    share significant and test accuracy (``method`` shuffles), from the two clustering tables."""
+    import pandas as pd
+
+    frames = []
+    for arch in ("mlp", "cnn"):
+        table = read_table(paths.results / f"{arch}-clustering.csv", f"{arch}-clustering")
+        table = table[(table["method"] == method) & (table["k"] == 4)]
+        frames.append(table.assign(arch=arch.upper(), dataset=table["tag"].str.removeprefix("CNN-")))
+    both = pd.concat(frames, ignore_index=True)
+    return (both.groupby(["dataset", "arch", "tag", "stage"], sort=False)
+            .agg(instances=("ncut", "size"), ncut=("ncut", "mean"), shuffled_mean=("shuffled_mean", "mean"),
+                 z=("z", "mean"), significant=("significant", "mean"), test_accuracy=("test_accuracy", "mean"))
+            .reset_index().sort_values(["dataset", "stage", "arch"], kind="stable", ignore_index=True))
 
 
 def run_mlp_stability(
@@ -225,22 +273,27 @@ def draw_clustered_network(paths: ExperimentPaths, table, seed: int = 42, tag: s
 
 
 def summary(paths: ExperimentPaths) -> str:
-    """A short plain-text account of what the clustering tables found and where the files are."""
-    table = read_table(paths.results / "mlp-clustering.csv", "mlp-clustering")
+    """A short plain-text account of what the clustering tables found and where the files are
+    (the MLP table, and the CNN table when ``cnn-clustering`` has run)."""
+    tables = [read_table(paths.results / "mlp-clustering.csv", "mlp-clustering")]
+    if (paths.results / "cnn-clustering.csv").exists():
+        tables.append(read_table(paths.results / "cnn-clustering.csv", "cnn-clustering"))
     lines = [f"Results in {paths.results} (figures in {paths.figures}):"]
-    rows = table[table["method"] == "layer"]
-    for (tag, stage), g in rows.groupby(["tag", "stage"], sort=False):
-        significant = int(g["significant"].sum())
-        lines.append(
-            f"  {tag:16s} {stage:6s} n-cut {g['ncut'].mean():.3f} vs shuffled {g['shuffled_mean'].mean():.3f}"
-            f"  z {np.mean(g['z']):7.2f}  significant {significant}/{len(g)}"
-            f"  test accuracy {g['test_accuracy'].mean():.3f}"
-        )
+    for table in tables:
+        rows = table[table["method"] == "layer"]
+        for (tag, stage), g in rows.groupby(["tag", "stage"], sort=False):
+            significant = int(g["significant"].sum())
+            lines.append(
+                f"  {tag:16s} {stage:6s} n-cut {g['ncut'].mean():.3f} vs shuffled {g['shuffled_mean'].mean():.3f}"
+                f"  z {np.mean(g['z']):7.2f}  significant {significant}/{len(g)}"
+                f"  test accuracy {g['test_accuracy'].mean():.3f}"
+            )
+    rows = tables[0][tables[0]["method"] == "layer"]
     pruned = rows[rows["stage"] == "pruned"]
     if not pruned.empty:
         share = pruned["significant"].mean()
         lines.append(
-            f"=> {share:.0%} of pruned networks are significantly more clusterable than their "
+            f"=> {share:.0%} of pruned MLPs are significantly more clusterable than their "
             f"layer shuffles (p = 1/(N+1), N = {int(pruned['n_shuffles'].iloc[0])})."
         )
     return "\n".join(lines)

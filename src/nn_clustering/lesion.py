@@ -60,6 +60,11 @@ class MLP:
         """Graph indices of the hidden layers."""
         return range(1, len(self.kernels))
 
+    @property
+    def lesionable_layers(self) -> range:
+        """Graph layers whose units can be lesioned: the hidden layers."""
+        return self.hidden_layers
+
 
 def lesion_network(net: MLP, lesion: Lesion) -> MLP:
     """A copy of ``net`` with the lesioned neurons' incoming weights and biases zeroed."""
@@ -81,6 +86,19 @@ def forward(net: MLP, x: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def accuracy_scores(predictions: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy (m,) and per-class accuracy (m, classes) of m rows of predicted labels."""
+    correct = predictions == y[None, :]
+    per_class = np.stack([np.bincount(y[row], minlength=n_classes) for row in correct])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return correct.mean(axis=1), per_class / np.bincount(y, minlength=n_classes)[None, :]
+
+
+def first_lesioned_layers(lesions: Sequence[Lesion], default: int) -> list[int]:
+    """The first layer with a lesioned unit of each lesion (``default`` when none is)."""
+    return [min((layer for layer, n in lesion.items() if len(n)), default=default) for lesion in lesions]
+
+
 class LesionEvaluator:
     """Accuracy (overall and per class) of many lesioned copies of one network, batched."""
 
@@ -97,10 +115,7 @@ class LesionEvaluator:
         self.class_counts = np.bincount(self.y, minlength=self.n_classes)
 
     def _scores(self, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        correct = predictions == self.y[None, :]
-        per_class = np.stack([np.bincount(self.y[row], minlength=self.n_classes) for row in correct])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return correct.mean(axis=1), per_class / self.class_counts[None, :]
+        return accuracy_scores(predictions, self.y, self.n_classes)
 
     def intact(self) -> tuple[float, np.ndarray]:
         """Accuracy and per-class accuracy of the intact network."""
@@ -135,8 +150,7 @@ class LesionEvaluator:
     def evaluate(self, lesions: Sequence[Lesion]) -> tuple[np.ndarray, np.ndarray]:
         """Accuracy (m,) and per-class accuracy (m, classes) of each lesion, in order."""
         predictions = np.empty((len(lesions), self.y.size), np.int64)
-        firsts = [min((layer for layer, n in lesion.items() if len(n)), default=len(self.net.kernels))
-                  for lesion in lesions]
+        firsts = first_lesioned_layers(lesions, len(self.net.kernels))
         order = np.argsort(firsts, kind="stable")
         for start in range(0, len(order), self.chunk):
             idx = order[start:start + self.chunk]
@@ -177,12 +191,13 @@ def active_neurons(labels: np.ndarray, layer_sizes: Sequence[int], layer: int) -
     return np.flatnonzero(_layer_labels(labels, layer_sizes, layer) >= 0)
 
 
-def submodules(labels: np.ndarray, layer_sizes: Sequence[int]) -> list[SubModule]:
-    """Every sub-module of every hidden layer, by layer then cluster (isolated neurons excluded)."""
+def submodules(labels: np.ndarray, layer_sizes: Sequence[int], layers: Iterable[int] | None = None) -> list[SubModule]:
+    """Every sub-module of ``layers`` (default: the hidden layers, every layer but the first and
+    the last), by layer then cluster (isolated neurons excluded)."""
     if len(labels) != sum(layer_sizes):
         raise ValueError(f"{len(labels)} labels for {sum(layer_sizes)} neurons")
     out = []
-    for layer in range(1, len(layer_sizes) - 1):
+    for layer in range(1, len(layer_sizes) - 1) if layers is None else layers:
         lab = _layer_labels(labels, layer_sizes, layer)
         for cluster in np.unique(lab[lab >= 0]):
             out.append(SubModule(layer, int(cluster), np.flatnonzero(lab == cluster)))
@@ -242,7 +257,7 @@ def single_lesion_test(
     accuracies by sub-module name.
     """
     net = evaluator.net
-    modules = submodules(labels, net.layer_sizes)
+    modules = submodules(labels, net.layer_sizes, net.lesionable_layers)
     intact, _ = evaluator.intact()
     seeds = np.random.SeedSequence(config.seed).spawn(max(1, len(modules)))
     rows, randoms = [], {}
@@ -356,7 +371,7 @@ def double_lesion_test(
     not) changes when Y is already lesioned."""
     verdict = {r["name"]: r["taxonomy"] for r in single_rows}
     if modules is None:
-        modules = [m for m in submodules(labels, evaluator.net.layer_sizes)
+        modules = [m for m in submodules(labels, evaluator.net.layer_sizes, evaluator.net.lesionable_layers)
                    if verdict.get(m.name) not in ("small", "complete")]
     pairs = [(x, y) for x in modules for y in modules if x.name != y.name]
     seeds = np.random.SeedSequence(seed).spawn(max(1, len(pairs)))

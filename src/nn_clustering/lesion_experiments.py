@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,10 +27,15 @@ from .lesion import (
     single_lesion_test,
     submodules,
 )
+from .model_io import load_keras_model
 from .provenance import code_version
 from .tables import save_figure, write_csv, write_xlsx
 
+if TYPE_CHECKING:
+    from .cnn_lesion import CNNLesionEvaluator
+
 LESION_TAGS = ("MNIST", "MNIST+DROPOUT", "FASHION", "FASHION+DROPOUT")
+CNN_LESION_TAGS = ("CNN-MNIST", "CNN-FASHION")
 
 
 @dataclass
@@ -43,18 +49,24 @@ class LesionSetup:
     provenance: dict
 
     @cached_property
-    def evaluator(self) -> LesionEvaluator:
-        """The pruned network on the dataset's test split (loads the data once, when needed)."""
+    def evaluator(self) -> LesionEvaluator | CNNLesionEvaluator:
+        """The pruned network on the dataset's test split (loads the data once, when needed):
+        numpy for an MLP, the saved Keras model for a CNN."""
         data = load_dataset(self.data_path.stem, self.data_path.parent)
+        if self.instance.arch == "cnn":
+            from .cnn_lesion import CNNLesionEvaluator
+
+            model = load_keras_model(self.instance.model_path("pruned"))
+            return CNNLesionEvaluator(model, data.x_test, data.y_test)
         return LesionEvaluator(MLP.from_weights(self.instance.weights("pruned")), data.x_test, data.y_test)
 
 
 def lesion_setup(
-    paths: ExperimentPaths, tag: str, k: int, seed: int, data_dir: str | Path | None = None
+    paths: ExperimentPaths, tag: str, k: int, seed: int, data_dir: str | Path | None = None, arch: str = "mlp"
 ) -> LesionSetup:
     """Instance 0 of ``tag`` (pruned), its labels and provenance; clear errors when the model or
     the dataset is missing."""
-    found = find_instances(paths.models, [tag], arch="mlp")
+    found = find_instances(paths.models, [tag], arch=arch)
     if not found:
         raise NnClusteringError(f"no trained {tag} model under {paths.models}; run `make models TAGS={tag}`")
     instance = found[0]
@@ -88,12 +100,13 @@ def single_lesion_rows(
     return [{**extra, **row} for row in value["rows"]], value["randoms"]
 
 
-def run_mlp_lesion(
-    paths: ExperimentPaths, tags: Sequence[str] = LESION_TAGS, k: int = 10,
+def run_lesion(
+    paths: ExperimentPaths, arch: str = "mlp", tags: Sequence[str] = LESION_TAGS, k: int = 10,
     config: LesionConfig | None = None, data_dir=None, progress: bool = True,
 ):
-    """``mlp-lesion``: single lesion test per tag; writes ``mlp-lesion.xlsx`` (one sheet per
-    model), ``mlp-lesion.csv`` (all rows) and ``figures/mlp-lesion``; returns {tag: table}."""
+    """``mlp-lesion`` / ``cnn-lesion``: single lesion test per tag (neurons of an MLP's hidden
+    layers, channels of a CNN's conv layers); writes ``<arch>-lesion.xlsx`` (one sheet per
+    model), ``<arch>-lesion.csv`` (all rows) and ``figures/<arch>-lesion``; returns {tag: table}."""
     import pandas as pd
 
     from .plots import lesion_plot
@@ -101,13 +114,26 @@ def run_mlp_lesion(
     config = config or LesionConfig()
     tables, randoms = {}, {}
     for tag in tags:
-        setup = lesion_setup(paths, tag, k, config.seed, data_dir)
+        setup = lesion_setup(paths, tag, k, config.seed, data_dir, arch)
         rows, randoms[tag] = single_lesion_rows(paths, setup, config, progress)
         tables[tag] = pd.DataFrame(rows)
-    write_xlsx(tables, paths.results / "mlp-lesion.xlsx")
-    write_csv(pd.concat(tables.values(), ignore_index=True), paths.results / "mlp-lesion.csv")
-    save_figure(lesion_plot(tables, randoms), paths.figures / "mlp-lesion")
+    write_xlsx(tables, paths.results / f"{arch}-lesion.xlsx")
+    write_csv(pd.concat(tables.values(), ignore_index=True), paths.results / f"{arch}-lesion.csv")
+    unit = "channels of conv layer" if arch == "cnn" else "neurons of hidden layer"
+    save_figure(lesion_plot(tables, randoms, unit), paths.figures / f"{arch}-lesion")
     return tables
+
+
+def run_mlp_lesion(paths: ExperimentPaths, tags: Sequence[str] = LESION_TAGS, k: int = 10,
+                   config: LesionConfig | None = None, data_dir=None, progress: bool = True):
+    """``mlp-lesion``: :func:`run_lesion` of the MLPs."""
+    return run_lesion(paths, "mlp", tags, k, config, data_dir, progress)
+
+
+def run_cnn_lesion(paths: ExperimentPaths, tags: Sequence[str] = CNN_LESION_TAGS, k: int = 4,
+                   config: LesionConfig | None = None, data_dir=None, progress: bool = True):
+    """``cnn-lesion``: :func:`run_lesion` of the CNNs' channel clusters."""
+    return run_lesion(paths, "cnn", tags, k, config, data_dir, progress)
 
 
 def run_mlp_double_lesion(
@@ -134,7 +160,9 @@ def run_mlp_double_lesion(
         modules = None  # double_lesion_test's default: every sub-module not small or complete
         if pairs == "important":
             important = {r["name"] for r in single_rows if r["taxonomy"] == "important"}
-            modules = [m for m in submodules(setup.labels, setup.evaluator.net.layer_sizes) if m.name in important]
+            net = setup.evaluator.net
+            modules = [m for m in submodules(setup.labels, net.layer_sizes, net.lesionable_layers)
+                       if m.name in important]
         rows = double_lesion_test(setup.evaluator, setup.labels, single_rows, n_random, single.seed, modules,
                                   progress)
         return {"rows": rows, "code_version": code_version()}

@@ -21,8 +21,26 @@ class NetworkWeights:
 
     kernels: list[np.ndarray]
     biases: list[np.ndarray] = field(default_factory=list)
-    kind: str = "mlp"  # "mlp": Dense kernels (in, out); "cnn": conv kernels (h, w, in, out)
+    kind: str = "mlp"  # "mlp": Dense kernels (in, out) only; "cnn": conv kernels (h, w, in, out) first
     source: str = ""
+
+    @property
+    def conv_kernels(self) -> list[np.ndarray]:
+        """The conv kernels (4-D), in order; empty for an MLP."""
+        return [k for k in self.kernels if np.ndim(k) == 4]
+
+
+def network_kind(kernels: list[np.ndarray], source: str = "") -> str:
+    """``cnn`` if there are conv kernels (which must come before any dense one), else ``mlp``."""
+    dims = [np.ndim(k) for k in kernels]
+    if 4 not in dims:
+        return "mlp"
+    if dims != sorted(dims, reverse=True) or set(dims) - {2, 4}:
+        raise ModelError(
+            f"{source or 'weights'}: kernel ranks {dims}; expected conv kernels (4-D) followed by dense "
+            "ones (2-D), in layer order"
+        )
+    return "cnn"
 
 
 def _numbered(files: list[str], prefix: str) -> list[str]:
@@ -50,38 +68,42 @@ def load_npz_weights(path: Path) -> NetworkWeights:
         )
     kernels = [arrays[n] for n in kernel_names]
     biases = [arrays[n] for n in _numbered(names, "bias_")]
-    kind = "cnn" if all(k.ndim == 4 for k in kernels) else "mlp"
-    return NetworkWeights(kernels, biases, kind, str(path))
+    return NetworkWeights(kernels, biases, network_kind(kernels, str(path)), str(path))
 
 
-def load_keras_weights(path: Path) -> NetworkWeights:
-    """Dense (or Conv2D) kernels and biases of a saved Keras model, in layer order."""
+def load_keras_model(path: str | Path):
+    """A saved Keras model (not compiled), or a clear error for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path} not found; train the model with `make models` (or check the path)")
     try:
         import keras
     except ImportError as exc:  # pragma: no cover - keras is in the locked environment
         raise ModelError(f"{path}: reading Keras models needs keras; run `make env`") from exc
     try:
-        model = keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # keras raises many types for unreadable files
         raise ModelError(f"{path}: cannot be loaded as a Keras model ({exc}); re-save it with model.save()") from exc
-    return weights_of_keras_model(model, str(path))
+
+
+def load_keras_weights(path: Path) -> NetworkWeights:
+    """Dense and Conv2D kernels and biases of a saved Keras model, in layer order."""
+    return weights_of_keras_model(load_keras_model(path), str(path))
 
 
 def weights_of_keras_model(model, source: str = "") -> NetworkWeights:
-    """Kernels of a Keras model's Dense layers (MLP) or Conv2D layers (CNN)."""
-    dense, conv = [], []
-    for layer in model.layers:
-        name = type(layer).__name__
-        if name == "Dense":
-            dense.append(layer)
-        elif name == "Conv2D":
-            conv.append(layer)
-    layers, kind = (conv, "cnn") if conv else (dense, "mlp")
-    if not layers:
-        raise ModelError(f"{source or 'model'} has no Dense or Conv2D layers to cluster")
-    kernels = [np.asarray(layer.kernel) for layer in layers]
-    biases = [np.asarray(layer.bias) for layer in layers if layer.use_bias]
-    return NetworkWeights(kernels, biases, kind, source)
+    """Kernels and biases of a Keras model's Dense and Conv2D layers in order, batch
+    normalisation folded in (:mod:`nn_clustering.keras_weights`); a clear error naming any
+    unsupported layer."""
+    from .keras_weights import folded_layers
+
+    try:
+        layers = folded_layers(model)
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}" if source else str(exc)) from None
+    kernels = [layer.kernel for layer in layers]
+    biases = [layer.bias for layer in layers]
+    return NetworkWeights(kernels, biases, network_kind(kernels, source), source)
 
 
 def load_weights(path: str | Path) -> NetworkWeights:

@@ -221,9 +221,10 @@ TAXONOMY_COLOURS = {"important": "crimson", "least_important": "darkorange", "pr
                     "complete": "black", "other": "steelblue"}
 
 
-def lesion_plot(tables: dict, randoms: dict):
+def lesion_plot(tables: dict, randoms: dict, unit: str = "neurons of hidden layer"):
     """Per model, the accuracy change of each sub-module's lesion (marker, coloured by its
-    taxonomy) against the distribution of random same-size lesions (box)."""
+    taxonomy) against the distribution of random same-size lesions (box); ``unit`` says what a
+    sub-module's layer index counts."""
     tags = list(tables)
     fig, axes = plt.subplots(len(tags), 1, figsize=(max(8, 0.45 * max(len(t) for t in tables.values()) + 2),
                                                     3.4 * len(tags)), squeeze=False)
@@ -243,7 +244,7 @@ def lesion_plot(tables: dict, randoms: dict):
         ax.set_title(f"{tag}: lesioned sub-modules (marker) vs random same-size lesions (box); "
                      f"intact accuracy {intact:.3f}", fontsize=9)
         ax.legend(fontsize=7, loc="lower left", ncol=4)
-    axes[-1, 0].set_xlabel("sub-module L<layer>C<cluster> (size)")
+    axes[-1, 0].set_xlabel(f"sub-module L<layer>C<cluster> (size): cluster C's {unit} L")
     fig.tight_layout()
     return fig
 

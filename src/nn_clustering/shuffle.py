@@ -1,6 +1,6 @@
 """The shuffle test (SPEC section 5): is the network more clusterable than its shuffles?
 
-Each weight matrix (or kernel tensor) is permuted independently, the graph rebuilt, isolated
+Each weight matrix (or conv kernel, slice by slice) is permuted independently, the graph rebuilt, isolated
 nodes removed, the graph re-clustered from scratch with the same k and its n-cut computed.
 Shuffle i draws everything from child i + 1 of ``numpy.random.SeedSequence(seed)`` (child 0
 clusters the unshuffled network), and the work is cut into fixed chunks by shuffle index, so
@@ -64,20 +64,34 @@ class ShuffleTestResult:
 
 
 def shuffle_weights(weights: np.ndarray, method: ShuffleMethod, rng: np.random.Generator) -> np.ndarray:
-    """Permute one weight matrix or kernel tensor.
+    """Permute one weight matrix, or the kernel slices of one conv kernel.
 
     ``layer``: a uniform permutation of all entries, zeros included. ``layer_nonzero``: the
     non-zero values permuted among the non-zero positions (keeps the sparsity pattern).
+    A conv kernel (h, w, in, out) is shuffled as the (in, out) matrix of its slices
+    K[:, :, i, j]: whole slices move together, so the channel graph's edge weights are
+    permuted exactly as a dense layer's are (``layer_nonzero`` moves the slices that are not
+    all zero among the positions of such slices).
     """
     w = np.asarray(weights)
+    if method not in SHUFFLE_METHODS:
+        raise ValueError(f"unknown shuffle method {method!r}; use one of {', '.join(SHUFFLE_METHODS)}")
+    if w.ndim == 4:
+        h, k, n_in, n_out = w.shape
+        slices = w.reshape(h * k, n_in * n_out)  # one column per slice K[:, :, i, j]
+        if method == "layer":
+            out = slices[:, rng.permutation(n_in * n_out)]
+        else:
+            out = np.zeros_like(slices)
+            positions = np.flatnonzero(slices.any(axis=0))
+            out[:, positions] = slices[:, rng.permutation(positions)]
+        return out.reshape(w.shape)
     if method == "layer":
         return rng.permutation(w.ravel()).reshape(w.shape)
-    if method == "layer_nonzero":
-        out = np.zeros_like(w)
-        positions = np.flatnonzero(w)
-        out.flat[positions] = rng.permutation(w.flat[positions])
-        return out
-    raise ValueError(f"unknown shuffle method {method!r}; use one of {', '.join(SHUFFLE_METHODS)}")
+    out = np.zeros_like(w)
+    positions = np.flatnonzero(w)
+    out.flat[positions] = rng.permutation(w.flat[positions])
+    return out
 
 
 def shuffle_kernels(
