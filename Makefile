@@ -26,6 +26,8 @@ PROFILE_DIR := $(if $(filter paper,$(PROFILE)),,/$(PROFILE))
 MODELS_DIR ?= models$(PROFILE_DIR)
 RESULTS_DIR ?= results$(PROFILE_DIR)
 N_JOBS ?= 2
+JUPYTER_PORT ?= 8888
+JUPYTER_ARGS ?=
 MODELS_INDEX := $(MODELS_DIR)/INDEX.json
 NB_OUT := $(RESULTS_DIR)/notebooks
 LIB_SRC := $(wildcard src/nn_clustering/*.py src/nn_clustering/profiles/*.json)
@@ -46,7 +48,8 @@ endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
         mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion \
-        cnn-clustering cnn-lesion
+        cnn-clustering cnn-lesion jupyter test-install push-models pull-models push-datasets \
+        pull-datasets push-results pull-results
 
 help: ## Show this list of targets (the default goal)
 	@echo "nn-clustering: is this trained neural network modular?"
@@ -122,6 +125,39 @@ cnn-lesion: $(NB_OUT)/cnn-lesion-test.ipynb ## Single lesion test of each CNN ch
 
 $(NB_OUT)/cnn-lesion-test.ipynb: notebooks/cnn-lesion-test.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
 	$(call run_notebook,cnn-lesion-test,cnn-lesion-test,-p DATA_DIR $(abspath $(DATASETS_DIR)))
+
+jupyter: $(STAMP) ## Jupyter Lab on the notebooks with the project's kernel (JUPYTER_PORT=8888)
+	@$(PY) -m ipykernel install --sys-prefix --name nn-clustering --display-name "Python (nn-clustering)" >/dev/null
+	$(VENV)/bin/jupyter lab --notebook-dir . --port $(JUPYTER_PORT) --no-browser $(JUPYTER_ARGS)
+
+# S3 sync (only changed files move; pulled files are checked against their recorded SHA-256).
+# S3_URI=s3://bucket/prefix names the bucket; S3_ENDPOINT for non-AWS storage (MinIO, ...).
+# The remote layout mirrors the local one: <S3_URI>/models[/<profile>], /datasets, /results[/<profile>].
+S3_URI ?=
+S3_ENDPOINT ?=
+S3_SYNC = @test -n "$(S3_URI)" || { echo "error: set S3_URI=s3://bucket/prefix (and S3_ENDPOINT for non-AWS storage)" >&2; exit 2; }; \
+	$(PY) -m nn_clustering s3 $(1) $(2) $(S3_URI)/$(3) $(if $(S3_ENDPOINT),--endpoint-url $(S3_ENDPOINT))
+
+push-models: | $(STAMP) ## Upload changed files of MODELS_DIR to S3_URI (S3_ENDPOINT for non-AWS)
+	$(call S3_SYNC,push,$(MODELS_DIR),models$(PROFILE_DIR))
+
+pull-models: | $(STAMP) ## Download changed models from S3_URI, each checked against its SHA-256
+	$(call S3_SYNC,pull,$(MODELS_DIR),models$(PROFILE_DIR))
+
+push-datasets: | $(STAMP) ## Upload changed files of datasets/ to S3_URI
+	$(call S3_SYNC,push,$(DATASETS_DIR),datasets)
+
+pull-datasets: | $(STAMP) ## Download changed datasets from S3_URI (checksum-verified)
+	$(call S3_SYNC,pull,$(DATASETS_DIR),datasets)
+
+push-results: | $(STAMP) ## Upload changed files of RESULTS_DIR to S3_URI
+	$(call S3_SYNC,push,$(RESULTS_DIR),results$(PROFILE_DIR))
+
+pull-results: | $(STAMP) ## Download changed results from S3_URI (checksum-verified)
+	$(call S3_SYNC,pull,$(RESULTS_DIR),results$(PROFILE_DIR))
+
+test-install: ## Run the Docker image's install steps in a fresh venv (needs the package index)
+	devops/test-install.sh
 
 demo: ## Start here: datasets, quick models, clustering, figures and a summary (~10 min, 2 cores)
 	@start=$$(date +%s); \

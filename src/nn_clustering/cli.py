@@ -95,6 +95,16 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_s3(args: argparse.Namespace) -> int:
+    from .storage import pull, push
+
+    if args.direction == "push":
+        push(args.local, args.uri, args.endpoint_url, progress=not args.quiet)
+    else:
+        pull(args.uri, args.local, args.endpoint_url, progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -142,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=None, help="models folder (default: the profile's)")
     p.add_argument("--results-dir", default=None, help="results folder (default: the profile's)")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("s3", help="sync a folder with S3-compatible storage (only changed files move)")
+    p.add_argument("direction", choices=["push", "pull"], help="push: local -> bucket; pull: bucket -> local")
+    p.add_argument("local", help="the local folder, e.g. models/quick")
+    p.add_argument("uri", help="s3://bucket/prefix of the folder's copy")
+    p.add_argument("--endpoint-url", default=None,
+                   help="endpoint of non-AWS storage (default: AWS_ENDPOINT_URL or AWS itself)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_s3)
     return parser
 
 

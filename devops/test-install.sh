@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Exercises the Docker image's install steps on this machine: devops/install.sh into a fresh
+# virtualenv, then the things the image is for (the command line, Jupyter, the kernel).
+# Needs the package index (pip); run by `make test-install` and by CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="$(mktemp -d)/venv"
+trap 'rm -rf "$(dirname "$venv")"' EXIT
+
+start=$(date +%s)
+devops/install.sh deps "$venv"
+devops/install.sh project "$venv"
+"$venv/bin/python" - <<'PY'
+import keras, sklearn, boto3, papermill, nn_clustering  # the image's working set
+import numpy as np
+from nn_clustering.graph import mlp_graph
+from nn_clustering.spectral import SpectralConfig, cluster_graph
+rng = np.random.default_rng(0)
+graph = mlp_graph([rng.normal(size=(8, 6)), rng.normal(size=(6, 4))])
+print("clustered:", cluster_graph(graph, SpectralConfig(n_clusters=2), rng).ncut)
+PY
+"$venv/bin/jupyter" lab --version
+"$venv/bin/jupyter" kernelspec list | grep -q nn-clustering
+echo "install steps OK in $(( $(date +%s) - start )) s"

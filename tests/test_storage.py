@@ -1,0 +1,197 @@
+"""Sharing folders through S3: tested against a real S3 protocol server (moto's server mode)
+started on loopback, with IAM authentication switched on so bad credentials are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+boto3 = pytest.importorskip("boto3")
+pytest.importorskip("moto")
+
+from nn_clustering import storage  # noqa: E402
+from nn_clustering.storage import StorageError, pull, push  # noqa: E402
+
+BUCKET = "nn-clustering-test"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A moto S3 server on loopback; the first 3 requests are unauthenticated (they create an
+    IAM user with S3 rights), every later one must be signed with that user's key."""
+    port = _free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("moto server did not start")
+        anonymous = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup",
+                     "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", **anonymous)
+        iam.create_user(UserName="researcher")
+        key = iam.create_access_key(UserName="researcher")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="researcher", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        credentials = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                              aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+        client.create_bucket(Bucket=BUCKET)
+        yield url, credentials, client
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def creds(server, monkeypatch, tmp_path):
+    """The standard credential chain sees only the good key (no ~/.aws files)."""
+    url, credentials, client = server
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
+    return url, client
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _write(folder: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def test_push_and_pull_move_only_changed_files(creds, tmp_path):
+    url, _ = creds
+    uri = f"s3://{BUCKET}/round-trip/models"
+    local = _write(tmp_path / "models", {"MNIST/0/pruned.npz": b"k" * 5000, "MNIST/0/config.json": b"{}",
+                                         "INDEX.json": b"[]", ".hidden.partial": b"half"})
+    quiet = {"progress": False, "log": lambda _: None}
+    first = push(local, uri, url, **quiet)
+    assert sorted(first.transferred) == ["INDEX.json", "MNIST/0/config.json", "MNIST/0/pruned.npz"]
+    assert push(local, uri, url, **quiet).transferred == []  # nothing changed
+    (local / "MNIST/0/config.json").write_bytes(b'{"seed": 1}')
+    assert push(local, uri, url, **quiet).transferred == ["MNIST/0/config.json"]
+
+    copy = tmp_path / "copy"
+    assert len(pull(uri, copy, url, **quiet).transferred) == 3
+    expected = {k: v for k, v in _tree(local).items() if not k.startswith(".")}
+    assert _tree(copy) == expected
+    (copy / "MNIST/0/pruned.npz").write_bytes(b"edited locally")
+    again = pull(uri, copy, url, **quiet)
+    assert again.transferred == ["MNIST/0/pruned.npz"] and len(again.unchanged) == 2
+    assert _tree(copy) == expected
+
+
+def test_bad_credentials_get_one_clear_error(creds, tmp_path, monkeypatch):
+    url, _ = creds
+    local = _write(tmp_path / "results", {"table.csv": b"a,b\n1,2\n"})
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOTAREALKEY00000")
+    with pytest.raises(StorageError, match="S3 refused the credentials .*InvalidAccessKeyId.*AWS_ACCESS_KEY_ID"):
+        push(local, f"s3://{BUCKET}/bad", url, progress=False)
+    run = subprocess.run([sys.executable, "-m", "nn_clustering", "s3", "push", str(local), f"s3://{BUCKET}/bad",
+                          "--endpoint-url", url, "--quiet"], capture_output=True, text=True, env=os.environ.copy())
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()]  # one line
+    assert run.stderr.startswith("error: S3 refused the credentials")
+
+
+def test_interrupted_download_leaves_the_old_file_and_no_partial_one(creds, tmp_path, monkeypatch):
+    url, _ = creds
+    uri = f"s3://{BUCKET}/interrupted"
+    big = os.urandom(3 * 1024 * 1024)
+    push(_write(tmp_path / "remote", {"pruned.npz": big}), uri, url, progress=False)
+    local = _write(tmp_path / "local", {"pruned.npz": b"the old, good model"})
+
+    class Interrupt:
+        """A progress bar whose connection drops after the first received bytes."""
+
+        def __init__(self, *args, **kwargs):
+            self.seen = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            self.seen += n
+            if self.seen < len(big):
+                raise ConnectionResetError("connection reset by peer")
+
+    original = storage._progress
+    monkeypatch.setattr(storage, "_progress", Interrupt)
+    with pytest.raises(StorageError, match="was interrupted .*ConnectionResetError.* run the pull again"):
+        pull(uri, local, url, progress=False)
+    assert _tree(local) == {"pruned.npz": b"the old, good model"}  # untouched, nothing half-written
+    monkeypatch.setattr(storage, "_progress", original)
+    pull(uri, local, url, progress=False)  # the next pull completes
+    assert _tree(local) == {"pruned.npz": big}
+
+
+def test_pulled_files_are_checked_against_their_recorded_checksum(creds, tmp_path):
+    url, client = creds
+    uri = f"s3://{BUCKET}/tampered"
+    push(_write(tmp_path / "remote", {"MNIST/0/pruned.npz": b"trained weights"}), uri, url, progress=False)
+    client.put_object(Bucket=BUCKET, Key="tampered/MNIST/0/pruned.npz", Body=b"corrupted in storage")
+    local = tmp_path / "local"
+    with pytest.raises(StorageError, match="does not match its recorded SHA-256"):
+        pull(uri, local, url, progress=False)
+    assert not local.exists() or _tree(local) == {}
+
+
+def test_bad_uris_and_missing_buckets_are_clear(creds, tmp_path):
+    url, _ = creds
+    with pytest.raises(StorageError, match="is not an S3 URI; use s3://bucket/prefix"):
+        push(tmp_path, "https://example.com/bucket", url, progress=False)
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
+        pull("s3://no-such-bucket/models", tmp_path / "x", url, progress=False)
+    with pytest.raises(StorageError, match="nothing at s3://.*/empty"):
+        pull(f"s3://{BUCKET}/empty", tmp_path / "x", url, progress=False)
+
+
+def test_make_targets_push_and_pull_a_profile_folder(creds, tmp_path):
+    url, _ = creds
+    if not (ROOT / ".venv" / ".installed").exists():
+        pytest.skip("make env has not been run")
+    models = _write(tmp_path / "models", {"MNIST/0/pruned.npz": b"weights", "INDEX.json": b"[]"})
+    common = [f"S3_URI=s3://{BUCKET}/make", f"S3_ENDPOINT={url}"]
+    push_run = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "push-models",
+                               f"MODELS_DIR={models}", *common], capture_output=True, text=True)
+    assert push_run.returncode == 0, push_run.stderr
+    copy = tmp_path / "copy"
+    pull_run = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "pull-models",
+                               f"MODELS_DIR={copy}", *common], capture_output=True, text=True)
+    assert pull_run.returncode == 0, pull_run.stderr
+    assert _tree(copy) == _tree(models)
+    missing = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "push-models"],
+                             capture_output=True, text=True, env={**os.environ, "S3_URI": ""})
+    assert missing.returncode != 0 and "S3_URI" in missing.stderr
