@@ -128,7 +128,8 @@ $(NB_OUT)/cnn-lesion-test.ipynb: notebooks/cnn-lesion-test.ipynb $(MODELS_INDEX)
 
 jupyter: $(STAMP) ## Jupyter Lab on the notebooks with the project's kernel (JUPYTER_PORT=8888)
 	@$(PY) -m ipykernel install --sys-prefix --name nn-clustering --display-name "Python (nn-clustering)" >/dev/null
-	$(VENV)/bin/jupyter lab --notebook-dir . --port $(JUPYTER_PORT) --no-browser $(JUPYTER_ARGS)
+	$(VENV)/bin/jupyter lab --notebook-dir . --port $(JUPYTER_PORT) --no-browser \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
 
 # S3 sync (only changed files move; pulled files are checked against their recorded SHA-256).
 # S3_URI=s3://bucket/prefix names the bucket; S3_ENDPOINT for non-AWS storage (MinIO, ...).
