@@ -56,17 +56,18 @@ class TrainedInstance:
         """The training profile the instance was trained under."""
         return str(self.config.get("profile", ""))
 
-    def kernels_path(self, stage: str) -> Path:
-        """The ``.npz`` of kernels and biases of ``stage`` (``dense`` or ``pruned``)."""
+    def _stage_file(self, stage: str, suffix: str) -> Path:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-        return self.path / f"{stage}.npz"
+        return self.path / f"{stage}{suffix}"
+
+    def kernels_path(self, stage: str) -> Path:
+        """The ``.npz`` of kernels and biases of ``stage`` (``dense`` or ``pruned``)."""
+        return self._stage_file(stage, ".npz")
 
     def model_path(self, stage: str) -> Path:
         """The saved Keras model of ``stage`` (``dense.keras`` or ``pruned.keras``)."""
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-        return self.path / f"{stage}.keras"
+        return self._stage_file(stage, ".keras")
 
     def weights(self, stage: str) -> NetworkWeights:
         """Kernels and biases of ``stage``."""

@@ -48,6 +48,13 @@ def _conv_layers(model) -> list:
     return [layer for layer in flat_layers(model) if type(layer).__name__ == "Conv2D"]
 
 
+def _check_conv_indices(lesion: Lesion, n_conv: int) -> None:
+    """A clear error for a lesion naming a conv layer the model does not have."""
+    for j in lesion:
+        if not 0 <= j < n_conv:
+            raise ValueError(f"conv layer {j} does not exist (0..{n_conv - 1})")
+
+
 def lesion_keras_model(model, lesion: Lesion):
     """A copy of ``model`` whose lesioned channels (conv layer j -> channel indices) have their
     kernel slices and biases zeroed."""
@@ -56,9 +63,8 @@ def lesion_keras_model(model, lesion: Lesion):
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     convs = _conv_layers(copy)
+    _check_conv_indices(lesion, len(convs))
     for j, channels in lesion.items():
-        if not 0 <= j < len(convs):
-            raise ValueError(f"conv layer {j} does not exist (0..{len(convs) - 1})")
         layer = convs[j]
         kernel = keras.ops.convert_to_numpy(layer.kernel).copy()
         kernel[..., channels] = 0
@@ -100,10 +106,6 @@ class CNNLesionEvaluator:
         self._intact = self._predict([{}])
 
     # -- running the network -------------------------------------------------------------
-    def _apply(self, layer, h):
-        """One layer in inference mode."""
-        return layer(h, training=False) if type(layer).__name__ in ("Dropout", "SpatialDropout2D") else layer(h)
-
     def _conv_pre(self, layer, h, kernel=None, bias: bool = True):
         """The conv's pre-activation (``kernel`` defaults to the layer's; no bias if not ``bias``)."""
         import keras
@@ -132,12 +134,12 @@ class CNNLesionEvaluator:
         h = keras.ops.convert_to_tensor(xb)
         start = self.conv_positions[first] if first < len(self.conv_positions) else len(self.layers)
         for layer in self.layers[:start + 1]:  # intact prefix, up to and including conv `first`
-            h = self._apply(layer, h)
+            h = layer(h, training=False)
         if start >= len(self.layers):
             return np.repeat(keras.ops.convert_to_numpy(h).argmax(-1)[None], m, axis=0)
         position = start + 1
         while position < len(self.layers) and type(self.layers[position]).__name__ in CHANNELWISE:
-            h = self._apply(self.layers[position], h)  # channelwise: lesioned channels stay zero
+            h = self.layers[position](h, training=False)  # channelwise: lesioned channels stay zero
             position += 1
         conv_index = first + 1
         nxt = self.layers[position] if position < len(self.layers) else None
@@ -158,7 +160,7 @@ class CNNLesionEvaluator:
         else:
             h = self._zero(keras.ops.concatenate([h] * m, axis=0), lesions, first, b)
         for layer in self.layers[position:]:
-            h = self._apply(layer, h)
+            h = layer(h, training=False)
             if type(layer).__name__ == "Conv2D":
                 h = self._zero(h, lesions, conv_index, b)
                 conv_index += 1
@@ -168,9 +170,7 @@ class CNNLesionEvaluator:
         """Predicted labels (m, n) of every lesion on the whole test set."""
         n_conv = len(self.conv_positions)
         for lesion in lesions:
-            for j in lesion:
-                if not 0 <= j < n_conv:
-                    raise ValueError(f"conv layer {j} does not exist (0..{n_conv - 1})")
+            _check_conv_indices(lesion, n_conv)
         firsts = first_lesioned_layers(lesions, n_conv)
         out = np.empty((len(lesions), self.y.size), np.int64)
         for first in sorted(set(firsts)):

@@ -37,7 +37,6 @@ class FoldedLayer:
     kind: str  # "Dense" or "Conv2D"
     kernel: np.ndarray
     bias: np.ndarray
-    folded: tuple[str, ...] = ()
 
 
 def flat_layers(model) -> list:
@@ -117,7 +116,6 @@ def folded_layers(model) -> list[FoldedLayer]:
             scale, shift = _batchnorm_scale(layer, target.kernel.shape[-1])
             target.kernel = target.kernel * scale
             target.bias = target.bias * scale + shift
-            target.folded += (layer.name,)
         elif kind not in PASS_THROUGH:
             raise ModelError(
                 f"layer {layer.name!r} ({kind}) is not supported by the graph builder; supported: "

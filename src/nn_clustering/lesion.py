@@ -112,14 +112,10 @@ class LesionEvaluator:
         #: pre-activations z_l = a_{l-1} W + b of layers 1..L (index 0 unused)
         self.pre_activations = [x] + [a @ k + b for a, k, b in
                                       zip(self.activations[:-1], net.kernels, net.biases, strict=True)]
-        self.class_counts = np.bincount(self.y, minlength=self.n_classes)
-
-    def _scores(self, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return accuracy_scores(predictions, self.y, self.n_classes)
 
     def intact(self) -> tuple[float, np.ndarray]:
         """Accuracy and per-class accuracy of the intact network."""
-        acc, per_class = self._scores(self.activations[-1].argmax(axis=1)[None, :])
+        acc, per_class = accuracy_scores(self.activations[-1].argmax(axis=1)[None, :], self.y, self.n_classes)
         return float(acc[0]), per_class[0]
 
     def _run(self, lesions: Sequence[Lesion], first: int) -> np.ndarray:
@@ -159,7 +155,7 @@ class LesionEvaluator:
                 groups.setdefault(firsts[i], []).append(int(i))
             for first, members in groups.items():
                 predictions[members] = self._run([lesions[i] for i in members], first)
-        return self._scores(predictions)
+        return accuracy_scores(predictions, self.y, self.n_classes)
 
 
 @dataclass(frozen=True)

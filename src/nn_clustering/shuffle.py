@@ -76,22 +76,14 @@ def shuffle_weights(weights: np.ndarray, method: ShuffleMethod, rng: np.random.G
     w = np.asarray(weights)
     if method not in SHUFFLE_METHODS:
         raise ValueError(f"unknown shuffle method {method!r}; use one of {', '.join(SHUFFLE_METHODS)}")
-    if w.ndim == 4:
-        h, k, n_in, n_out = w.shape
-        slices = w.reshape(h * k, n_in * n_out)  # one column per slice K[:, :, i, j]
-        if method == "layer":
-            out = slices[:, rng.permutation(n_in * n_out)]
-        else:
-            out = np.zeros_like(slices)
-            positions = np.flatnonzero(slices.any(axis=0))
-            out[:, positions] = slices[:, rng.permutation(positions)]
-        return out.reshape(w.shape)
+    # the units that move: one column per entry of a matrix, one per slice K[:, :, i, j] of a kernel
+    units = w.reshape(-1, w.shape[2] * w.shape[3]) if w.ndim == 4 else w.reshape(1, -1)
     if method == "layer":
-        return rng.permutation(w.ravel()).reshape(w.shape)
-    out = np.zeros_like(w)
-    positions = np.flatnonzero(w)
-    out.flat[positions] = rng.permutation(w.flat[positions])
-    return out
+        return units[:, rng.permutation(units.shape[1])].reshape(w.shape)
+    out = np.zeros_like(units)
+    positions = np.flatnonzero(units.any(axis=0))
+    out[:, positions] = units[:, rng.permutation(positions)]
+    return out.reshape(w.shape)
 
 
 def shuffle_kernels(
