@@ -36,12 +36,13 @@ def small_mlp(seed=0):
     return model
 
 
-def prune(model, x, y, epochs=3, batch_size=64):
+def prune(model, x, y, epochs=3, batch_size=64, optimizer=None, callbacks=()):
     steps = int(np.ceil(len(x) / batch_size)) * epochs
     callback = MagnitudePruning(PruningSchedule(total_steps=steps))
-    callback.attach(model)
-    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[callback])
+    optimizer = optimizer or keras.optimizers.Adam(1e-3)
+    callback.attach(model, optimizer)
+    model.compile(optimizer, "categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[callback, *callbacks])
     return callback
 
 
@@ -59,8 +60,69 @@ def test_schedule_values():
     assert s.sparsity(250) == pytest.approx(0.9)
     assert s.sparsity(50) == pytest.approx(0.9 - 0.4 * 0.5**3)
     assert s.sparsity(25) == pytest.approx(0.9 - 0.4 * 0.75**3)
-    assert [t for t in range(0, 101) if s.updates_at(t)] == list(range(0, 101, 10))
+    assert [t for t in range(0, 101) if s.updates_at(t)] == list(range(0, 101, 10)) == s.update_steps()
     assert PruningSchedule(total_steps=95).updates_at(95)
+    assert PruningSchedule(total_steps=95).update_steps()[-2:] == [90, 95]
+    assert [PruningSchedule(total_steps=95).slot(t) for t in (0, 10, 90, 95)] == [0, 1, 9, 10]
+
+
+def test_drop_smallest_matches_numpy():
+    """The in-graph mask update drops exactly the ``count`` kept entries of smallest |w|."""
+    from nn_clustering.pruning import drop_smallest
+
+    rng = np.random.default_rng(0)
+    for shape, count in [((30, 20), 7), ((3, 3, 4, 5), 12), ((50,), 0), ((8, 8), 30)]:
+        w = rng.normal(size=shape).astype("float32")
+        mask = (rng.random(shape) < 0.6).astype("float32")
+        got = keras.ops.convert_to_numpy(drop_smallest(w, mask, count, bound=max(count, 1) + 3))
+        magnitude = np.where(mask > 0, np.abs(w), np.inf).ravel()
+        expected = mask.ravel().copy()
+        expected[np.argsort(magnitude)[:count]] = 0
+        np.testing.assert_array_equal(got.ravel(), expected)
+        assert got.sum() == mask.sum() - count
+
+
+class MaskCounts(keras.callbacks.Callback):
+    """Test probe: kept entries of every mask after every step."""
+
+    def __init__(self, pruning):
+        super().__init__()
+        self.pruning, self.counts = pruning, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()
+        self.counts.append([int(keras.ops.convert_to_numpy(m).sum()) for m in self.pruning.masks])
+
+
+def test_masks_follow_the_schedule_step_by_step():
+    """After step t every mask keeps round(n (1 - s(u))) entries, u the last update step <= t."""
+    x, y, _ = easy_task(n=640)
+    model = small_mlp()
+    batch, epochs = 64, 4
+    steps = int(np.ceil(len(x) / batch)) * epochs  # 40: updates at 0, 10, 20, 30, 40
+    callback = MagnitudePruning(PruningSchedule(total_steps=steps))
+    probe = MaskCounts(callback)
+    optimizer = keras.optimizers.Adam(1e-3)
+    callback.attach(model, optimizer)
+    model.compile(optimizer, "categorical_crossentropy")
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[callback, probe])
+    schedule = callback.schedule
+    sizes = [int(np.prod(layer.kernel.shape)) for layer in prunable_layers(model)]
+    for t, counts in enumerate(probe.counts, start=1):
+        last_update = max(u for u in schedule.update_steps() if u <= t)
+        assert counts == [round(n * (1 - schedule.sparsity(last_update))) for n in sizes], t
+
+
+def test_pruning_keeps_the_largest_initial_weights_when_weights_do_not_move():
+    """With a zero learning rate the final mask is exactly numpy's magnitude mask of the start."""
+    x, y, _ = easy_task(n=640)
+    model = small_mlp()
+    start = [keras.ops.convert_to_numpy(layer.kernel) for layer in prunable_layers(model)]
+    prune(model, x, y, epochs=2, optimizer=keras.optimizers.SGD(0.0))
+    for layer, w in zip(prunable_layers(model), start, strict=True):
+        expected = w * magnitude_mask(w, 0.9)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.kernel), expected)
 
 
 def test_magnitude_mask_keeps_exactly_the_largest():
@@ -78,6 +140,7 @@ def test_pruned_kernels_have_exact_sparsity_and_stay_pruned():
         layer.bias.assign(np.ones(layer.bias.shape, "float32"))
     callback = prune(model, x, y)
     assert [tuple(m.shape) for m in callback.masks] == [tuple(layer.kernel.shape) for layer in layers]
+    n_variables = len(model.optimizer.variables)
     zero_patterns = []
     for layer in layers:
         k = keras.ops.convert_to_numpy(layer.kernel)
@@ -90,6 +153,10 @@ def test_pruned_kernels_have_exact_sparsity_and_stay_pruned():
     for layer, zeros in zip(layers, zero_patterns, strict=True):
         k = keras.ops.convert_to_numpy(layer.kernel)
         assert np.all(k[zeros] == 0)
+    # detached, the optimizer holds a plain Adam's state (no masks) and no constraint is left
+    callback.detach(model)
+    assert len(model.optimizer.variables) == n_variables - len(layers)
+    assert all(layer.kernel.constraint is None for layer in layers)
 
 
 def test_dropout_layers_where_spec_says():
@@ -196,8 +263,12 @@ JAX_SCRIPT = r"""
 import numpy as np, keras, sys
 sys.path.insert(0, {tests!r})
 from test_train import easy_task, small_mlp, train_then_prune
+from test_train import test_masks_follow_the_schedule_step_by_step as schedule_check
+from test_train import test_pruning_keeps_the_largest_initial_weights_when_weights_do_not_move as zero_lr_check
 from nn_clustering.models import prunable_layers
 assert keras.backend.backend() == "jax"
+schedule_check()
+zero_lr_check()
 x, y, labels = easy_task(n=2000)
 model = small_mlp()
 callback = train_then_prune(model, x, y)

@@ -1,14 +1,18 @@
-"""Magnitude pruning as a Keras 3 callback (SPEC section 2), backend-agnostic.
+"""Magnitude pruning inside the compiled train step (SPEC section 2), backend-agnostic Keras 3.
 
 Target sparsity at step t of T pruning steps: s(t) = 0.9 + (0.5 - 0.9) (1 - min(1, t/T))^3.
 At t = 0, every 10 steps and at the last step each kernel (biases never) keeps its
 round(n (1 - s)) entries of largest |w|. Masked weights stay exactly zero through every
-optimizer update:
+optimizer update.
 
-* TensorFlow: the mask lives in a variable and a kernel constraint multiplies it in after
-  every update, inside the compiled train step (no per-batch Python cost).
-* JAX: the jitted train step only sees the model's own state, so after every batch the
-  callback syncs the state back (``model.jax_state_sync()``) and re-applies the masks.
+How it stays fast: each mask is an *optimizer* variable, and a kernel constraint (which Keras
+runs inside the optimizer's update, in the compiled step on TensorFlow and in the jitted
+stateless step on JAX) multiplies the kernel by its mask after every update and, on the steps
+the schedule names, first updates the mask. Since sparsity only grows and masked weights are
+zero, an update keeps the mask's largest entries and drops its d = kept - round(n (1 - s))
+smallest |w| (a ``top_k`` whose size is bounded in advance from the schedule), an exact count.
+Nothing runs in Python between steps: the callback only sets the step-0 mask (50%) when
+training starts.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+from keras import ops
 
 from .models import prunable_layers
 
@@ -35,22 +40,35 @@ class PruningSchedule:
         progress = min(1.0, step / self.total_steps)
         return self.final + (self.initial - self.final) * (1.0 - progress) ** 3
 
-    def update_due(self, previous: int, step: int) -> bool:
-        """Whether a mask update falls in the steps (previous, step]: a multiple of
-        ``frequency`` or the last step, while pruning is not over at ``previous``."""
-        if previous >= self.total_steps:
-            return False
-        return step // self.frequency > previous // self.frequency or step >= self.total_steps
-
     def updates_at(self, step: int) -> bool:
         """Whether the masks are recomputed at ``step`` (0, every ``frequency``, and the last)."""
-        return step == 0 or self.update_due(step - 1, step)
+        if step == 0:
+            return True
+        return step <= self.total_steps and (step % self.frequency == 0 or step == self.total_steps)
+
+    def update_steps(self) -> list[int]:
+        """Every step at which the masks are recomputed, in order."""
+        steps = list(range(0, self.total_steps + 1, self.frequency))
+        return steps if steps[-1] == self.total_steps else [*steps, self.total_steps]
+
+    def slot(self, step: int) -> int:
+        """Index of an update step in :meth:`update_steps` (ceil(step / frequency))."""
+        return -(-step // self.frequency)
+
+    def keep_counts(self, size: int) -> np.ndarray:
+        """Entries kept of a kernel of ``size`` entries at each update step."""
+        return np.array([keep_count(size, self.sparsity(t)) for t in self.update_steps()], np.int32)
+
+
+def keep_count(size: int, sparsity: float) -> int:
+    """round(n (1 - s)): how many entries a mask keeps."""
+    return int(round(size * (1.0 - sparsity)))
 
 
 def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
     """Mask keeping exactly round(n (1 - sparsity)) entries of largest |w|."""
     flat = np.abs(np.asarray(weights)).ravel()
-    keep = int(round(flat.size * (1.0 - sparsity)))
+    keep = keep_count(flat.size, sparsity)
     mask = np.zeros(flat.size, dtype=np.float32)
     if keep >= flat.size:
         mask[:] = 1.0
@@ -59,15 +77,54 @@ def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
     return mask.reshape(np.shape(weights))
 
 
+def drop_smallest(weights, mask, count, bound: int):
+    """``mask`` with its ``count`` (at most ``bound``) kept entries of smallest |w| set to 0.
+
+    Keras ops, traceable: ``bound`` is static, ``count`` may be a tensor.
+    """
+    flat = ops.reshape(mask, (-1,))
+    magnitude = ops.where(flat > 0, ops.abs(ops.reshape(weights, (-1,))), np.inf)
+    bound = min(bound, int(flat.shape[0]))
+    _, smallest = ops.top_k(-magnitude, k=bound)  # the kept entries of smallest |w| first
+    # the first ``count`` of them are dropped, the rest keep their value (1, or 0 for the
+    # entries beyond the kept ones when ``bound`` exceeds them)
+    values = ops.where(ops.arange(bound) < count, 0.0, ops.take(flat, smallest))
+    return ops.reshape(ops.scatter_update(flat, ops.expand_dims(smallest, 1), values), ops.shape(mask))
+
+
 @keras.saving.register_keras_serializable(package="nn_clustering")
 class MaskConstraint(keras.constraints.Constraint):
-    """Multiplies a kernel by its pruning mask after every optimizer update."""
+    """After every optimizer update: update the mask when the schedule says so, apply it.
 
-    def __init__(self, mask: keras.Variable | None = None):
-        self.mask = mask
+    ``iterations`` is the optimizer's step counter, read before it counts the current step.
+    """
+
+    def __init__(self, mask=None, iterations=None, schedule: PruningSchedule | None = None):
+        self.mask, self.iterations = mask, iterations
+        if schedule is not None:
+            self.total, self.frequency = schedule.total_steps, schedule.frequency
+            keeps = schedule.keep_counts(int(np.prod(mask.shape)))
+            self.drops = keeps[:-1] - keeps[1:]  # entries dropped by each update after step 0
+            self.bound = max(1, int(np.max(self.drops, initial=0)))
 
     def __call__(self, w):
-        return w if self.mask is None else w * keras.ops.cast(self.mask.value, w.dtype)
+        if self.mask is None:
+            return w
+        mask = ops.cast(self.mask.value, w.dtype)
+        step = ops.cast(self.iterations.value, "int32") + 1  # the step just taken
+        due = ops.logical_and(
+            step <= self.total,
+            ops.logical_or(step % self.frequency == 0, step == self.total),
+        )
+        mask = ops.cond(due, lambda: self._update(w, mask, step), lambda: mask)
+        self.mask.assign(mask)
+        return w * mask
+
+    def _update(self, w, mask, step):
+        # update number ceil(step / frequency) after step 0's drops what the schedule says
+        slot = ops.clip((step + self.frequency - 1) // self.frequency, 1, len(self.drops))
+        count = ops.take(ops.convert_to_tensor(self.drops), slot - 1)
+        return drop_smallest(w, mask, count, self.bound)
 
     def get_config(self) -> dict:
         return {}  # the mask is training state, not part of the saved architecture
@@ -79,55 +136,48 @@ class MagnitudePruning(keras.callbacks.Callback):
     def __init__(self, schedule: PruningSchedule):
         super().__init__()
         self.schedule = schedule
-        self.step = 0
         self.masks: list[keras.Variable] = []
+        self.optimizer: keras.optimizers.Optimizer | None = None
 
-    def attach(self, model: keras.Model) -> None:
-        """Give each prunable kernel a mask (and on TensorFlow the constraint that applies it).
+    def attach(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+        """Give each prunable kernel a mask (an optimizer variable) and the constraint using it.
 
-        Call before ``compile`` so the compiled train step includes the constraint.
+        Call before ``model.compile(optimizer=optimizer, ...)``; the optimizer is built here.
         """
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        self.optimizer = optimizer
         self.masks = []
-        self.step = 0
         for layer in prunable_layers(model):
-            mask = keras.Variable(
-                np.ones(layer.kernel.shape, np.float32), trainable=False, name=f"{layer.name}_mask"
+            mask = optimizer.add_variable(
+                tuple(layer.kernel.shape), initializer="ones", dtype="float32", name=f"{layer.name}_mask"
             )
-            if not _is_jax():
-                layer.kernel.constraint = MaskConstraint(mask)
+            layer.kernel.constraint = MaskConstraint(mask, optimizer.iterations, self.schedule)
             self.masks.append(mask)
 
-    def _apply_masks(self, recompute: bool) -> None:
-        sparsity = self.schedule.sparsity(self.step)
+    def on_train_begin(self, logs=None) -> None:
+        """At step 0 set the first masks (the schedule's initial sparsity) and apply them."""
+        if not self.masks:
+            raise RuntimeError("MagnitudePruning.attach(model, optimizer) must be called before compile()")
+        if int(keras.ops.convert_to_numpy(self.optimizer.iterations)) > 0:
+            return  # a later fit: the masks are optimizer state and carry on
+        sparsity = self.schedule.sparsity(0)
         for layer, mask in zip(prunable_layers(self.model), self.masks, strict=True):
             kernel = keras.ops.convert_to_numpy(layer.kernel)
-            if recompute:
-                mask.assign(magnitude_mask(kernel, sparsity))
-            layer.kernel.assign(kernel * keras.ops.convert_to_numpy(mask))
-
-    def on_train_begin(self, logs=None) -> None:
-        """Start the schedule (step 0) or, on a later ``fit``, continue it where it stopped."""
-        if not self.masks:
-            raise RuntimeError("MagnitudePruning.attach(model) must be called before compile()")
-        self._apply_masks(recompute=self.step == 0)
-
-    def on_train_batch_end(self, batch, logs=None) -> None:
-        """Called after every step, or every ``steps_per_execution`` steps (TensorFlow)."""
-        if _is_jax():
-            self.model.jax_state_sync()
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        update = self.schedule.update_due(self.step, step)
-        self.step = step
-        if update:
-            self._apply_masks(recompute=True)
-        elif _is_jax():
-            self._apply_masks(recompute=False)
+            first = magnitude_mask(kernel, sparsity)
+            mask.assign(first)
+            layer.kernel.assign(kernel * first)
 
     def detach(self, model: keras.Model) -> None:
-        """Remove the constraints (the saved model then needs no custom objects)."""
+        """Remove the constraints and the masks from the optimizer (the saved model then needs
+        no custom objects and its optimizer state is a plain one)."""
         for layer in prunable_layers(model):
             layer.kernel.constraint = None
-
-
-def _is_jax() -> bool:
-    return keras.backend.backend() == "jax"
+        if self.optimizer is not None:
+            masks = {id(mask) for mask in self.masks}
+            # Keras has no public way to untrack an optimizer variable; its list is the record
+            # (on TensorFlow a tracking wrapper, so delete in place, last first).
+            tracked = self.optimizer._variables
+            for index in reversed(range(len(tracked))):
+                if id(tracked[index]) in masks:
+                    del tracked[index]

@@ -72,19 +72,17 @@ def prepare_data(spec: TagSpec, data: Dataset) -> tuple[np.ndarray, ...]:
     )
 
 
-#: Steps per compiled call on TensorFlow: batch-level callbacks (the pruning masks, updated every
-#: 10 steps) then run once per 10 steps instead of returning to Python after every step. JAX
-#: keeps 1, since its pruning callback re-masks after every step.
-STEPS_PER_EXECUTION = 10
+def make_optimizer() -> keras.optimizers.Optimizer:
+    """Adam(1e-3), the SPEC's optimizer."""
+    return keras.optimizers.Adam(LEARNING_RATE)
 
 
-def compile_model(model: keras.Model) -> None:
-    """Adam(1e-3), categorical cross-entropy, accuracy."""
+def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None) -> None:
+    """``optimizer`` (default: a fresh :func:`make_optimizer`), categorical cross-entropy, accuracy."""
     model.compile(
-        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        optimizer=optimizer or make_optimizer(),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
-        steps_per_execution=1 if keras.backend.backend() == "jax" else STEPS_PER_EXECUTION,
     )
 
 
@@ -162,8 +160,9 @@ def train_pruned(config: TrainConfig, data: tuple, stage_dir: Path) -> dict:
     steps_per_epoch = math.ceil(len(data[0]) / config.spec.batch_size)
     schedule = PruningSchedule(total_steps=max(1, steps_per_epoch * config.spec.prune_epochs))
     pruning = MagnitudePruning(schedule)
-    pruning.attach(model)
-    compile_model(model)
+    optimizer = make_optimizer()
+    pruning.attach(model, optimizer)
+    compile_model(model, optimizer)
     callbacks: list = [pruning]
     if config.spec.learning_curve:
         callbacks.append(KernelCheckpoints(stage_dir / "checkpoints", "pruned"))
