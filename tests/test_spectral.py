@@ -159,3 +159,15 @@ def test_bipartite_fast_path_equals_generic_path():
     assert fast.ncut == pytest.approx(ncut(adjacency, generic), rel=1e-12)
     block, even, odd = graph.bipartite_block()
     assert ncut_bipartite(block, generic[even], generic[odd]) == pytest.approx(ncut(adjacency, generic), rel=1e-12)
+
+
+def test_first_argmin_equals_numpy_argmin_with_ties():
+    """The k-means label step's argmin along the centre axis, ties resolved to the first index."""
+    from nn_clustering.spectral import _first_argmin
+
+    rng = np.random.default_rng(3)
+    for c in (2, 12, 300):
+        scores = rng.integers(0, 4, size=(5, c, 40)).astype(float)  # many ties
+        labels, best = _first_argmin(scores)
+        np.testing.assert_array_equal(labels, scores.argmin(axis=1))
+        np.testing.assert_array_equal(best, scores.min(axis=1))

@@ -209,20 +209,39 @@ def _sq_dists(x: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Squared distances between rows of x (n, d) and centres (r, c, d), as (n, r, c)."""
     r, c, dim = centres.shape
     flat = centres.reshape(r * c, dim)
-    d = xx[:, None] - 2.0 * (x @ flat.T) + np.einsum("kd,kd->k", flat, flat)[None, :]
-    return np.maximum(d, 0.0).reshape(len(x), r, c)
+    d = x @ flat.T
+    d *= -2.0  # in place, in the order xx - 2 x.c + |c|^2
+    d += xx[:, None]
+    d += np.einsum("kd,kd->k", flat, flat)[None, :]
+    return np.maximum(d, 0.0, out=d).reshape(len(x), r, c)
+
+
+def _first_argmin(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``scores.argmin(axis=1)`` and the minima of an (r, c, n) array, faster than argmin
+    along a middle axis: the minimum, then the smallest index attaining it (both reductions
+    run along the contiguous last axis)."""
+    best = scores.min(axis=1)
+    c = scores.shape[1]
+    index = np.arange(c, dtype=np.min_scalar_type(c))[None, :, None]
+    labels = np.where(scores == best[:, None, :], index, index.dtype.type(c)).min(axis=1)
+    return labels.astype(np.intp), best
+
+
+def _scores(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """|c|^2 - 2 x.c for every restart, centre and point, as (r, c, n), from one BLAS product."""
+    r, c, dim = centres.shape
+    flat = centres.reshape(r * c, dim)
+    scores = (-2.0 * flat) @ x.T  # scaling by -2 is exact, so this is -2 (flat @ x.T) bit for bit
+    scores += np.einsum("kd,kd->k", flat, flat)[:, None]
+    return scores.reshape(r, c, -1)
 
 
 def _nearest(x: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre of every point for each restart: (labels, squared distances), (r, n) each.
 
-    ``centres`` is (r, c, d); the scores |c|^2 - 2 x.c come from one BLAS product.
+    ``centres`` is (r, c, d).
     """
-    r, c, dim = centres.shape
-    flat = centres.reshape(r * c, dim)
-    scores = (np.einsum("kd,kd->k", flat, flat)[:, None] - 2.0 * (flat @ x.T)).reshape(r, c, -1)
-    labels = scores.argmin(axis=1)
-    best = np.take_along_axis(scores, labels[:, None, :], axis=1)[:, 0]
+    labels, best = _first_argmin(_scores(x, centres))
     return labels, np.maximum(best + xx[None, :], 0.0)
 
 
@@ -255,7 +274,8 @@ def _centre_means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray
     r, n = labels.shape
     one_hot = np.zeros((r, k, n))
     one_hot[np.arange(r)[:, None], labels, np.arange(n)[None, :]] = 1.0
-    counts = one_hot.sum(axis=2)
+    flat = (labels + k * np.arange(r)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=r * k).reshape(r, k).astype(float)
     return (one_hot @ x) / np.maximum(counts, 1.0)[:, :, None], counts
 
 
@@ -282,14 +302,17 @@ def kmeans(
     for _ in range(max_iter):
         if active.size == 0:
             break
-        new_labels, dist = _nearest(x, xx, centres[active])  # (a, n) each
+        new_labels, _ = _first_argmin(_scores(x, centres[active]))  # (a, n)
         changed = np.any(new_labels != labels[active], axis=1)
         labels[active] = new_labels
         new, counts = _centre_means(x, new_labels, k)
-        for r, c in zip(*np.nonzero(counts == 0), strict=True):
-            far = int(dist[r].argmax())
-            new[r, c] = x[far]
-            dist[r, far] = -1.0
+        empty = np.nonzero(counts == 0)
+        if empty[0].size:  # distances only when a cluster needs the farthest point
+            _, dist = _nearest(x, xx, centres[active])
+            for r, c in zip(*empty, strict=True):
+                far = int(dist[r].argmax())
+                new[r, c] = x[far]
+                dist[r, far] = -1.0
         shift = ((new - centres[active]) ** 2).sum(axis=(1, 2))
         centres[active] = new
         active = active[changed & (shift > tol_abs)]
