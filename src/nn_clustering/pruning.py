@@ -121,7 +121,8 @@ class MaskConstraint(keras.constraints.Constraint):
         return w * mask
 
     def _update(self, w, mask, step):
-        # update number ceil(step / frequency) after step 0's drops what the schedule says
+        # the update at this step is number ceil(step / frequency) after step 0's; it drops
+        # the entries the schedule says (drops[number - 1])
         slot = ops.clip((step + self.frequency - 1) // self.frequency, 1, len(self.drops))
         count = ops.take(ops.convert_to_tensor(self.drops), slot - 1)
         return drop_smallest(w, mask, count, self.bound)
