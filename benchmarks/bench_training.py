@@ -40,7 +40,7 @@ def build(pruned):
         opt = make_optimizer(); cb = MagnitudePruning(PruningSchedule(total_steps=469 * 20))
         cb.attach(model, opt); compile_model(model, opt); callbacks = [cb]
     else:
-        model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"])
+        compile_model(model)  # the same compile, no callbacks
         callbacks = []
     model.fit(x, y, batch_size=128, epochs=1, verbose=0, callbacks=callbacks)  # warm-up: compile
     return model, callbacks

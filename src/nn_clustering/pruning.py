@@ -40,20 +40,22 @@ class PruningSchedule:
         progress = min(1.0, step / self.total_steps)
         return self.final + (self.initial - self.final) * (1.0 - progress) ** 3
 
-    def updates_at(self, step: int) -> bool:
-        """Whether the masks are recomputed at ``step`` (0, every ``frequency``, and the last)."""
-        if step == 0:
-            return True
-        return step <= self.total_steps and (step % self.frequency == 0 or step == self.total_steps)
+    def updates_at(self, step):
+        """Whether the masks are recomputed at ``step`` (0, every ``frequency``, and the last).
+
+        Written with ``&``/``|`` so that ``step`` may be an int or a traced integer tensor.
+        """
+        return (step <= self.total_steps) & ((step % self.frequency == 0) | (step == self.total_steps))
 
     def update_steps(self) -> list[int]:
         """Every step at which the masks are recomputed, in order."""
         steps = list(range(0, self.total_steps + 1, self.frequency))
         return steps if steps[-1] == self.total_steps else [*steps, self.total_steps]
 
-    def slot(self, step: int) -> int:
-        """Index of an update step in :meth:`update_steps` (ceil(step / frequency))."""
-        return -(-step // self.frequency)
+    def slot(self, step):
+        """Index of an update step in :meth:`update_steps` (ceil(step / frequency)); ``step``
+        may be an int or an integer tensor."""
+        return (step + self.frequency - 1) // self.frequency
 
     def keep_counts(self, size: int) -> np.ndarray:
         """Entries kept of a kernel of ``size`` entries at each update step."""
@@ -100,9 +102,8 @@ class MaskConstraint(keras.constraints.Constraint):
     """
 
     def __init__(self, mask=None, iterations=None, schedule: PruningSchedule | None = None):
-        self.mask, self.iterations = mask, iterations
+        self.mask, self.iterations, self.schedule = mask, iterations, schedule
         if schedule is not None:
-            self.total, self.frequency = schedule.total_steps, schedule.frequency
             keeps = schedule.keep_counts(int(np.prod(mask.shape)))
             self.drops = keeps[:-1] - keeps[1:]  # entries dropped by each update after step 0
             self.bound = max(1, int(np.max(self.drops, initial=0)))
@@ -112,18 +113,15 @@ class MaskConstraint(keras.constraints.Constraint):
             return w
         mask = ops.cast(self.mask.value, w.dtype)
         step = ops.cast(self.iterations.value, "int32") + 1  # the step just taken
-        due = ops.logical_and(
-            step <= self.total,
-            ops.logical_or(step % self.frequency == 0, step == self.total),
-        )
+        due = self.schedule.updates_at(step)
         mask = ops.cond(due, lambda: self._update(w, mask, step), lambda: mask)
         self.mask.assign(mask)
         return w * mask
 
     def _update(self, w, mask, step):
-        # the update at this step is number ceil(step / frequency) after step 0's; it drops
-        # the entries the schedule says (drops[number - 1])
-        slot = ops.clip((step + self.frequency - 1) // self.frequency, 1, len(self.drops))
+        # the update at this step is the schedule's update number ``slot`` (step 0's is
+        # number 0); it drops drops[slot - 1] entries
+        slot = ops.clip(self.schedule.slot(step), 1, len(self.drops))
         count = ops.take(ops.convert_to_tensor(self.drops), slot - 1)
         return drop_smallest(w, mask, count, self.bound)
 

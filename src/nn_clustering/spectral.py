@@ -302,13 +302,13 @@ def kmeans(
     for _ in range(max_iter):
         if active.size == 0:
             break
-        new_labels, _ = _first_argmin(_scores(x, centres[active]))  # (a, n)
+        new_labels, best = _first_argmin(_scores(x, centres[active]))  # (a, n) each
         changed = np.any(new_labels != labels[active], axis=1)
         labels[active] = new_labels
         new, counts = _centre_means(x, new_labels, k)
         empty = np.nonzero(counts == 0)
         if empty[0].size:  # distances only when a cluster needs the farthest point
-            _, dist = _nearest(x, xx, centres[active])
+            dist = np.maximum(best + xx[None, :], 0.0)
             for r, c in zip(*empty, strict=True):
                 far = int(dist[r].argmax())
                 new[r, c] = x[far]
