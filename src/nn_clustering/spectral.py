@@ -206,13 +206,17 @@ def spectral_embedding(
 
 
 def _sq_dists(x: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Squared distances between rows of x (n, d) and centres (r, c, d), as (n, r, c)."""
+    """Squared distances between rows of x (n, d) and centres (r, c, d), as (n, r, c).
+
+    One BLAS product of [x, |x|^2, 1] with [-2 c, 1, |c|^2], in less time than three steps.
+    A BLAS that accumulates the inner sum in order (OpenBLAS's kernels do) adds -2 x.c, then
+    |x|^2, then |c|^2: the same rounding as the three steps done apart.
+    """
     r, c, dim = centres.shape
     flat = centres.reshape(r * c, dim)
-    d = x @ flat.T
-    d *= -2.0  # in place, in the order xx - 2 x.c + |c|^2
-    d += xx[:, None]
-    d += np.einsum("kd,kd->k", flat, flat)[None, :]
+    x_aug = np.column_stack([x, xx, np.ones(len(x))])
+    c_aug = np.column_stack([-2.0 * flat, np.ones(r * c), np.einsum("kd,kd->k", flat, flat)])
+    d = x_aug @ c_aug.T
     return np.maximum(d, 0.0, out=d).reshape(len(x), r, c)
 
 
@@ -227,21 +231,26 @@ def _first_argmin(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(np.intp), best
 
 
-def _scores(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """|c|^2 - 2 x.c for every restart, centre and point, as (r, c, n), from one BLAS product."""
+def _scores(x1: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """|c|^2 - 2 x.c for every restart, centre and point, as (r, c, n), from one BLAS product.
+
+    ``x1`` is the points with a column of ones appended; the product with [-2 c, |c|^2] takes
+    about half the time of adding |c|^2 afterwards, with the same rounding when the BLAS
+    accumulates the inner sum in order (scaling by -2 is exact).
+    """
     r, c, dim = centres.shape
     flat = centres.reshape(r * c, dim)
-    scores = (-2.0 * flat) @ x.T  # scaling by -2 is exact, so this is -2 (flat @ x.T) bit for bit
-    scores += np.einsum("kd,kd->k", flat, flat)[:, None]
-    return scores.reshape(r, c, -1)
+    c_aug = np.column_stack([-2.0 * flat, np.einsum("kd,kd->k", flat, flat)])
+    return (c_aug @ x1.T).reshape(r, c, -1)
 
 
-def _nearest(x: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _nearest(x1: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre of every point for each restart: (labels, squared distances), (r, n) each.
 
-    ``centres`` is (r, c, d).
+    ``x1`` is the points with a column of ones appended (see :func:`_scores`), ``centres``
+    is (r, c, d).
     """
-    labels, best = _first_argmin(_scores(x, centres))
+    labels, best = _first_argmin(_scores(x1, centres))
     return labels, np.maximum(best + xx[None, :], 0.0)
 
 
@@ -295,6 +304,7 @@ def kmeans(
     """
     n = x.shape[0]
     xx = np.einsum("nd,nd->n", x, x)
+    x1 = np.column_stack([x, np.ones(n)])
     centres = kmeans_plus_plus(x, k, n_init, rng)
     tol_abs = tol * float(np.mean(np.var(x, axis=0)))
     labels = np.full((n_init, n), -1, dtype=np.int64)
@@ -302,7 +312,7 @@ def kmeans(
     for _ in range(max_iter):
         if active.size == 0:
             break
-        new_labels, best = _first_argmin(_scores(x, centres[active]))  # (a, n) each
+        new_labels, best = _first_argmin(_scores(x1, centres[active]))  # (a, n) each
         changed = np.any(new_labels != labels[active], axis=1)
         labels[active] = new_labels
         new, counts = _centre_means(x, new_labels, k)
@@ -316,7 +326,7 @@ def kmeans(
         shift = ((new - centres[active]) ** 2).sum(axis=(1, 2))
         centres[active] = new
         active = active[changed & (shift > tol_abs)]
-    final, dist = _nearest(x, xx, centres)
+    final, dist = _nearest(x1, xx, centres)
     inertia = dist.sum(axis=1)
     best = int(inertia.argmin())
     return final[best].copy(), float(inertia[best])
