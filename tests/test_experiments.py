@@ -224,3 +224,14 @@ def test_copying_a_tree_keeps_results_valid(tree, tmp_path):
     files = sorted(cache.folder.rglob("*.json"))
     run_mlp_clustering(copy, FAST, progress=False, log=lambda _: None)
     assert sorted(cache.folder.rglob("*.json")) == files
+
+
+def test_smallest_cluster_and_its_warning():
+    """Hand values: an empty cluster counts as 0, isolated nodes (-1) are not counted; the
+    warning appears below 1% of the clustered nodes only."""
+    from nn_clustering.analysis import smallest_cluster, tiny_cluster_note
+
+    labels = np.array([0, 0, 1, -1, 2, 2, 2])
+    assert smallest_cluster(labels, 3) == 1 and smallest_cluster(labels, 4) == 0
+    assert "smallest cluster: 2 nodes" in tiny_cluster_note(2, 1797)
+    assert tiny_cluster_note(18, 1797) == ""

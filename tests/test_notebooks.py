@@ -76,6 +76,8 @@ def test_clustering_notebook_table_matches_direct_calls(executed):
         assert row.ncut == pytest.approx(direct.clustering.ncut, rel=1e-6)
         assert row.z == pytest.approx(direct.stats.z, rel=1e-5)
         assert row.p_value == pytest.approx(direct.stats.p_value)
+        sizes = np.bincount(direct.clustering.labels[direct.clustering.labels >= 0], minlength=4)
+        assert row.smallest_cluster == sizes.min()
 
 
 def test_stability_notebook_tables(executed):

@@ -29,7 +29,7 @@ from .stats import cohens_d
 CLUSTERING_COLUMNS = [
     "tag", "instance", "stage", "k", "method", "ncut", "shuffled_mean", "shuffled_sd", "z",
     "p_value", "significant", "n_shuffles", "train_accuracy", "test_accuracy", "n_nodes",
-    "model_seed", "shuffle_seed", "profile", "model_sha256", "code_version",
+    "smallest_cluster", "model_seed", "shuffle_seed", "profile", "model_sha256", "code_version",
 ]
 
 
@@ -165,6 +165,7 @@ def cluster_instance(
         "train_accuracy": instance.accuracy(stage, "train"),
         "test_accuracy": instance.accuracy(stage, "test"),
         "n_nodes": int(np.sum(labels >= 0)),
+        "smallest_cluster": smallest_cluster(labels, config.n_clusters),
         "model_seed": instance.seed,
         "shuffle_seed": config.seed,
         "profile": instance.profile,
@@ -174,6 +175,20 @@ def cluster_instance(
     return ModelClustering(
         row, labels, np.asarray(record["shuffled_ncuts"], dtype=np.float64), tuple(record["layer_sizes"])
     )
+
+
+def smallest_cluster(labels: np.ndarray, k: int) -> int:
+    """Nodes in the smallest of the k clusters (0 if one is empty; isolated nodes not counted)."""
+    return int(np.bincount(labels[labels >= 0], minlength=k).min())
+
+
+def tiny_cluster_note(smallest: int, n_nodes: int) -> str:
+    """A warning when a cluster holds under 1% of the nodes: such a cluster is usually a few
+    weakly attached low-degree nodes (a hidden unit left without outgoing weights and the
+    pixels feeding it); its whole volume is cut, so it adds about 1 to the n-cut."""
+    if smallest >= 0.01 * n_nodes:
+        return ""
+    return f"  (!) smallest cluster: {smallest} node{'' if smallest == 1 else 's'}"
 
 
 def cluster_instances(
@@ -195,7 +210,7 @@ def cluster_instances(
                 log(
                     f"{inst.tag}/{inst.instance} {stage:6s} k={config.n_clusters} {method:13s} "
                     f"n-cut {r['ncut']:.3f}  shuffles {r['shuffled_mean']:.3f} +- {r['shuffled_sd']:.3f}  "
-                    f"p {r['p_value']:.3g}{'  *' if r['significant'] else ''}"
+                    f"p {r['p_value']:.3g}{'  *' if r['significant'] else ''}{tiny_cluster_note(r['smallest_cluster'], r['n_nodes'])}"
                 )
                 out.append(result)
     return out

@@ -44,7 +44,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
-    from .analysis import graph_inputs
+    import numpy as np
+
+    from .analysis import graph_inputs, smallest_cluster, tiny_cluster_note
     from .fileio import file_digest, write_json_atomic
     from .model_io import load_weights
     from .provenance import code_version, library_versions
@@ -73,6 +75,10 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     sizes = result.clustering.sizes_by_layer(graph)
     for i, row in enumerate(sizes):
         print(f"  layer {i}: cluster sizes {row}")
+    labels = result.clustering.labels
+    note = tiny_cluster_note(smallest_cluster(labels, args.k), int(np.sum(labels >= 0)))
+    if note:
+        print(f"{note.strip()} (under 1%: weakly attached low-degree nodes, whose cluster adds about 1 to the n-cut)")
     if args.output:
         record = {
             **result.as_dict(),
