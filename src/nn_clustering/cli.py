@@ -78,7 +78,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     labels = result.clustering.labels
     note = tiny_cluster_note(smallest_cluster(labels, args.k), int(np.sum(labels >= 0)))
     if note:
-        print(f"{note.strip()} (under 1%: weakly attached low-degree nodes, whose cluster adds about 1 to the n-cut)")
+        print(f"{note.strip()}, under 1% of them: check its nodes (a cluster of a few weakly "
+              "attached nodes has nearly all its volume cut and adds about 1 to the n-cut)")
     if args.output:
         record = {
             **result.as_dict(),
