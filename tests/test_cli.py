@@ -71,3 +71,31 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, make_args, message):
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_cluster_drop_dead_ends_labels_them_minus_one(tmp_path, capsys):
+    """--drop-dead-ends: a hidden unit with no outgoing weight (and the input feeding only it)
+    get label -1; the n-cut is that of the graph without them."""
+    from nn_clustering.graph import mlp_graph
+    from nn_clustering.spectral import SpectralConfig, cluster_graph
+
+    rng = np.random.default_rng(1)
+    kernels = [np.abs(rng.normal(size=(a, b))) for a, b in ((12, 10), (10, 8), (8, 4))]
+    kernels[1][2] = 0.0  # hidden unit 2 of layer 1 has no outgoing weight
+    kernels[0][5] = 0.0
+    kernels[0][5, 2] = 1.0  # input 5 feeds only that unit
+    path = tmp_path / "net.npz"
+    np.savez(path, *kernels)
+    out = tmp_path / "result.json"
+    assert cli.main(["cluster", str(path), "--k", "3", "--shuffles", "3", "--quiet",
+                     "--drop-dead-ends", "--output", str(out)]) == 0
+    assert "dropped 2 nodes" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    labels = np.array(record["labels"])
+    assert labels[5] == -1 and labels[12 + 2] == -1 and np.sum(labels == -1) == 2
+    assert record["drop_dead_ends"] is True
+    live = [k.copy() for k in kernels]
+    live[0][:, 2] = 0.0  # the same network with the dead unit's edges removed by hand
+    live[1][2] = 0.0
+    direct = cluster_graph(mlp_graph(live), SpectralConfig(3), seed=0)
+    assert record["ncut"] == pytest.approx(direct.ncut, rel=1e-9)

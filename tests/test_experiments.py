@@ -235,3 +235,23 @@ def test_smallest_cluster_and_its_warning():
     assert smallest_cluster(labels, 3) == 1 and smallest_cluster(labels, 4) == 0
     assert "smallest cluster: 2 nodes" in tiny_cluster_note(2, 1797)
     assert tiny_cluster_note(18, 1797) == ""
+
+
+def test_drop_dead_ends_is_part_of_the_cache_key(tmp_path):
+    """A cached default result must not be returned for drop_dead_ends=True (and back)."""
+    from nn_clustering.analysis import shuffle_test_of_file
+    from nn_clustering.cache import ResultCache
+
+    rng = np.random.default_rng(2)
+    kernels = [np.abs(rng.normal(size=(a, b))) for a, b in ((12, 10), (10, 8), (8, 4))]
+    kernels[1][3] = 0.0  # hidden unit 3 of layer 1 has no outgoing weight
+    path = tmp_path / "net.npz"
+    np.savez(path, *kernels)
+    cache = ResultCache(tmp_path / "cache")
+    runs = {}
+    for drop in (False, True, False):
+        config = ClusteringConfig(n_clusters=3, n_shuffles=3, drop_dead_ends=drop)
+        runs.setdefault(drop, []).append(shuffle_test_of_file(path, config, "layer", cache, progress=False))
+    assert np.sum(np.array(runs[False][0]["labels"]) == -1) == 0
+    assert np.sum(np.array(runs[True][0]["labels"]) == -1) == 1
+    assert runs[False][0] == runs[False][1]

@@ -67,3 +67,31 @@ def test_conv_channel_weights_are_entrywise_norms():
 def test_bad_weights_give_clear_errors(kernels, message):
     with pytest.raises(GraphError, match=message):
         mlp_graph(kernels)
+
+
+def test_dead_ends_removed_by_hand_example():
+    """Units on no input-to-output path lose their edges, through a chain: hidden unit b2 has
+    no outgoing weight, so it goes and takes input x0 (whose only edge fed b2) with it; c1 has
+    no outgoing weight, so it goes and strands b1 (whose only outgoing edge fed c1); c0 has no
+    incoming weight and goes too. Edges among the remaining nodes are unchanged."""
+    w0 = np.array([[0.0, 0.0, 1.0],   # x0 -> b2 only
+                   [1.0, 2.0, 0.0],   # x1 -> b0, b1
+                   [3.0, 0.0, 4.0]])  # x2 -> b0, b2
+    w1 = np.array([[0.0, 0.0, 7.0],   # b0 -> c2 only
+                   [0.0, 6.0, 0.0],   # b1 -> c1 only
+                   [0.0, 0.0, 0.0]])  # b2: no outgoing weight
+    w2 = np.array([[1.0, 1.0],        # c0 -> outputs (but c0 has no incoming weight)
+                   [0.0, 0.0],        # c1: no outgoing weight
+                   [2.0, -3.0]])      # c2 -> o0, o1
+    graph = mlp_graph([w0, w1, w2])
+    live = graph.without_dead_ends()
+    # nodes: x0 x1 x2 | b0 b1 b2 | c0 c1 c2 | o0 o1
+    expected = np.array([0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1], bool)
+    np.testing.assert_array_equal(live.active, expected)
+    dense_before = graph.adjacency.toarray()
+    dense_after = live.adjacency.toarray()
+    np.testing.assert_array_equal(dense_after[np.ix_(expected, expected)], dense_before[np.ix_(expected, expected)])
+    assert not dense_after[~expected].any()
+    # already live graphs are unchanged
+    full = mlp_graph([np.ones((3, 2)), np.ones((2, 2))])
+    np.testing.assert_array_equal(full.without_dead_ends().adjacency.toarray(), full.adjacency.toarray())

@@ -29,15 +29,16 @@ from .stats import cohens_d
 CLUSTERING_COLUMNS = [
     "tag", "instance", "stage", "k", "method", "ncut", "shuffled_mean", "shuffled_sd", "z",
     "p_value", "significant", "n_shuffles", "train_accuracy", "test_accuracy", "n_nodes",
-    "smallest_cluster", "model_seed", "shuffle_seed", "profile", "model_sha256", "code_version",
+    "smallest_cluster", "drop_dead_ends", "model_seed", "shuffle_seed", "profile", "model_sha256", "code_version",
 ]
 
 
 def graph_inputs(
-    weights: NetworkWeights, norm: str = "l1"
+    weights: NetworkWeights, norm: str = "l1", drop_dead_ends: bool = False
 ) -> tuple[list[np.ndarray], Callable[[Sequence[np.ndarray]], Graph]]:
     """The kernels that form the graph and its builder: all MLP kernels, or the conv-to-conv
-    kernels of a CNN (SPEC section 3)."""
+    kernels of a CNN (SPEC section 3); with ``drop_dead_ends`` the builder also removes the
+    nodes on no input-to-output path (:meth:`Graph.without_dead_ends`, not in SPEC)."""
     if weights.kind == "cnn":
         conv = weights.conv_kernels
         if len(conv) < 2:
@@ -45,8 +46,15 @@ def graph_inputs(
                 f"{weights.source}: a CNN needs at least two conv layers for a channel graph "
                 f"(found {len(conv)}); only conv-to-conv kernels form it"
             )
-        return list(conv[1:]), partial(cnn_graph, norm=norm)
-    return list(weights.kernels), mlp_graph
+        kernels, builder = list(conv[1:]), partial(cnn_graph, norm=norm)
+    else:
+        kernels, builder = list(weights.kernels), mlp_graph
+    return kernels, partial(_live_graph, builder) if drop_dead_ends else builder
+
+
+def _live_graph(builder: Callable[[Sequence[np.ndarray]], Graph], kernels: Sequence[np.ndarray]) -> Graph:
+    """``builder(kernels)`` without its dead ends (a module-level function, so it pickles)."""
+    return builder(kernels).without_dead_ends()
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class ClusteringConfig:
     seed: int = 42
     n_jobs: int = 1
     norm: str = "l1"
+    drop_dead_ends: bool = False  # not in SPEC: remove nodes on no input-to-output path first
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
 
     def __post_init__(self) -> None:
@@ -92,11 +101,12 @@ def shuffle_test_of_file(
         "what": "shuffle_test", "model_sha256": digest, "method": method,
         "n_shuffles": config.n_shuffles, "seed": config.seed, "norm": config.norm,
         "spectral": asdict(spectral),
+        **({"drop_dead_ends": True} if config.drop_dead_ends else {}),  # older entries stay valid
     }
 
     def compute() -> dict:
         weights = load_weights(path)
-        kernels, builder = graph_inputs(weights, config.norm)
+        kernels, builder = graph_inputs(weights, config.norm, config.drop_dead_ends)
         shuffle = ShuffleConfig(config.n_shuffles, method, config.seed, config.n_jobs)  # type: ignore[arg-type]
         result = shuffle_test(kernels, spectral, shuffle, builder, progress=progress)
         return {
@@ -166,6 +176,7 @@ def cluster_instance(
         "test_accuracy": instance.accuracy(stage, "test"),
         "n_nodes": int(np.sum(labels >= 0)),
         "smallest_cluster": smallest_cluster(labels, config.n_clusters),
+        "drop_dead_ends": config.drop_dead_ends,
         "model_seed": instance.seed,
         "shuffle_seed": config.seed,
         "profile": instance.profile,

@@ -56,7 +56,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     if args.shuffles < 1:
         raise NnClusteringError(f"--shuffles {args.shuffles}: need at least 1 shuffle")
     weights = load_weights(args.path)
-    kernels, builder = graph_inputs(weights, args.norm)
+    kernels, builder = graph_inputs(weights, args.norm, args.drop_dead_ends)
     graph = builder(kernels)  # validates the kernels (clear errors for NaN, shapes, zeros)
     spectral = SpectralConfig(n_clusters=args.k)
     config = ShuffleConfig(
@@ -66,6 +66,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     result = shuffle_test(kernels, spectral, config, builder, progress=not args.quiet)
     stats = result.stats
     print(f"{args.path}: {weights.kind.upper()}, {graph.n_nodes} nodes in layers {list(graph.layer_sizes)}")
+    if args.drop_dead_ends:
+        plain = graph_inputs(weights, args.norm)[1](kernels)
+        print(f"dropped {int(plain.active.sum() - graph.active.sum())} nodes on no input-to-output path")
     print(
         f"n-cut {result.clustering.ncut:.4f} (k = {args.k}); {args.method} shuffles "
         f"(N = {stats.n}): mean {stats.mean:.4f}, sd {stats.sd:.4f}, z {stats.z:.2f}, "
@@ -87,6 +90,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
             "cluster_sizes_by_layer": sizes,
             "model": {"path": str(args.path), "kind": weights.kind, "sha256": file_digest(args.path, "sha256")},
             "seed": args.seed,
+            "drop_dead_ends": args.drop_dead_ends,
             "code_version": code_version(),
             "versions": library_versions(),
         }
@@ -150,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on dask.distributed: a scheduler address, or 'local' for a LocalCluster")
     p.add_argument("--norm", choices=["l1", "l2"], default="l1",
                    help="conv kernel slice norm for CNN channel graphs (default: l1)")
+    p.add_argument("--drop-dead-ends", action="store_true",
+                   help="first remove units on no input-to-output path (label -1; not in SPEC)")
     p.add_argument("--output", default=None, help="write everything as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_cluster)

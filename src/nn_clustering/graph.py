@@ -7,7 +7,8 @@ A CNN's conv kernels (h, w, in, out) become the channel graph: the edge between 
 and output channel j weighs the entrywise L1 (or L2) norm of the slice K[:, :, i, j].
 
 Nodes of degree 0 are removed before clustering; :class:`Graph` keeps the mask that maps
-labels back to every neuron (-1 for removed nodes).
+labels back to every neuron (-1 for removed nodes). As an option (not in SPEC), nodes on no
+input-to-output path can be removed the same way (:meth:`Graph.without_dead_ends`).
 """
 
 from __future__ import annotations
@@ -126,6 +127,29 @@ class Graph:
     def split_by_layer(self, values: np.ndarray) -> list[np.ndarray]:
         """Split a per-node array into one array per layer."""
         return np.split(np.asarray(values), np.cumsum(self.layer_sizes)[:-1])
+
+    def without_dead_ends(self) -> Graph:
+        """The graph without the edges of nodes that lie on no input-to-output path.
+
+        A hidden node with no edge to the next layer, or none from the previous one, cannot
+        affect the output; its edges are removed, which may strand further nodes, until none
+        is left. The removed nodes then have degree 0 and get label -1 like isolated ones.
+        (Pruning leaves a few such units; the spectral embedding, divided by sqrt(degree),
+        tends to give them and the pixels feeding them clusters of their own.)
+        """
+        blocks = [b.copy() for b in self.blocks]
+        changed = True
+        while changed:
+            changed = False
+            for layer in range(len(blocks) - 1):  # nodes of hidden layer layer + 1
+                into, out_of = blocks[layer], blocks[layer + 1]
+                has_in, has_out = into.any(axis=0), out_of.any(axis=1)
+                dead = has_in != has_out  # an edge on one side only
+                if dead.any():
+                    into[:, dead] = 0.0
+                    out_of[dead, :] = 0.0
+                    changed = True
+        return Graph(tuple(blocks))
 
 
 def _layer_sizes(blocks: Sequence[np.ndarray]) -> tuple[int, ...]:
