@@ -251,7 +251,13 @@ def _nearest(x1: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> tuple[np.nd
     is (r, c, d).
     """
     labels, best = _first_argmin(_scores(x1, centres))
-    return labels, np.maximum(best + xx[None, :], 0.0)
+    return labels, _distances(best, xx)
+
+
+def _distances(best: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Squared distances to the nearest centre, (r, n), from the label step's minimum scores
+    ``best`` (|c|^2 - 2 x.c) and the points' squared norms ``xx``."""
+    return np.maximum(best + xx[None, :], 0.0)
 
 
 def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generator) -> np.ndarray:
@@ -318,7 +324,7 @@ def kmeans(
         new, counts = _centre_means(x, new_labels, k)
         empty = np.nonzero(counts == 0)
         if empty[0].size:  # distances only when a cluster needs the farthest point
-            dist = np.maximum(best + xx[None, :], 0.0)
+            dist = _distances(best, xx)
             for r, c in zip(*empty, strict=True):
                 far = int(dist[r].argmax())
                 new[r, c] = x[far]
