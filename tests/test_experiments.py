@@ -255,3 +255,28 @@ def test_drop_dead_ends_is_part_of_the_cache_key(tmp_path):
     assert np.sum(np.array(runs[False][0]["labels"]) == -1) == 0
     assert np.sum(np.array(runs[True][0]["labels"]) == -1) == 1
     assert runs[False][0] == runs[False][1]
+
+
+def test_dense_net_layer_nonzero_test_reuses_the_layer_test(tmp_path, monkeypatch):
+    """No zero weight: the cached ``layer`` test answers for ``layer_nonzero``, and equals what the
+    ``layer_nonzero`` test computed directly gives; with a zero, both are computed."""
+    import nn_clustering.analysis as analysis
+
+    rng = np.random.default_rng(4)
+    kernels = [rng.normal(size=(a, b)) for a, b in ((12, 10), (10, 8), (8, 4))]
+    config = ClusteringConfig(n_clusters=3, n_shuffles=6, seed=9)
+    spectral = SpectralConfig(n_clusters=3)
+    direct = shuffle_test(kernels, spectral, ShuffleConfig(6, "layer_nonzero", 9), progress=False)
+    calls = []
+    real = analysis.shuffle_test
+    monkeypatch.setattr(analysis, "shuffle_test", lambda *a, **kw: calls.append(a[2].method) or real(*a, **kw))
+    for name, net in (("dense", kernels), ("sparse", [kernels[0], kernels[1] * (kernels[1] > 0), kernels[2]])):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, *net)
+        cache = ResultCache(tmp_path / name)
+        out = {m: analysis.shuffle_test_of_file(path, config, m, cache, progress=False) for m in ("layer", "layer_nonzero")}
+        assert out["layer_nonzero"]["shuffle"]["method"] == "layer_nonzero"
+        if name == "dense":
+            np.testing.assert_allclose(out["layer_nonzero"]["shuffled_ncuts"], direct.shuffled_ncuts)
+            assert out["layer_nonzero"]["ncut"] == pytest.approx(direct.clustering.ncut)
+    assert calls == ["layer", "layer", "layer_nonzero"]  # the dense net's second test was not run

@@ -8,7 +8,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nn_clustering.shuffle import ShuffleConfig, shuffle_test, shuffle_weights, shuffled_ncuts
+from nn_clustering.shuffle import (
+    ShuffleConfig,
+    nonzero_is_layer,
+    shuffle_test,
+    shuffle_weights,
+    shuffled_ncuts,
+)
 from nn_clustering.spectral import SpectralConfig
 from nn_clustering.stats import cohens_d, empirical_p, shuffle_stats
 
@@ -31,6 +37,23 @@ def test_layer_nonzero_keeps_pattern_and_values():
     np.testing.assert_array_equal(out != 0, w != 0)
     assert Counter(out[out != 0].tolist()) == Counter(w[w != 0].tolist())
     assert not np.array_equal(out, w)
+
+
+def test_nonzero_shuffle_of_a_net_without_zeros_is_the_layer_shuffle():
+    """What lets a dense net's ``layer_nonzero`` test reuse its ``layer`` test."""
+    rng = np.random.default_rng(3)
+    dense = [rng.normal(size=(9, 7)), rng.normal(size=(3, 3, 4, 5))]
+    assert nonzero_is_layer(dense)
+    for k in dense:
+        by_method = [shuffle_weights(k, m, np.random.default_rng(5)) for m in ("layer", "layer_nonzero")]
+        np.testing.assert_array_equal(*by_method)
+    sparse = [dense[0].copy(), dense[1].copy()]
+    sparse[1][:, :, 2, 3] = 0.0  # one all-zero conv slice is enough
+    assert not nonzero_is_layer(sparse) and nonzero_is_layer(sparse[:1])
+    sparse[0][4, 2] = 0.0
+    assert not nonzero_is_layer(sparse[:1])
+    by_method = [shuffle_weights(sparse[0], m, np.random.default_rng(5)) for m in ("layer", "layer_nonzero")]
+    assert not np.array_equal(*by_method)
 
 
 def test_shuffle_stats_against_hand_values():

@@ -21,7 +21,13 @@ from .fileio import file_digest
 from .graph import Graph, cnn_graph, mlp_graph
 from .model_io import NetworkWeights, load_weights
 from .provenance import code_version
-from .shuffle import SHUFFLE_METHODS, ShuffleConfig, observed_clustering, shuffle_test
+from .shuffle import (
+    SHUFFLE_METHODS,
+    ShuffleConfig,
+    nonzero_is_layer,
+    observed_clustering,
+    shuffle_test,
+)
 from .spectral import Clustering, SpectralConfig
 from .stats import cohens_d
 
@@ -107,6 +113,9 @@ def shuffle_test_of_file(
     def compute() -> dict:
         weights = load_weights(path)
         kernels, builder = graph_inputs(weights, config.norm, config.drop_dead_ends)
+        if method == "layer_nonzero" and nonzero_is_layer(kernels):  # e.g. a dense net: reuse
+            same = shuffle_test_of_file(path, config, "layer", cache, progress, digest)
+            return {**same, "shuffle": {**same["shuffle"], "method": method}}
         shuffle = ShuffleConfig(config.n_shuffles, method, config.seed, config.n_jobs)  # type: ignore[arg-type]
         result = shuffle_test(kernels, spectral, shuffle, builder, progress=progress)
         return {

@@ -76,14 +76,28 @@ def shuffle_weights(weights: np.ndarray, method: ShuffleMethod, rng: np.random.G
     w = np.asarray(weights)
     if method not in SHUFFLE_METHODS:
         raise ValueError(f"unknown shuffle method {method!r}; use one of {', '.join(SHUFFLE_METHODS)}")
-    # the units that move: one column per entry of a matrix, one per slice K[:, :, i, j] of a kernel
-    units = w.reshape(-1, w.shape[2] * w.shape[3]) if w.ndim == 4 else w.reshape(1, -1)
+    units = _units(w)
     if method == "layer":
         return units[:, rng.permutation(units.shape[1])].reshape(w.shape)
     out = np.zeros_like(units)
     positions = np.flatnonzero(units.any(axis=0))
     out[:, positions] = units[:, rng.permutation(positions)]
     return out.reshape(w.shape)
+
+
+def _units(w: np.ndarray) -> np.ndarray:
+    """The units that move, as columns: one per entry of a matrix, one per slice K[:, :, i, j]."""
+    return w.reshape(-1, w.shape[2] * w.shape[3]) if w.ndim == 4 else w.reshape(1, -1)
+
+
+def nonzero_is_layer(kernels: Sequence[np.ndarray]) -> bool:
+    """Whether ``layer_nonzero`` shuffles of ``kernels`` are their ``layer`` shuffles.
+
+    True when no unit (entry, or conv kernel slice) is all zero: then the non-zero positions are
+    every position, and the same generator draws the same permutation for both methods, so the
+    two shuffle tests agree number for number (a dense net's test need not run twice).
+    """
+    return all(bool(_units(np.asarray(k)).any(axis=0).all()) for k in kernels)
 
 
 def shuffle_kernels(
