@@ -168,7 +168,7 @@ demo: ## Start here: datasets, quick models, clustering, figures and a summary (
 	$(PY) -m nn_clustering summary --profile quick && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; executed notebooks in results/quick/notebooks/"
 
-all: ## The full reproduction: datasets, models and every analysis (PROFILE=paper: days on 2 cores)
+all: ## The full reproduction: datasets, models and every analysis (PROFILE=paper: ~18 h on 2 cores, estimated)
 	$(MAKE) --no-print-directory datasets
 	$(MAKE) --no-print-directory models PROFILE=$(PROFILE)
 	$(MAKE) --no-print-directory mlp-plots mlp-lesion mlp-double-lesion cnn-clustering cnn-lesion PROFILE=$(PROFILE)
