@@ -138,7 +138,7 @@ def stability_plot(table):
     """z-score of every instance (pruned) per tag, one marker per k and shuffle method."""
     rows = table[table["stage"] == "pruned"]
     tags = _unique(rows["tag"])
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tags) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tags) + 2) + 2, 4))
     groups = list(rows.groupby(["k", "method"], sort=True))
     width = 0.8 / max(1, len(groups))
     for i, ((k, method), g) in enumerate(groups):
@@ -149,7 +149,7 @@ def stability_plot(table):
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylabel("z = (n-cut - shuffled mean) / sd")
     ax.set_title("Stability: every instance's z-score (below 0 = more clusterable than shuffles)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over points
     fig.tight_layout()
     return fig
 
