@@ -5,8 +5,8 @@ For each backend (a subprocess with KERAS_BACKEND set) it times epochs of the MN
 (mask constraint + MagnitudePruning callback, the paper's 20-epoch schedule), each after one
 warm-up epoch, alternating one epoch of each so machine drift hits both alike, and prints the
 median seconds per epoch, the overhead (ratio of the medians, and the range of the ratios of
-each alternating pair, which shows how noisy the machine was) and the achieved GFLOP/s (6 x multiply-adds per sample:
-forward + backward).
+each alternating pair, which shows how noisy the machine was) and the achieved GFLOP/s
+(6 x multiply-adds per sample: forward + backward).
 
     .venv/bin/python benchmarks/bench_training.py [--epochs 2]
 
@@ -57,15 +57,15 @@ for _ in range(epochs):  # alternate, so drifts of the machine hit both alike
     for pruned in (False, True):
         times["ours" if pruned else "bare"].append(epoch(*runs[pruned]))
 bare, ours = float(np.median(times["bare"])), float(np.median(times["ours"]))
-ratios = [o / b for b, o in zip(times["bare"], times["ours"], strict=True)]  # per alternation
 macs = 784 * 256 + 3 * 256 * 256 + 256 * 10
-print(json.dumps({"backend": keras.backend.backend(), "bare": bare, "ours": ours, "times": times, "ratios": ratios,
+print(json.dumps({"backend": keras.backend.backend(), "bare": bare, "ours": ours, "times": times,
                   "gflops": 6 * macs * len(x) / bare / 1e9}))
 """
 
 
-def pair_range(ratios: list[float]) -> str:
+def pair_range(times: dict[str, list[float]]) -> str:
     """The smallest and largest overhead of one alternating pair of epochs, as '+a% to +b%'."""
+    ratios = [o / b for b, o in zip(times["bare"], times["ours"], strict=True)]
     low, high = (100 * (f(ratios) - 1) for f in (min, max))
     return f"{low:+.0f}% to {high:+.0f}%"
 
@@ -84,8 +84,7 @@ def main() -> None:
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{backend:>11} {r['bare']:17.2f} {r['ours']:13.2f} {100 * (r['ours'] / r['bare'] - 1):8.1f}% "
-              f"{pair_range(r['ratios']):>15} {r['gflops']:8.1f}")
-
+              f"{pair_range(r['times']):>15} {r['gflops']:8.1f}")
 
 
 if __name__ == "__main__":
