@@ -186,6 +186,11 @@ def test_plots_are_written_labelled_and_titled(tree, tmp_path):
         assert ax.get_title() and ax.get_xlabel()
     assert fig.axes[0].get_ylabel() and fig.axes[-1].get_legend() is not None
     plt.close(fig)
+    # the learning curves carry one figure legend, none inside a panel (it covered lines there)
+    fig = plots.learning_curves(pd.read_csv(paths.results / "mlp-learning-curve.csv"))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["n-cut", "pruning", "test accuracy"]
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    plt.close(fig)
 
 
 def test_summary_and_missing_inputs(tree, tmp_path):

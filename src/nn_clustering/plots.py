@@ -112,6 +112,7 @@ def learning_curves(curve):
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
     for ax in axes.flat[len(tags):]:
         ax.set_visible(False)
+    handles: list = []
     for ax, tag in zip(axes.flat, tags, strict=False):
         part = curve[curve["tag"] == tag]
         acc = ax.twinx()
@@ -127,10 +128,14 @@ def learning_curves(curve):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"n-cut (k = {int(part['k'].iloc[0])})", color="C0")
         acc.set_ylabel("test accuracy", color="C1")
-        handles = ax.get_legend_handles_labels()[0] + acc.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, fontsize=7, loc="upper right")
+        if not handles:
+            handles = ax.get_legend_handles_labels()[0] + acc.get_legend_handles_labels()[0]
+    # one legend for the figure, under the title (inside a panel it covered accuracy lines)
     fig.suptitle("n-cut through training and pruning")
-    fig.tight_layout()
+    height = fig.get_figheight()
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.3 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))  # room for the title and the legend
     return fig
 
 
