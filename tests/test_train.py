@@ -218,6 +218,12 @@ def test_same_seed_same_weights_and_reload_predicts_identically(line_data, tmp_p
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.layers[0].kernel), wa["kernel_0"])
     metrics = json.loads((a / "metrics.json").read_text())
     assert len(metrics["dense"]["val_accuracy"]) == 2 and len(metrics["pruned"]["accuracy"]) == 1
+    # each stage's accuracy on its training images in inference mode, recomputed from the saved net
+    train = datasets.load_dataset("line", line_data)
+    for stage in ("dense", "pruned"):
+        net = keras.saving.load_model(a / f"{stage}.keras")
+        hits = net.predict(train.x_train.reshape(-1, 784), verbose=0).argmax(1) == train.y_train
+        assert metrics[f"{stage}_train_accuracy_inference"] == pytest.approx(float(hits.mean()), abs=2e-3)
     config = json.loads((a / "config.json").read_text())
     assert config["seed"] == 3 and config["backend"] == "tensorflow" and "code_version" in config
     assert sorted(p.name for p in (a / "checkpoints").iterdir()) == [
@@ -249,6 +255,21 @@ def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkey
     lines.clear()
     train_instance(tiny_config(), tmp_path / "run", line_data, log=lines.append)
     assert lines == ["TEST/0: already trained, skipped"]
+
+
+def test_inference_gap_warning(line_data, tmp_path, monkeypatch):
+    from nn_clustering import train
+
+    assert train.inference_gap_warning("X", 0.90, 0.85) is None
+    assert train.inference_gap_warning("X", None, 0.10) is None
+    line = train.inference_gap_warning("LINE+DROPOUT/0 pruned", 0.91, 0.30)
+    assert line.startswith("warning: LINE+DROPOUT/0 pruned") and "0.30" in line and "0.91" in line
+    # train_instance checks both stages: with any gap counted, both warn
+    monkeypatch.setattr(train, "INFERENCE_GAP", -1.0)
+    lines = []
+    train_instance(tiny_config(prune_epochs=1, epochs=1), tmp_path / "m", line_data, log=lines.append)
+    warned = [line for line in lines if line.startswith("warning:")]
+    assert [w.split(":")[1].strip() for w in warned] == ["TEST/0 dense", "TEST/0 pruned"]
 
 
 def test_training_beats_chance_on_tensorflow():
