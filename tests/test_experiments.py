@@ -193,6 +193,23 @@ def test_plots_are_written_labelled_and_titled(tree, tmp_path):
     plt.close(fig)
 
 
+def test_stability_plot_draws_very_low_z_at_the_floor_and_says_so():
+    import matplotlib.pyplot as plt
+
+    from nn_clustering import plots
+
+    rows = pd.DataFrame({"tag": ["A", "A", "B"], "stage": "pruned", "k": 4, "method": "layer",
+                         "z": [-3.0, -120.0, 1.5]})
+    fig = plots.stability_plot(rows)
+    ys = sorted(y for c in fig.axes[0].collections for _, y in c.get_offsets())
+    assert ys == [plots.Z_FLOOR, -3.0, 1.5]
+    assert any("below" in t.get_text() for t in fig.axes[0].texts)
+    plt.close(fig)
+    fig = plots.stability_plot(rows.assign(z=[-3.0, -20.0, 1.5]))  # nothing drawn at the floor
+    assert not fig.axes[0].texts
+    plt.close(fig)
+
+
 def test_summary_and_missing_inputs(tree, tmp_path):
     paths, _, _ = tree
     text = summary(paths)

@@ -13,6 +13,7 @@ import numpy as np
 
 plt.rcParams["svg.hashsalt"] = "nn-clustering"  # stable SVG element ids
 STAGE_MARKERS = {"dense": "o", "pruned": "^"}
+Z_FLOOR = -50  # the stability figure draws lower z at this line, so one tag does not squash the rest
 
 
 def _colours(tags: Sequence[str]) -> dict[str, tuple]:
@@ -148,11 +149,15 @@ def stability_plot(table):
     width = 0.8 / max(1, len(groups))
     for i, ((k, method), g) in enumerate(groups):
         xs = np.array([tags.index(t) for t in g["tag"]]) + (i - (len(groups) - 1) / 2) * width
-        ax.scatter(xs, g["z"].clip(lower=-50), s=14, label=f"k = {k}, {method}",
+        ax.scatter(xs, g["z"].clip(lower=Z_FLOOR), s=14, label=f"k = {k}, {method}",
                    marker="o" if method == "layer" else "s")
     ax.set_xticks(range(len(tags)), tags, rotation=30, ha="right")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylabel("z = (n-cut - shuffled mean) / sd")
+    if (rows["z"] < Z_FLOOR).any():
+        ax.axhline(Z_FLOOR, color="0.6", lw=0.8, ls=":")
+        ax.annotate(f"z below {Z_FLOOR} drawn at {Z_FLOOR}", (0.005, Z_FLOOR), xycoords=("axes fraction", "data"),
+                    xytext=(0, 4), textcoords="offset points", fontsize=7, color="0.4")
     ax.set_title("Stability: every instance's z-score (below 0 = more clusterable than shuffles)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over points
     fig.tight_layout()
