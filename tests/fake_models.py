@@ -74,6 +74,8 @@ def _write_records(folder: Path, tag: str, instance: int, epochs: int, profile: 
         "dense_test_accuracy": history["val_accuracy"][-1], "pruned_test_accuracy": history["val_accuracy"][-1],
         "dense_train_accuracy": acc[-1], "pruned_train_accuracy": acc[-1], "seconds": 1.0,
     }
+    if instance == 0:  # the other instances look like ones trained before this was recorded
+        metrics.update(dense_train_accuracy_inference=acc[-1] - 0.25, pruned_train_accuracy_inference=acc[-1] - 0.5)
     (folder / "metrics.json").write_text(json.dumps(metrics))
     config = {"spec": asdict(get_spec(tag)), "instance": instance, "seed": instance_seed(tag, instance),
               "profile": profile, "backend": "none", "code_version": "test"}

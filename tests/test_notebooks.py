@@ -3,6 +3,7 @@ tables agree with direct calls into the library."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -78,6 +79,10 @@ def test_clustering_notebook_table_matches_direct_calls(executed):
         assert row.p_value == pytest.approx(direct.stats.p_value)
         sizes = np.bincount(direct.clustering.labels[direct.clustering.labels >= 0], minlength=4)
         assert row.smallest_cluster == sizes.min()
+        metrics = json.loads((instance.path / "metrics.json").read_text())
+        assert row.train_accuracy == pytest.approx(metrics[f"{row.stage}_train_accuracy"])
+        assert row.train_accuracy_inference == pytest.approx(metrics[f"{row.stage}_train_accuracy_inference"])
+    assert table[table.instance == 1].train_accuracy_inference.isna().all()  # not recorded: left empty
 
 
 def test_stability_notebook_tables(executed):

@@ -272,6 +272,24 @@ def test_inference_gap_warning(line_data, tmp_path, monkeypatch):
     assert [w.split(":")[1].strip() for w in warned] == ["TEST/0 dense", "TEST/0 pruned"]
 
 
+def test_instances_trained_before_the_inference_accuracy_get_it_added(line_data, tmp_path):
+    folder = train_instance(tiny_config(epochs=1), tmp_path / "m", line_data, log=lambda _: None)
+    path = folder / "metrics.json"
+    recorded = json.loads(path.read_text())
+    keys = ["dense_train_accuracy_inference", "pruned_train_accuracy_inference"]
+    older = {k: v for k, v in recorded.items() if k not in keys}  # as written before the change
+    path.write_text(json.dumps(older))
+    lines = []
+    train_instance(tiny_config(epochs=1), tmp_path / "m", line_data, log=lines.append)
+    assert lines[0] == "TEST/0: already trained, skipped" and "added the inference-mode accuracy" in lines[1]
+    again = json.loads(path.read_text())
+    assert again == recorded  # what training stored, recomputed from the saved nets
+    assert not list(folder.glob("*.tmp*"))
+    lines.clear()
+    train_instance(tiny_config(epochs=1), tmp_path / "m", line_data, log=lines.append)
+    assert lines == ["TEST/0: already trained, skipped"]  # nothing to add the second time
+
+
 def test_training_beats_chance_on_tensorflow():
     x, y, labels = easy_task(n=2000)
     model = small_mlp()

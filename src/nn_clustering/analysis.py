@@ -34,8 +34,8 @@ from .stats import cohens_d
 #: Columns of ``results/mlp-clustering.csv``, in order (one row per instance, stage and method).
 CLUSTERING_COLUMNS = [
     "tag", "instance", "stage", "k", "method", "ncut", "shuffled_mean", "shuffled_sd", "z",
-    "p_value", "significant", "n_shuffles", "train_accuracy", "test_accuracy", "n_nodes",
-    "smallest_cluster", "drop_dead_ends", "model_seed", "shuffle_seed", "profile", "model_sha256", "code_version",
+    "p_value", "significant", "n_shuffles", "train_accuracy", "train_accuracy_inference", "test_accuracy",
+    "n_nodes", "smallest_cluster", "drop_dead_ends", "model_seed", "shuffle_seed", "profile", "model_sha256", "code_version",
 ]
 
 
@@ -182,6 +182,7 @@ def cluster_instance(
         "significant": bool(stats["significant"]),
         "n_shuffles": stats["n"],
         "train_accuracy": instance.accuracy(stage, "train"),
+        "train_accuracy_inference": instance.inference_accuracy(stage),
         "test_accuracy": instance.accuracy(stage, "test"),
         "n_nodes": int(np.sum(labels >= 0)),
         "smallest_cluster": smallest_cluster(labels, config.n_clusters),

@@ -78,6 +78,12 @@ class TrainedInstance:
         value = self.metrics.get(f"{stage}_{split}_accuracy")
         return None if value is None else float(value)
 
+    def inference_accuracy(self, stage: str) -> float | None:
+        """The stage's accuracy on (up to 10,000 of) its training images in inference mode,
+        dropout off (None for instances trained before it was recorded; ``make models`` adds it)."""
+        value = self.metrics.get(f"{stage}_train_accuracy_inference")
+        return None if value is None else float(value)
+
     def epoch_accuracy(self, phase: str, epoch: int, split: str = "test") -> float | None:
         """Accuracy after ``epoch`` epochs of ``phase`` (None before the first epoch)."""
         history = self.metrics.get(phase, {}).get("val_accuracy" if split == "test" else "accuracy", [])

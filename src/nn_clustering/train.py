@@ -30,10 +30,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .catalog import write_index
+from .catalog import STAGES, write_index
 from .datasets import Dataset, ensure_dataset, load_dataset
 from .errors import DatasetUnavailable, ModelError
 from .fileio import save_npz, write_json_atomic
+from .model_io import load_keras_model
 from .models import build_cnn, build_mlp, prunable_layers
 from .provenance import code_version, library_versions
 from .pruning import MagnitudePruning, PruningSchedule
@@ -222,6 +223,7 @@ def train_instance(
                 "use another --models-dir (make sets models/<profile> for profiles other than paper)"
             )
         log(f"{spec.tag}/{config.instance}: already trained, skipped")
+        add_inference_accuracy(final, spec, data_dir, log)
         return final
     stage_dir = final.parent / f".{config.instance}.partial"
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -240,8 +242,8 @@ def train_instance(
         "pruned_test_accuracy": (pruned_history.get("val_accuracy") or [None])[-1],
         "dense_train_accuracy": (dense_history.get("accuracy") or [None])[-1],
         "pruned_train_accuracy": (pruned_history.get("accuracy") or [None])[-1],
-        "dense_train_accuracy_inference": dense_history.pop(INFERENCE_KEY, None),
-        "pruned_train_accuracy_inference": pruned_history.pop(INFERENCE_KEY, None),
+        f"dense_{INFERENCE_KEY}": dense_history.pop(INFERENCE_KEY, None),
+        f"pruned_{INFERENCE_KEY}": pruned_history.pop(INFERENCE_KEY, None),
         "dense": dense_history,
         "pruned": pruned_history,
         "seconds": time.perf_counter() - start,
@@ -266,14 +268,39 @@ def train_instance(
         f"{spec.tag}/{config.instance}: done in {metrics['seconds']:.0f} s; test accuracy dense "
         f"{metrics['dense_test_accuracy']:.4f}, pruned {metrics['pruned_test_accuracy']:.4f} -> {final}"
     )
-    for stage in ("dense", "pruned"):
+    _warn_inference_gaps(f"{spec.tag}/{config.instance}", metrics, log)
+    return final
+
+
+def _warn_inference_gaps(name: str, metrics: dict, log: Callable[[str], None]) -> None:
+    for stage in STAGES:
         warning = inference_gap_warning(
-            f"{spec.tag}/{config.instance} {stage}",
-            metrics[f"{stage}_train_accuracy"], metrics[f"{stage}_train_accuracy_inference"],
+            f"{name} {stage}", metrics.get(f"{stage}_train_accuracy"), metrics.get(f"{stage}_{INFERENCE_KEY}")
         )
         if warning:
             log(warning)
-    return final
+
+
+def add_inference_accuracy(
+    folder: Path, spec: TagSpec, data_dir: Path, log: Callable[[str], None] = print
+) -> bool:
+    """Give an instance trained before ``metrics.json`` recorded it each stage's accuracy on its
+    training images in inference mode, from the saved nets (what training would have stored);
+    returns whether anything was added. ``metrics.json`` is rewritten atomically."""
+    path = Path(folder) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    missing = [stage for stage in STAGES if f"{stage}_{INFERENCE_KEY}" not in metrics]
+    if not missing:
+        return False
+    x_train, y_train, _, _ = prepare_data(spec, load_dataset(spec.dataset, data_dir))
+    for stage in missing:
+        model = load_keras_model(Path(folder) / f"{stage}.keras")
+        metrics[f"{stage}_{INFERENCE_KEY}"] = inference_accuracy(model, x_train, y_train)
+    write_json_atomic(path, metrics)
+    found = ", ".join(f"{stage} {metrics[f'{stage}_{INFERENCE_KEY}']:.4f}" for stage in missing)
+    log(f"{folder}: added the inference-mode accuracy on training images ({found}) to metrics.json")
+    _warn_inference_gaps(str(folder), metrics, log)
+    return True
 
 
 def train_tags(
