@@ -302,3 +302,40 @@ def test_dense_net_layer_nonzero_test_reuses_the_layer_test(tmp_path, monkeypatc
             np.testing.assert_allclose(out["layer_nonzero"]["shuffled_ncuts"], direct.shuffled_ncuts)
             assert out["layer_nonzero"]["ncut"] == pytest.approx(direct.clustering.ncut)
     assert calls == ["layer", "layer", "layer_nonzero"]  # the dense net's second test was not run
+
+
+def test_interrupted_double_lesion_experiment_resumes_from_its_saved_pairs(tmp_path, monkeypatch):
+    from fake_models import write_fake_dataset
+
+    import nn_clustering.lesion as lesion
+    from nn_clustering.lesion import LesionConfig
+    from nn_clustering.lesion_experiments import run_mlp_double_lesion
+
+    models = write_fake_models(tmp_path / "models", tags=("MNIST",), instances=1)
+    data = write_fake_dataset(tmp_path / "datasets")
+    single = LesionConfig(n_random=4, seed=3)
+
+    def run(results):
+        paths = ExperimentPaths(models, tmp_path / results)
+        return run_mlp_double_lesion(paths, "MNIST", k=2, single=single, n_random=3, data_dir=data, progress=False)
+
+    reference, _ = run("reference")
+    assert len(reference) == 12
+    monkeypatch.setattr(lesion, "CHECKPOINT_EVERY", 5)
+    real, calls = lesion.double_lesion_pair, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lesion, "double_lesion_pair", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run("run")
+    calls.clear()
+    resumed, _ = run("run")
+    assert len(calls) == len(reference) - 5  # the first 5 pairs came from the checkpoint
+    pd.testing.assert_frame_equal(resumed, reference)
+    cache = tmp_path / "run" / "cache"
+    assert len(list(cache.rglob("*.json"))) == len(list((tmp_path / "reference" / "cache").rglob("*.json")))

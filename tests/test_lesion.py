@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nn_clustering.errors import ModelError
+from nn_clustering.errors import ModelError, NnClusteringError
 from nn_clustering.graph import mlp_graph
 from nn_clustering.lesion import (
     MLP,
@@ -14,6 +14,7 @@ from nn_clustering.lesion import (
     active_neurons,
     classify,
     double_lesion_pair,
+    double_lesion_test,
     forward,
     lesion_network,
     random_sets,
@@ -184,6 +185,30 @@ def test_double_lesion_of_two_blocks_removes_both_classes():
     row = double_lesion_pair(evaluator, labels, a, b, 10, np.random.default_rng(0))
     assert row["acc_y"] == pytest.approx(0.75) and row["acc_xy"] in (pytest.approx(0.5), pytest.approx(0.75))
     assert row["joint_p"] == pytest.approx(1 / 11)
+
+
+def test_interrupted_double_lesion_test_resumes_to_the_same_rows():
+    net, x, y, _ = planted_class_network()
+    labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(CLASSES), seed=0).labels
+    evaluator = LesionEvaluator(net, x, y)
+    single, _ = single_lesion_test(evaluator, labels, LesionConfig(n_random=6, seed=1), progress=False)
+    args = (evaluator, labels, single, 4, 7)
+    reference = double_lesion_test(*args, progress=False)
+    assert len(reference) > 6
+    saved: list[list[dict]] = []
+
+    def checkpoint(rows):
+        saved.append([dict(r) for r in rows])
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # stopped after 6 pairs
+
+    with pytest.raises(KeyboardInterrupt):
+        double_lesion_test(*args, progress=False, checkpoint=checkpoint, checkpoint_every=3)
+    assert len(saved[-1]) == 6
+    resumed = double_lesion_test(*args, progress=False, done=saved[-1])
+    assert resumed == reference
+    with pytest.raises(NnClusteringError, match="do not match"):
+        double_lesion_test(*args, progress=False, done=saved[-1][1:])
 
 
 def test_bad_networks_get_clear_errors():

@@ -51,6 +51,11 @@ class ResultCache:
         if self.folder is not None:
             write_json_atomic(self._path(key), value)
 
+    def discard(self, key: str) -> None:
+        """Remove an entry if present."""
+        if self.folder is not None:
+            self._path(key).unlink(missing_ok=True)
+
     def get_or_compute(self, parts: dict[str, Any], compute: Callable[[], dict]) -> dict:
         """The cached result for ``parts``, computing and storing it on a miss."""
         key = cache_key(parts)

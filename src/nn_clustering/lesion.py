@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, NnClusteringError
 from .model_io import NetworkWeights
 from .stats import empirical_p
 
@@ -344,6 +344,9 @@ def double_lesion_pair(
     }
 
 
+#: Pairs between two checkpoints of an interruptible double lesion test.
+CHECKPOINT_EVERY = 25
+
 #: Columns of a double-lesion row (besides provenance), in order.
 DOUBLE_LESION_COLUMNS = [
     "x", "y", "x_layer", "y_layer", "x_size", "y_size", "acc_y", "acc_xy", "joint_p", "joint_random_mean",
@@ -360,25 +363,38 @@ def double_lesion_test(
     seed: int = 42,
     modules: Sequence[SubModule] | None = None,
     progress: bool = True,
-    log: Callable[[str], None] | None = None,
+    done: Sequence[dict] = (),
+    checkpoint: Callable[[list[dict]], None] | None = None,
+    checkpoint_every: int | None = None,
 ) -> list[dict]:
     """Every ordered pair (X, Y), X != Y, of ``modules`` (default: every sub-module that is not
     ``small`` or ``complete``); each row says whether X's single-lesion verdict (important or
-    not) changes when Y is already lesioned."""
+    not) changes when Y is already lesioned.
+
+    Resumable: each pair draws from its own seed (spawned by its position in the list of
+    pairs), so the rows of an interrupted run (``done``, the first pairs in order) are kept and
+    the rest computed, giving the same rows as one uninterrupted run. ``checkpoint`` receives
+    the rows so far every ``checkpoint_every`` pairs (default :data:`CHECKPOINT_EVERY`)."""
     verdict = {r["name"]: r["taxonomy"] for r in single_rows}
     if modules is None:
         modules = [m for m in submodules(labels, evaluator.net.layer_sizes, evaluator.net.lesionable_layers)
                    if verdict.get(m.name) not in ("small", "complete")]
     pairs = [(x, y) for x in modules for y in modules if x.name != y.name]
+    every = checkpoint_every or CHECKPOINT_EVERY
+    rows = list(done)
+    if [(r["x"], r["y"]) for r in rows] != [(x.name, y.name) for x, y in pairs[:len(rows)]]:
+        raise NnClusteringError("the saved double-lesion rows do not match this run's pairs; delete them and rerun")
     seeds = np.random.SeedSequence(seed).spawn(max(1, len(pairs)))
-    rows = []
-    for (x, y), s in _progress(zip(pairs, seeds, strict=False), len(pairs), "double lesions", progress):
+    todo = list(zip(pairs, seeds, strict=False))[len(rows):]
+    for (x, y), s in _progress(todo, len(todo), "double lesions", progress):
         row = double_lesion_pair(evaluator, labels, x, y, n_random, np.random.default_rng(s))
         alone = verdict.get(x.name) == "important"
         row.update({"x_single": verdict.get(x.name), "y_single": verdict.get(y.name),
                     "x_important_alone": alone, "verdict_changed": alone != row["cond_important"],
                     "n_random": n_random, "seed": seed})
         rows.append(row)
+        if checkpoint is not None and len(rows) % every == 0 and len(rows) < len(pairs):
+            checkpoint(rows)
     return rows
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .analysis import pruned_clustering
+from .cache import cache_key
 from .catalog import TrainedInstance, find_instances
 from .datasets import ensure_dataset, load_dataset
 from .errors import DatasetUnavailable, NnClusteringError
@@ -163,8 +164,13 @@ def run_mlp_double_lesion(
             net = setup.evaluator.net
             modules = [m for m in submodules(setup.labels, net.layer_sizes, net.lesionable_layers)
                        if m.name in important]
+        partial = cache_key({**parts, "partial": True})  # the rows so far, if interrupted
+        done = (paths.cache.get(partial) or {}).get("rows", [])
+        if done:
+            print(f"{tag}: resuming the double lesion test after {len(done)} pairs")
         rows = double_lesion_test(setup.evaluator, setup.labels, single_rows, n_random, single.seed, modules,
-                                  progress)
+                                  progress, done, lambda so_far: paths.cache.put(partial, {"rows": so_far}))
+        paths.cache.discard(partial)
         return {"rows": rows, "code_version": code_version()}
 
     value = paths.cache.get_or_compute(parts, compute)
