@@ -187,8 +187,13 @@ def test_plots_are_written_labelled_and_titled(tree, tmp_path):
     assert fig.axes[0].get_ylabel() and fig.axes[-1].get_legend() is not None
     plt.close(fig)
     # the learning curves carry one figure legend, none inside a panel (it covered lines there)
-    fig = plots.learning_curves(pd.read_csv(paths.results / "mlp-learning-curve.csv"))
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["n-cut", "pruning", "test accuracy"]
+    curve = pd.read_csv(paths.results / "mlp-learning-curve.csv")
+    fig = plots.learning_curves(curve)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["n-cut", "pruning", "train accuracy", "test accuracy"]
+    # the dotted line of the first panel is its instance 0's training accuracy, epoch by epoch
+    first = curve[(curve["tag"] == curve["tag"].iloc[0]) & (curve["instance"] == 0)].sort_values("global_epoch")
+    train_line = next(line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "train accuracy")
+    np.testing.assert_allclose(train_line.get_ydata(), first["train_accuracy"])
     assert all(ax.get_legend() is None for ax in fig.axes)
     plt.close(fig)
 

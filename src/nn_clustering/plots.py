@@ -105,8 +105,9 @@ def cohens_d_plot(effects):
 
 
 def learning_curves(curve):
-    """n-cut (solid) and test accuracy (dashed, right axis) per epoch, one panel per tag;
-    the pruning phase is shaded."""
+    """n-cut (solid), training accuracy (dotted) and test accuracy (dashed, both on the right
+    axis) per epoch, one panel per tag; the pruning phase is shaded. Training accuracy is what
+    the random-label tags are about: they can memorise but never generalise."""
     tags = _unique(curve["tag"])
     ncols = min(3, len(tags))
     nrows = int(np.ceil(len(tags) / ncols))
@@ -120,6 +121,8 @@ def learning_curves(curve):
         for inst, g in part.groupby("instance"):
             g = g.sort_values("global_epoch")
             ax.plot(g["global_epoch"], g["ncut"], color="C0", alpha=0.8, label="n-cut" if inst == 0 else None)
+            acc.plot(g["global_epoch"], g["train_accuracy"], color="C2", ls=":", alpha=0.8,
+                     label="train accuracy" if inst == 0 else None)
             acc.plot(g["global_epoch"], g["test_accuracy"], color="C1", ls="--", alpha=0.8,
                      label="test accuracy" if inst == 0 else None)
         pruned = part[part["phase"] == "pruned"]["global_epoch"]
@@ -128,7 +131,7 @@ def learning_curves(curve):
         ax.set_title(tag)
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"n-cut (k = {int(part['k'].iloc[0])})", color="C0")
-        acc.set_ylabel("test accuracy", color="C1")
+        acc.set_ylabel("accuracy")
         if not handles:
             handles = ax.get_legend_handles_labels()[0] + acc.get_legend_handles_labels()[0]
     # one legend for the figure, under the title (inside a panel it covered accuracy lines)
