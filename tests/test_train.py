@@ -290,6 +290,48 @@ def test_instances_trained_before_the_inference_accuracy_get_it_added(line_data,
     assert lines == ["TEST/0: already trained, skipped"]  # nothing to add the second time
 
 
+def test_a_mixture_records_its_test_accuracy_per_source_dataset(tmp_path):
+    """Each stage of an A-B mixture net gets its test accuracy on the rows from A and from B,
+    equal to a count over the saved net's predictions; an instance trained without it gets
+    it added, and the clustering table carries both numbers."""
+    from nn_clustering import train
+    from nn_clustering.analysis import ClusteringConfig, cluster_instance
+    from nn_clustering.catalog import find_instances
+
+    rng = np.random.default_rng(0)
+    line = datasets.make_line(seed=0, n_train=800, n_test=200)
+    noise = datasets.make_random(seed=0, n_train=800, n_test=200)
+    mixture = datasets.mix(line, noise, rng)
+    datasets.save_imageset(tmp_path / "data" / "line-random.npz", mixture)
+    spec = TagSpec("TEST", "line-random", "mlp", 0.0, 2, 1, batch_size=100)
+    config = TrainConfig(spec, 0, 3, "test")
+    lines = []
+    folder = train_instance(config, tmp_path / "m", tmp_path / "data", log=lines.append)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    data = datasets.load_dataset("line-random", tmp_path / "data")
+    for stage in ("dense", "pruned"):
+        model = keras.saving.load_model(folder / f"{stage}.keras")
+        correct = model.predict(data.x_test.reshape(-1, 784), verbose=0).argmax(1) == data.y_test
+        expected = {"line": correct[~data.source_test].sum() / (~data.source_test).sum(),
+                    "random": correct[data.source_test].sum() / data.source_test.sum()}
+        assert metrics[f"{stage}_{train.SOURCE_KEY}"] == pytest.approx(expected)
+    assert any("test accuracy per source dataset" in line for line in lines)
+    # an instance trained before this was recorded gets it from the saved nets, once
+    older = {k: v for k, v in metrics.items() if not k.endswith(train.SOURCE_KEY)}
+    (folder / "metrics.json").write_text(json.dumps(older))
+    assert train.add_missing_metrics(folder, spec, tmp_path / "data", log=lambda _: None)
+    assert json.loads((folder / "metrics.json").read_text()) == metrics
+    assert not train.add_missing_metrics(folder, spec, tmp_path / "data", log=lambda _: None)
+    # the clustering row: A's and B's accuracy; a single dataset leaves both empty
+    instance = find_instances(tmp_path / "m", arch="mlp")[0]
+    fast = ClusteringConfig(n_clusters=2, n_shuffles=2)
+    row = cluster_instance(instance, "pruned", "layer", fast, progress=False).row
+    assert (row["test_accuracy_a"], row["test_accuracy_b"]) == pytest.approx(
+        tuple(metrics[f"pruned_{train.SOURCE_KEY}"][name] for name in ("line", "random")))
+    single = replace(instance, config={**instance.config, "spec": {**instance.config["spec"], "dataset": "line"}})
+    assert single.source_accuracies("pruned") == (None, None)
+
+
 def test_training_beats_chance_on_tensorflow():
     x, y, labels = easy_task(n=2000)
     model = small_mlp()

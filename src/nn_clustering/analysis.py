@@ -35,7 +35,7 @@ from .stats import cohens_d
 CLUSTERING_COLUMNS = [
     "tag", "instance", "stage", "k", "method", "ncut", "shuffled_mean", "shuffled_sd", "z",
     "p_value", "significant", "n_shuffles", "train_accuracy", "train_accuracy_inference", "test_accuracy",
-    "n_nodes", "smallest_cluster", "drop_dead_ends", "model_seed", "shuffle_seed", "profile", "model_sha256", "code_version",
+    "test_accuracy_a", "test_accuracy_b", "n_nodes", "smallest_cluster", "drop_dead_ends", "model_seed", "shuffle_seed", "profile", "model_sha256", "code_version",
 ]
 
 
@@ -168,6 +168,7 @@ def cluster_instance(
     )
     stats = record["shuffle"]
     labels = np.asarray(record["labels"], dtype=np.int64)
+    accuracy_a, accuracy_b = instance.source_accuracies(stage)
     row = {
         "tag": instance.tag,
         "instance": instance.instance,
@@ -184,6 +185,9 @@ def cluster_instance(
         "train_accuracy": instance.accuracy(stage, "train"),
         "train_accuracy_inference": instance.inference_accuracy(stage),
         "test_accuracy": instance.accuracy(stage, "test"),
+        # an A-B mixture's test accuracy on the rows from A and from B (empty otherwise)
+        "test_accuracy_a": accuracy_a,
+        "test_accuracy_b": accuracy_b,
         "n_nodes": int(np.sum(labels >= 0)),
         "smallest_cluster": smallest_cluster(labels, config.n_clusters),
         "drop_dead_ends": config.drop_dead_ends,

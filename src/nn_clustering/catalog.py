@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .datasets import parse_name
 from .errors import ModelError
 from .fileio import file_digest, write_json_atomic
 from .model_io import NetworkWeights, load_npz_weights
@@ -83,6 +84,17 @@ class TrainedInstance:
         dropout off (None for instances trained before it was recorded; ``make models`` adds it)."""
         value = self.metrics.get(f"{stage}_train_accuracy_inference")
         return None if value is None else float(value)
+
+    def source_accuracies(self, stage: str) -> tuple[float | None, float | None]:
+        """For an ``A-B`` mixture, the stage's test accuracy on the rows from A and from B
+        (None, None for other datasets and for instances trained before it was recorded;
+        ``make models`` adds it)."""
+        by_source = self.metrics.get(f"{stage}_test_accuracy_by_source") or {}
+        parts = parse_name(self.config["spec"]["dataset"])
+        if len(parts) != 2:
+            return None, None
+        a, b = (by_source.get(part) for part in parts)
+        return (None if a is None else float(a)), (None if b is None else float(b))
 
     def epoch_accuracy(self, phase: str, epoch: int, split: str = "test") -> float | None:
         """Accuracy after ``epoch`` epochs of ``phase`` (None before the first epoch)."""

@@ -10,7 +10,8 @@ an uninterrupted one.
 Per instance: ``dense.keras``, ``pruned.keras``, ``dense.npz`` and ``pruned.npz`` (``kernel_i``
 and ``bias_i`` in layer order), ``metrics.json`` (per-epoch history of both stages, and each
 stage's accuracy on up to 10,000 training images in inference mode: a net far worse there than
-``fit`` reported, as a net relying on dropout noise is, gets a warning line),
+``fit`` reported, as a net relying on dropout noise is, gets a warning line; for an ``A-B``
+mixture also each stage's test accuracy on the rows from A and from B),
 ``config.json`` (resolved config, seed, code version, backend, library versions) and,
 for learning-curve tags, ``checkpoints/<stage>-epoch-<NNN>.npz`` (kernels only).
 """
@@ -31,7 +32,7 @@ import keras
 import numpy as np
 
 from .catalog import STAGES, write_index
-from .datasets import Dataset, ensure_dataset, load_dataset
+from .datasets import Dataset, ensure_dataset, load_dataset, parse_name
 from .errors import DatasetUnavailable, ModelError
 from .fileio import save_npz, write_json_atomic
 from .model_io import load_keras_model
@@ -44,6 +45,7 @@ LEARNING_RATE = 1e-3
 INFERENCE_ROWS = 10_000  # training rows re-scored in inference mode after each stage
 INFERENCE_GAP = 0.2  # warn when that accuracy is this far below the one fit reports
 INFERENCE_KEY = "train_accuracy_inference"
+SOURCE_KEY = "test_accuracy_by_source"  # a mixture's test accuracy per source dataset
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,18 @@ def inference_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, rows: i
     return float(np.mean(predicted == np.argmax(y[:rows], axis=1)))
 
 
+def source_accuracies(model: keras.Model, x_test: np.ndarray, data: Dataset, parts: tuple[str, ...]) -> dict[str, float]:
+    """A mixture's test accuracy (inference mode) on the rows of each of its two datasets:
+    ``{A: ..., B: ...}`` for dataset ``A-B`` (``data.source_test`` is True for rows from B).
+
+    One overall number hides a net that solves one half of its task and not the other.
+    """
+    predicted = np.argmax(model.predict(x_test, batch_size=1024, verbose=0), axis=1)
+    correct = predicted == np.asarray(data.y_test)
+    from_b = np.asarray(data.source_test, dtype=bool)
+    return {parts[0]: float(np.mean(correct[~from_b])), parts[1]: float(np.mean(correct[from_b]))}
+
+
 def inference_gap_warning(name: str, fit_accuracy: float | None, inference: float | None) -> str | None:
     """A warning line when a stage's training images are classified far worse in inference mode
     than during training (more than :data:`INFERENCE_GAP` below), else None."""
@@ -223,7 +237,7 @@ def train_instance(
                 "use another --models-dir (make sets models/<profile> for profiles other than paper)"
             )
         log(f"{spec.tag}/{config.instance}: already trained, skipped")
-        add_inference_accuracy(final, spec, data_dir, log)
+        add_missing_metrics(final, spec, data_dir, log)
         return final
     stage_dir = final.parent / f".{config.instance}.partial"
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -269,6 +283,7 @@ def train_instance(
         f"{metrics['dense_test_accuracy']:.4f}, pruned {metrics['pruned_test_accuracy']:.4f} -> {final}"
     )
     _warn_inference_gaps(f"{spec.tag}/{config.instance}", metrics, log)
+    add_missing_metrics(final, spec, data_dir, log)  # a mixture's per-source accuracy
     return final
 
 
@@ -281,25 +296,42 @@ def _warn_inference_gaps(name: str, metrics: dict, log: Callable[[str], None]) -
             log(warning)
 
 
-def add_inference_accuracy(
+def add_missing_metrics(
     folder: Path, spec: TagSpec, data_dir: Path, log: Callable[[str], None] = print
 ) -> bool:
-    """Give an instance trained before ``metrics.json`` recorded it each stage's accuracy on its
-    training images in inference mode, from the saved nets (what training would have stored);
-    returns whether anything was added. ``metrics.json`` is rewritten atomically."""
+    """Fill in, from the saved nets, what ``metrics.json`` of a finished instance lacks: each
+    stage's accuracy on its training images in inference mode (instances trained before it was
+    recorded; what training would have stored) and, for an ``A-B`` mixture, each stage's test
+    accuracy per source dataset (:func:`source_accuracies`). Returns whether anything was added;
+    ``metrics.json`` is rewritten atomically."""
     path = Path(folder) / "metrics.json"
     metrics = json.loads(path.read_text())
-    missing = [stage for stage in STAGES if f"{stage}_{INFERENCE_KEY}" not in metrics]
-    if not missing:
+    parts = parse_name(spec.dataset)
+    inference = [stage for stage in STAGES if f"{stage}_{INFERENCE_KEY}" not in metrics]
+    sources = [stage for stage in STAGES if len(parts) == 2 and f"{stage}_{SOURCE_KEY}" not in metrics]
+    if not inference and not sources:
         return False
-    x_train, y_train, _, _ = prepare_data(spec, load_dataset(spec.dataset, data_dir))
-    for stage in missing:
+    data = load_dataset(spec.dataset, data_dir)
+    x_train, y_train, x_test, _ = prepare_data(spec, data)
+    for stage in STAGES:
+        if stage not in inference and stage not in sources:
+            continue
         model = load_keras_model(Path(folder) / f"{stage}.keras")
-        metrics[f"{stage}_{INFERENCE_KEY}"] = inference_accuracy(model, x_train, y_train)
+        if stage in inference:
+            metrics[f"{stage}_{INFERENCE_KEY}"] = inference_accuracy(model, x_train, y_train)
+        if stage in sources:
+            metrics[f"{stage}_{SOURCE_KEY}"] = source_accuracies(model, x_test, data, parts)
     write_json_atomic(path, metrics)
-    found = ", ".join(f"{stage} {metrics[f'{stage}_{INFERENCE_KEY}']:.4f}" for stage in missing)
-    log(f"{folder}: added the inference-mode accuracy on training images ({found}) to metrics.json")
-    _warn_inference_gaps(str(folder), metrics, log)
+    if inference:
+        found = ", ".join(f"{stage} {metrics[f'{stage}_{INFERENCE_KEY}']:.4f}" for stage in inference)
+        log(f"{folder}: added the inference-mode accuracy on training images ({found}) to metrics.json")
+        _warn_inference_gaps(str(folder), metrics, log)
+    if sources:
+        found = "; ".join(
+            f"{stage} " + ", ".join(f"{name} {value:.4f}" for name, value in metrics[f"{stage}_{SOURCE_KEY}"].items())
+            for stage in sources
+        )
+        log(f"{folder}: test accuracy per source dataset ({found}) added to metrics.json")
     return True
 
 
