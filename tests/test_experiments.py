@@ -42,6 +42,14 @@ def tree(tmp_path_factory):
     return paths, table, results
 
 
+def test_checkpoints_past_epoch_999_are_found_in_training_order(tmp_path):
+    """RANDOM-x50-EPOCHS trains 1,000 dense epochs: its last checkpoint has a 4-digit epoch."""
+    folder = write_fake_instance(tmp_path, "MNIST", 0, epochs=2)
+    shutil.copy(folder / "checkpoints" / "dense-epoch-002.npz", folder / "checkpoints" / "dense-epoch-1000.npz")
+    found = [(c.phase, c.epoch) for c in find_instances(tmp_path)[0].checkpoints()]
+    assert found == [("dense", 0), ("dense", 1), ("dense", 2), ("dense", 1000), ("pruned", 1), ("pruned", 2)]
+
+
 def test_catalog_finds_finished_instances_in_registry_order(tmp_path):
     write_fake_instance(tmp_path, "MNIST+DROPOUT", 0)
     write_fake_instance(tmp_path, "MNIST", 1)

@@ -20,7 +20,7 @@ from .model_io import NetworkWeights, load_npz_weights
 from .registry import REGISTRY
 
 STAGES: tuple[str, ...] = ("dense", "pruned")
-_CHECKPOINT = re.compile(r"^(dense|pruned)-epoch-(\d{3})\.npz$")
+_CHECKPOINT = re.compile(r"^(dense|pruned)-epoch-(\d{3,})\.npz$")  # 1,000 epochs and more: 4 digits
 
 
 @dataclass(frozen=True)
