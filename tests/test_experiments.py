@@ -206,6 +206,24 @@ def test_plots_are_written_labelled_and_titled(tree, tmp_path):
     plt.close(fig)
 
 
+def test_learning_curve_of_a_net_at_chance_is_drawn_on_a_0_to_1_accuracy_axis():
+    import matplotlib.pyplot as plt
+
+    from nn_clustering import plots
+
+    rows = []
+    for tag, accuracy in (("RANDOM", [0.097, 0.104, 0.099]), ("MNIST", [0.90, 0.95, 0.98])):
+        for epoch, a in enumerate(accuracy):
+            rows.append({"tag": tag, "instance": 0, "phase": "dense", "epoch": epoch, "global_epoch": epoch,
+                         "ncut": 2.0, "train_accuracy": a, "test_accuracy": a - 0.001, "k": 4})
+    fig = plots.learning_curves(pd.DataFrame(rows))
+    random_acc, mnist_acc = [ax for ax in fig.axes if ax.get_ylabel() == "accuracy"]
+    assert random_acc.get_ylim() == (0, 1.02)  # chance-level noise is not blown up to fill the panel
+    low, high = mnist_acc.get_ylim()
+    assert 0.85 < low < 0.9 and 0.98 < high < 1.0  # a learning net keeps the detail of its curve
+    plt.close(fig)
+
+
 def test_stability_plot_draws_very_low_z_at_the_floor_and_says_so():
     import matplotlib.pyplot as plt
 

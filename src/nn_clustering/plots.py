@@ -104,6 +104,9 @@ def cohens_d_plot(effects):
     return fig
 
 
+FLAT_ACCURACY = 0.05  # a learning-curve panel whose accuracies all lie within this gets a 0-1 axis
+
+
 def learning_curves(curve):
     """n-cut (solid), training accuracy (dotted) and test accuracy (dashed, both on the right
     axis) per epoch, one panel per tag; the pruning phase is shaded. Training accuracy is what
@@ -128,6 +131,10 @@ def learning_curves(curve):
         pruned = part[part["phase"] == "pruned"]["global_epoch"]
         if len(pruned):
             ax.axvspan(pruned.min() - 1, pruned.max(), color="0.9", zorder=0, label="pruning")
+        accuracies = part[["train_accuracy", "test_accuracy"]].to_numpy(dtype=float)
+        accuracies = accuracies[~np.isnan(accuracies)]
+        if accuracies.size and np.ptp(accuracies) < FLAT_ACCURACY:
+            acc.set_ylim(0, 1.02)  # a net stuck at chance: its noise drawn to scale, not magnified
         ax.set_title(tag)
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"n-cut (k = {int(part['k'].iloc[0])})", color="C0")
