@@ -20,6 +20,7 @@ from .model_io import NetworkWeights, load_npz_weights
 from .registry import REGISTRY
 
 STAGES: tuple[str, ...] = ("dense", "pruned")
+SOURCE_KEY = "test_accuracy_by_source"  # metrics.json: a mixture's test accuracy per source dataset
 _CHECKPOINT = re.compile(r"^(dense|pruned)-epoch-(\d{3,})\.npz$")  # 1,000 epochs and more: 4 digits
 
 
@@ -89,7 +90,7 @@ class TrainedInstance:
         """For an ``A-B`` mixture, the stage's test accuracy on the rows from A and from B
         (None, None for other datasets and for instances trained before it was recorded;
         ``make models`` adds it)."""
-        by_source = self.metrics.get(f"{stage}_test_accuracy_by_source") or {}
+        by_source = self.metrics.get(f"{stage}_{SOURCE_KEY}") or {}
         parts = parse_name(self.config["spec"]["dataset"])
         if len(parts) != 2:
             return None, None

@@ -31,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .catalog import STAGES, write_index
+from .catalog import SOURCE_KEY, STAGES, write_index
 from .datasets import Dataset, ensure_dataset, load_dataset, parse_name
 from .errors import DatasetUnavailable, ModelError
 from .fileio import save_npz, write_json_atomic
@@ -45,7 +45,6 @@ LEARNING_RATE = 1e-3
 INFERENCE_ROWS = 10_000  # training rows re-scored in inference mode after each stage
 INFERENCE_GAP = 0.2  # warn when that accuracy is this far below the one fit reports
 INFERENCE_KEY = "train_accuracy_inference"
-SOURCE_KEY = "test_accuracy_by_source"  # a mixture's test accuracy per source dataset
 
 
 @dataclass(frozen=True)
