@@ -20,5 +20,8 @@ graph = mlp_graph([rng.normal(size=(8, 6)), rng.normal(size=(6, 4))])
 print("clustered:", cluster_graph(graph, SpectralConfig(n_clusters=2), rng).ncut)
 PY
 "$venv/bin/jupyter" lab --version
-"$venv/bin/jupyter" kernelspec list | grep -q nn-clustering
+# the whole list first: `| grep -q` stops reading at the match, and with pipefail the
+# kernelspec app then fails on a broken pipe whenever more kernels follow it
+kernels=$("$venv/bin/jupyter" kernelspec list)
+grep -q nn-clustering <<<"$kernels" || { echo "error: the nn-clustering kernel is not installed:" >&2; echo "$kernels" >&2; exit 1; }
 echo "install steps OK in $(( $(date +%s) - start )) s"
