@@ -147,13 +147,18 @@ def _fit(model, spec: TagSpec, data: tuple, epochs: int, callbacks: list) -> dic
     return {**_history(history), INFERENCE_KEY: inference_accuracy(model, x_train, y_train)}
 
 
+def predicted_labels(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The class the model gives each row, in inference mode (dropout off)."""
+    return np.argmax(model.predict(x, batch_size=1024, verbose=0), axis=1)
+
+
 def inference_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, rows: int = INFERENCE_ROWS) -> float:
     """Accuracy on the first ``rows`` training examples in inference mode (dropout off).
 
     The ``accuracy`` that ``fit`` reports is measured in training mode (dropout on) while the
     weights move; a net that only works with its dropout noise shows here.
     """
-    predicted = np.argmax(model.predict(x[:rows], batch_size=1024, verbose=0), axis=1)
+    predicted = predicted_labels(model, x[:rows])
     return float(np.mean(predicted == np.argmax(y[:rows], axis=1)))
 
 
@@ -163,7 +168,7 @@ def source_accuracies(model: keras.Model, x_test: np.ndarray, data: Dataset, par
 
     One overall number hides a net that solves one half of its task and not the other.
     """
-    predicted = np.argmax(model.predict(x_test, batch_size=1024, verbose=0), axis=1)
+    predicted = predicted_labels(model, x_test)
     correct = predicted == np.asarray(data.y_test)
     from_b = np.asarray(data.source_test, dtype=bool)
     return {parts[0]: float(np.mean(correct[~from_b])), parts[1]: float(np.mean(correct[from_b]))}
