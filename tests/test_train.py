@@ -82,6 +82,25 @@ def test_drop_smallest_matches_numpy():
         assert got.sum() == mask.sum() - count
 
 
+def test_block_selection_equals_one_top_k_ties_included():
+    """The two-stage selection returns what numpy's stable sort (value, then index) puts first,
+    on sizes where it runs in blocks and where it falls back to one top_k, with ties (values
+    repeated ~20 times, so blocks' minima differ and ties span blocks; 7 distinct values) and
+    masked (infinite) entries."""
+    from nn_clustering.pruning import selection_block, smallest_indices
+
+    rng = np.random.default_rng(1)
+    cases = [(200704, 256), (65536, 84), (2560, 4), (4096, 300), (100, 3), (576, 3), (50, 50)]
+    assert [selection_block(n, b) for n, b in cases[:3]] == [16, 16, 16]  # the MLP's kernels: blocks
+    for size, bound in cases:
+        for levels in (None, max(2, size // 20), 7):
+            values = rng.random(size) if levels is None else rng.integers(0, levels, size).astype(float)
+            values[rng.random(size) < 0.3] = np.inf
+            magnitude = values.astype("float32")
+            got = keras.ops.convert_to_numpy(smallest_indices(keras.ops.convert_to_tensor(magnitude), bound))
+            np.testing.assert_array_equal(got, np.argsort(magnitude, kind="stable")[:bound], err_msg=f"{size} {bound}")
+
+
 class MaskCounts(keras.callbacks.Callback):
     """Test probe: kept entries of every mask after every step."""
 
@@ -346,10 +365,12 @@ sys.path.insert(0, {tests!r})
 from test_train import easy_task, small_mlp, train_then_prune
 from test_train import test_masks_follow_the_schedule_step_by_step as schedule_check
 from test_train import test_pruning_keeps_the_largest_initial_weights_when_weights_do_not_move as zero_lr_check
+from test_train import test_block_selection_equals_one_top_k_ties_included as selection_check
 from nn_clustering.models import prunable_layers
 assert keras.backend.backend() == "jax"
 schedule_check()
 zero_lr_check()
+selection_check()
 x, y, labels = easy_task(n=2000)
 model = small_mlp()
 callback = train_then_prune(model, x, y)

@@ -10,7 +10,8 @@ runs inside the optimizer's update, in the compiled step on TensorFlow and in th
 stateless step on JAX) multiplies the kernel by its mask after every update and, on the steps
 the schedule names, first updates the mask. Since sparsity only grows and masked weights are
 zero, an update keeps the mask's largest entries and drops its d = kept - round(n (1 - s))
-smallest |w| (a ``top_k`` whose size is bounded in advance from the schedule), an exact count.
+smallest |w| (a two-stage ``top_k`` over blocks, whose size is bounded in advance from the
+schedule), an exact count.
 Nothing runs in Python between steps: the callback only sets the step-0 mask (50%) when
 training starts.
 """
@@ -79,6 +80,42 @@ def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
     return mask.reshape(np.shape(weights))
 
 
+def selection_block(size: int, bound: int) -> int:
+    """Block length for :func:`smallest_indices` on ``size`` entries, 1 for a plain ``top_k``.
+
+    The largest power of two, at least 4, that divides ``size``, is at most sqrt(size / bound)
+    (which balances the two ``top_k``s: size / block minima, then bound x block candidates) and
+    leaves at least ``bound`` blocks.
+    """
+    block = 1
+    while (block * 2) ** 2 * bound <= size and size % (block * 2) == 0 and size // (block * 2) >= bound:
+        block *= 2
+    return block if block >= 4 else 1
+
+
+def smallest_indices(magnitude, bound: int):
+    """Indices of the ``bound`` smallest entries of the 1-D ``magnitude``, smallest first, ties
+    by lower index: exactly ``ops.top_k(-magnitude, bound)[1]``, in about a third of its time
+    on XLA's CPU backend, whose ``top_k`` costs ~1.3 ns per input entry whatever ``bound`` is.
+
+    Two stages over blocks of ``b`` consecutive entries: the ``bound`` blocks of smallest
+    minimum (ties: lower block) hold the ``bound`` smallest entries (any entry outside them
+    has ``bound`` smaller-or-earlier entries before it, one per chosen block's minimum); a
+    second ``top_k`` over those blocks' entries, taken in block order, finds them, with the
+    same tie order as one ``top_k`` over everything.
+    """
+    size = int(magnitude.shape[0])
+    block = selection_block(size, bound)
+    if block == 1:
+        return ops.top_k(-magnitude, k=bound)[1]
+    blocks = ops.reshape(magnitude, (size // block, block))
+    _, chosen = ops.top_k(-ops.min(blocks, axis=1), k=bound)
+    chosen = ops.sort(chosen)  # block order, so that the candidates are in index order
+    candidates = ops.reshape(ops.take(blocks, chosen, axis=0), (-1,))
+    _, within = ops.top_k(-candidates, k=bound)
+    return ops.take(chosen, within // block) * block + within % block
+
+
 def drop_smallest(weights, mask, count, bound: int):
     """``mask`` with its ``count`` (at most ``bound``) kept entries of smallest |w| set to 0.
 
@@ -87,7 +124,7 @@ def drop_smallest(weights, mask, count, bound: int):
     flat = ops.reshape(mask, (-1,))
     magnitude = ops.where(flat > 0, ops.abs(ops.reshape(weights, (-1,))), np.inf)
     bound = min(bound, int(flat.shape[0]))
-    _, smallest = ops.top_k(-magnitude, k=bound)  # the kept entries of smallest |w| first
+    smallest = smallest_indices(magnitude, bound)  # the kept entries of smallest |w| first
     # the first ``count`` of them are dropped, the rest keep their value (1, or 0 for the
     # entries beyond the kept ones when ``bound`` exceeds them)
     values = ops.where(ops.arange(bound) < count, 0.0, ops.take(flat, smallest))
