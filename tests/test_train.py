@@ -91,7 +91,7 @@ def test_block_selection_equals_one_top_k_ties_included():
 
     rng = np.random.default_rng(1)
     cases = [(200704, 256), (65536, 84), (2560, 4), (4096, 300), (100, 3), (576, 3), (50, 50)]
-    assert [selection_block(n, b) for n, b in cases[:3]] == [16, 16, 16]  # the MLP's kernels: blocks
+    assert [selection_block(n, b) for n, b in cases[:3]] == [16, 16, 1]  # the MLP's kernels
     for size, bound in cases:
         for levels in (None, max(2, size // 20), 7):
             values = rng.random(size) if levels is None else rng.integers(0, levels, size).astype(float)

@@ -80,13 +80,20 @@ def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
     return mask.reshape(np.shape(weights))
 
 
+MIN_BLOCKED_SIZE = 4096
+
+
 def selection_block(size: int, bound: int) -> int:
     """Block length for :func:`smallest_indices` on ``size`` entries, 1 for a plain ``top_k``.
 
     The largest power of two, at least 4, that divides ``size``, is at most sqrt(size / bound)
     (which balances the two ``top_k``s: size / block minima, then bound x block candidates) and
-    leaves at least ``bound`` blocks.
+    leaves at least ``bound`` blocks. Below :data:`MIN_BLOCKED_SIZE` entries one ``top_k`` is
+    as fast (`benchmarks/bench_mask_update.py`: the 256 x 10 kernel is slower in two stages
+    on TensorFlow).
     """
+    if size < MIN_BLOCKED_SIZE:
+        return 1
     block = 1
     while (block * 2) ** 2 * bound <= size and size % (block * 2) == 0 and size // (block * 2) >= bound:
         block *= 2
