@@ -173,9 +173,11 @@ all: ## The full reproduction: datasets, models and every analysis (PROFILE=pape
 	$(MAKE) --no-print-directory models PROFILE=$(PROFILE)
 	$(MAKE) --no-print-directory mlp-plots mlp-lesion mlp-double-lesion cnn-clustering cnn-lesion PROFILE=$(PROFILE)
 
-bench: $(STAMP) ## Run the benchmarks (clustering, training, lesion; about half an hour)
+bench: $(STAMP) ## Run the benchmarks (clustering, training, mask update, lesion; about half an hour)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_clustering.py
 	$(PY) benchmarks/bench_training.py
+	KERAS_BACKEND=jax $(PY) benchmarks/bench_mask_update.py
+	KERAS_BACKEND=tensorflow $(PY) benchmarks/bench_mask_update.py
 	$(PY) benchmarks/bench_lesion.py
 
 test: $(STAMP) ## Run the test suite (no network, no GPU; a few minutes on 2 cores)

@@ -412,3 +412,11 @@ def test_missing_dataset_tag_is_skipped_with_a_message(tmp_path, monkeypatch, fa
     quick = replace(load_profile("quick"), max_epochs=1, max_prune_epochs=1)
     done = train.train_tags(["CIFAR10"], quick, tmp_path / "models", tmp_path / "data", log=lines.append)
     assert done == {} and len(lines) == 1 and lines[0].startswith("skipped CIFAR10: dataset cifar10 is missing")
+
+
+def test_mask_update_benchmark_runs_and_checks_identical_indices():
+    """The benchmark's own equality check passes on the MLP's kernels (a smoke run, 2 reps)."""
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_mask_update.py"
+    out = subprocess.run([sys.executable, str(script), "--reps", "2"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "(identical indices)" in out.stdout and out.stdout.count("x256") == 4
