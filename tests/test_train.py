@@ -66,20 +66,28 @@ def test_schedule_values():
     assert [PruningSchedule(total_steps=95).slot(t) for t in (0, 10, 90, 95)] == [0, 1, 9, 10]
 
 
-def test_drop_smallest_matches_numpy():
-    """The in-graph mask update drops exactly the ``count`` kept entries of smallest |w|."""
-    from nn_clustering.pruning import drop_smallest
+def test_mask_update_drops_exactly_the_smallest_kept_entries():
+    """The in-graph update (candidates, then scatters) zeroes exactly the ``count`` kept entries
+    of smallest |w| in kernel and mask; slots not dropped only rewrite the spare (masked) entry."""
+    from nn_clustering.pruning import apply_drops, first_masked, smallest_kept
 
     rng = np.random.default_rng(0)
     for shape, count in [((30, 20), 7), ((3, 3, 4, 5), 12), ((50,), 0), ((8, 8), 30)]:
         w = rng.normal(size=shape).astype("float32")
         mask = (rng.random(shape) < 0.6).astype("float32")
-        got = keras.ops.convert_to_numpy(drop_smallest(w, mask, count, bound=max(count, 1) + 3))
+        bound = max(count, 1) + 3
+        kept = w * mask
+        indices = smallest_kept(kept, mask, bound)
+        drop = keras.ops.arange(bound) < count
+        new_kept, new_mask = (keras.ops.convert_to_numpy(a) for a in apply_drops(kept, mask, indices, drop, first_masked(mask)))
         magnitude = np.where(mask > 0, np.abs(w), np.inf).ravel()
         expected = mask.ravel().copy()
         expected[np.argsort(magnitude)[:count]] = 0
-        np.testing.assert_array_equal(got.ravel(), expected)
-        assert got.sum() == mask.sum() - count
+        np.testing.assert_array_equal(new_mask.ravel(), expected)
+        assert new_mask.sum() == mask.sum() - count
+        np.testing.assert_array_equal(new_kept, w * expected.reshape(shape))
+    with pytest.raises(ValueError, match="no masked entry"):
+        first_masked(np.ones(4))
 
 
 def test_block_selection_equals_one_top_k_ties_included():
@@ -172,9 +180,9 @@ def test_pruned_kernels_have_exact_sparsity_and_stay_pruned():
     for layer, zeros in zip(layers, zero_patterns, strict=True):
         k = keras.ops.convert_to_numpy(layer.kernel)
         assert np.all(k[zeros] == 0)
-    # detached, the optimizer holds a plain Adam's state (no masks) and no constraint is left
+    # detached, the optimizer holds a plain Adam's state (no masks, no spares) and no constraint
     callback.detach(model)
-    assert len(model.optimizer.variables) == n_variables - len(layers)
+    assert len(model.optimizer.variables) == n_variables - 2 * len(layers)
     assert all(layer.kernel.constraint is None for layer in layers)
 
 

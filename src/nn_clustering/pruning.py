@@ -8,10 +8,11 @@ optimizer update.
 How it stays fast: each mask is an *optimizer* variable, and a kernel constraint (which Keras
 runs inside the optimizer's update, in the compiled step on TensorFlow and in the jitted
 stateless step on JAX) multiplies the kernel by its mask after every update and, on the steps
-the schedule names, first updates the mask. Since sparsity only grows and masked weights are
-zero, an update keeps the mask's largest entries and drops its d = kept - round(n (1 - s))
-smallest |w| (a two-stage ``top_k`` over blocks, whose size is bounded in advance from the
-schedule), an exact count.
+the schedule names, then drops entries from kernel and mask. Since sparsity only grows and
+masked weights are zero, an update keeps the mask's largest entries and drops its
+d = kept - round(n (1 - s)) smallest |w|, an exact count: a ``cond`` selects the candidates
+(a two-stage ``top_k`` over blocks, whose size is bounded in advance from the schedule) and
+two small scatters drop the first d of them.
 Nothing runs in Python between steps: the callback only sets the step-0 mask (50%) when
 training starts.
 """
@@ -123,51 +124,73 @@ def smallest_indices(magnitude, bound: int):
     return ops.take(chosen, within // block) * block + within % block
 
 
-def drop_smallest(weights, mask, count, bound: int):
-    """``mask`` with its ``count`` (at most ``bound``) kept entries of smallest |w| set to 0.
+def smallest_kept(kept, mask, bound: int):
+    """Flat indices of the ``bound`` kept entries (``mask`` > 0) of smallest |``kept``|,
+    smallest first (masked entries count as infinite). Keras ops, traceable."""
+    magnitude = ops.where(ops.reshape(mask, (-1,)) > 0, ops.abs(ops.reshape(kept, (-1,))), np.inf)
+    return smallest_indices(magnitude, min(bound, int(magnitude.shape[0])))
 
-    Keras ops, traceable: ``bound`` is static, ``count`` may be a tensor.
+
+def apply_drops(kept, mask, indices, drop, spare):
+    """``kept`` and ``mask`` with the entries at ``indices[drop]`` set to 0.
+
+    One in-place scatter each, of ``len(indices)`` entries: the slots not dropped write 0 to
+    ``spare``, an entry masked since step 0 (so they change nothing), which keeps every index
+    in range on every backend.
     """
-    flat = ops.reshape(mask, (-1,))
-    magnitude = ops.where(flat > 0, ops.abs(ops.reshape(weights, (-1,))), np.inf)
-    bound = min(bound, int(flat.shape[0]))
-    smallest = smallest_indices(magnitude, bound)  # the kept entries of smallest |w| first
-    # the first ``count`` of them are dropped, the rest keep their value (1, or 0 for the
-    # entries beyond the kept ones when ``bound`` exceeds them)
-    values = ops.where(ops.arange(bound) < count, 0.0, ops.take(flat, smallest))
-    return ops.reshape(ops.scatter_update(flat, ops.expand_dims(smallest, 1), values), ops.shape(mask))
+    where = ops.expand_dims(ops.where(drop, indices, spare), 1)
+    zeros = ops.zeros(ops.shape(indices), kept.dtype)
+
+    def scatter(x):
+        return ops.reshape(ops.scatter_update(ops.reshape(x, (-1,)), where, zeros), ops.shape(x))
+
+    return scatter(kept), scatter(mask)
+
+
+def first_masked(mask: np.ndarray) -> int:
+    """Flat index of the first masked entry (the constraint's ``spare``)."""
+    masked = np.flatnonzero(np.asarray(mask).ravel() == 0)
+    if masked.size == 0:
+        raise ValueError("a kernel with no masked entry at the initial sparsity cannot be pruned")
+    return int(masked[0])
 
 
 @keras.saving.register_keras_serializable(package="nn_clustering")
 class MaskConstraint(keras.constraints.Constraint):
-    """After every optimizer update: update the mask when the schedule says so, apply it.
+    """After every optimizer update: apply the mask and, when the schedule says so, drop the
+    smallest kept weights from kernel and mask.
 
-    ``iterations`` is the optimizer's step counter, read before it counts the current step.
+    ``iterations`` is the optimizer's step counter, read before it counts the current step;
+    ``spare`` holds the flat index of an entry masked since step 0 (see :func:`apply_drops`).
     """
 
-    def __init__(self, mask=None, iterations=None, schedule: PruningSchedule | None = None):
-        self.mask, self.iterations, self.schedule = mask, iterations, schedule
+    def __init__(self, mask=None, iterations=None, schedule: PruningSchedule | None = None, spare=None):
+        self.mask, self.iterations, self.schedule, self.spare = mask, iterations, schedule, spare
         if schedule is not None:
             keeps = schedule.keep_counts(int(np.prod(mask.shape)))
             self.drops = keeps[:-1] - keeps[1:]  # entries dropped by each update after step 0
-            self.bound = max(1, int(np.max(self.drops, initial=0)))
+            self.bound = min(max(1, int(np.max(self.drops, initial=0))), int(np.prod(mask.shape)))
 
     def __call__(self, w):
         if self.mask is None:
             return w
         mask = ops.cast(self.mask.value, w.dtype)
+        kept = w * mask  # fused into the optimizer's update
         step = ops.cast(self.iterations.value, "int32") + 1  # the step just taken
         due = self.schedule.updates_at(step)
-        mask = ops.cond(due, lambda: self._update(w, mask, step), lambda: mask)
-        self.mask.assign(mask)
-        return w * mask
-
-    def _update(self, w, mask, step):
-        # the update at this step is the schedule's update number ``slot`` (step 0's is
-        # number 0); it drops drops[slot - 1] entries
+        # The cond returns only the ``bound`` candidate indices: a cond returning the whole
+        # mask, or a mask recomputed outside it from the updated kernel, costs XLA its fused
+        # update loop (README, *Training speed*).
+        indices = ops.cond(due, lambda: smallest_kept(kept, mask, self.bound),
+                           lambda: ops.zeros((self.bound,), "int32"))
+        # this step's update is the schedule's number ``slot`` (step 0's is number 0); it
+        # drops drops[slot - 1] entries
         slot = ops.clip(self.schedule.slot(step), 1, len(self.drops))
         count = ops.take(ops.convert_to_tensor(self.drops), slot - 1)
-        return drop_smallest(w, mask, count, self.bound)
+        drop = due & (ops.arange(self.bound) < count)
+        kept, mask = apply_drops(kept, mask, indices, drop, ops.cast(self.spare.value, "int32"))
+        self.mask.assign(mask)
+        return kept
 
     def get_config(self) -> dict:
         return {}  # the mask is training state, not part of the saved architecture
@@ -180,44 +203,50 @@ class MagnitudePruning(keras.callbacks.Callback):
         super().__init__()
         self.schedule = schedule
         self.masks: list[keras.Variable] = []
+        self.spares: list[keras.Variable] = []
         self.optimizer: keras.optimizers.Optimizer | None = None
 
     def attach(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
-        """Give each prunable kernel a mask (an optimizer variable) and the constraint using it.
+        """Give each prunable kernel a mask and a spare index (optimizer variables) and the
+        constraint using them.
 
         Call before ``model.compile(optimizer=optimizer, ...)``; the optimizer is built here.
         """
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
         self.optimizer = optimizer
-        self.masks = []
+        self.masks, self.spares = [], []
         for layer in prunable_layers(model):
             mask = optimizer.add_variable(
                 tuple(layer.kernel.shape), initializer="ones", dtype="float32", name=f"{layer.name}_mask"
             )
-            layer.kernel.constraint = MaskConstraint(mask, optimizer.iterations, self.schedule)
+            spare = optimizer.add_variable((), initializer="zeros", dtype="int32", name=f"{layer.name}_spare")
+            layer.kernel.constraint = MaskConstraint(mask, optimizer.iterations, self.schedule, spare)
             self.masks.append(mask)
+            self.spares.append(spare)
 
     def on_train_begin(self, logs=None) -> None:
-        """At step 0 set the first masks (the schedule's initial sparsity) and apply them."""
+        """At step 0 set the first masks (the schedule's initial sparsity), apply them and
+        record each mask's first masked entry as its spare."""
         if not self.masks:
             raise RuntimeError("MagnitudePruning.attach(model, optimizer) must be called before compile()")
         if int(keras.ops.convert_to_numpy(self.optimizer.iterations)) > 0:
             return  # a later fit: the masks are optimizer state and carry on
         sparsity = self.schedule.sparsity(0)
-        for layer, mask in zip(prunable_layers(self.model), self.masks, strict=True):
+        for layer, mask, spare in zip(prunable_layers(self.model), self.masks, self.spares, strict=True):
             kernel = keras.ops.convert_to_numpy(layer.kernel)
             first = magnitude_mask(kernel, sparsity)
             mask.assign(first)
+            spare.assign(first_masked(first))
             layer.kernel.assign(kernel * first)
 
     def detach(self, model: keras.Model) -> None:
-        """Remove the constraints and the masks from the optimizer (the saved model then needs
-        no custom objects and its optimizer state is a plain one)."""
+        """Remove the constraints, the masks and the spares from the optimizer (the saved model
+        then needs no custom objects and its optimizer state is a plain one)."""
         for layer in prunable_layers(model):
             layer.kernel.constraint = None
         if self.optimizer is not None:
-            masks = {id(mask) for mask in self.masks}
+            masks = {id(variable) for variable in (*self.masks, *self.spares)}
             # Keras has no public way to untrack an optimizer variable; its list is the record
             # (on TensorFlow a tracking wrapper, so delete in place, last first).
             tracked = self.optimizer._variables
