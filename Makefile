@@ -176,6 +176,7 @@ all: ## The full reproduction: datasets, models and every analysis (PROFILE=pape
 bench: $(STAMP) ## Run the benchmarks (clustering, training, mask update, lesion; about half an hour)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_clustering.py
 	$(PY) benchmarks/bench_training.py
+	KERAS_BACKEND=jax $(PY) benchmarks/bench_train_step.py
 	KERAS_BACKEND=jax $(PY) benchmarks/bench_mask_update.py
 	KERAS_BACKEND=tensorflow $(PY) benchmarks/bench_mask_update.py
 	$(PY) benchmarks/bench_lesion.py

@@ -428,3 +428,14 @@ def test_mask_update_benchmark_runs_and_checks_identical_indices():
     out = subprocess.run([sys.executable, str(script), "--reps", "2"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "(identical indices)" in out.stdout and out.stdout.count("x256") == 4
+
+
+def test_train_step_benchmark_runs_on_jax():
+    """The step-level benchmark runs (a smoke run: 2 rounds of 2 steps) and reports both variants."""
+    pytest.importorskip("jax")
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_train_step.py"
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    out = subprocess.run([sys.executable, str(script), "--rounds", "2", "--chunk", "2"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ms/step" in out.stdout and "overhead" in out.stdout
