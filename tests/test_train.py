@@ -88,6 +88,8 @@ def test_mask_update_drops_exactly_the_smallest_kept_entries():
         np.testing.assert_array_equal(new_kept, w * expected.reshape(shape))
     with pytest.raises(ValueError, match="no masked entry"):
         first_masked(np.ones(4))
+    with pytest.raises(ValueError, match="initial sparsity 0.0 masks no entry of dense_0's kernel"):
+        MagnitudePruning(PruningSchedule(total_steps=10, initial=0.0)).attach(small_mlp(), keras.optimizers.Adam())
 
 
 def test_block_selection_equals_one_top_k_ties_included():

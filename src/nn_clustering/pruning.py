@@ -151,7 +151,7 @@ def first_masked(mask: np.ndarray) -> int:
     """Flat index of the first masked entry (the constraint's ``spare``)."""
     masked = np.flatnonzero(np.asarray(mask).ravel() == 0)
     if masked.size == 0:
-        raise ValueError("a kernel with no masked entry at the initial sparsity cannot be pruned")
+        raise ValueError("the mask has no masked entry to serve as the spare")
     return int(masked[0])
 
 
@@ -217,6 +217,12 @@ class MagnitudePruning(keras.callbacks.Callback):
         self.optimizer = optimizer
         self.masks, self.spares = [], []
         for layer in prunable_layers(model):
+            size = int(np.prod(layer.kernel.shape))
+            if keep_count(size, self.schedule.sparsity(0)) >= size:
+                raise ValueError(
+                    f"initial sparsity {self.schedule.initial} masks no entry of {layer.name}'s kernel "
+                    f"({size} entries); use an initial sparsity that masks at least one (the SPEC's is 0.5)"
+                )
             mask = optimizer.add_variable(
                 tuple(layer.kernel.shape), initializer="ones", dtype="float32", name=f"{layer.name}_mask"
             )
