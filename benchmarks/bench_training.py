@@ -4,12 +4,12 @@ For each backend (a subprocess with KERAS_BACKEND set) it times epochs of the MN
 (784-256x4-10, batch 128) with a bare ``model.fit`` (no callbacks) and with our pruning stage
 (mask constraint + MagnitudePruning callback, the paper's 20-epoch schedule), each after one
 warm-up epoch, alternating one epoch of each so machine drift hits both alike, and prints the
-median seconds per epoch, the overhead (ratio of the medians; the ratio of the fastest epochs,
-since noise on a shared machine only ever adds time; and the range of the ratios of each
-alternating pair: their median, and their range, which shows how noisy the machine was) and the achieved GFLOP/s
-(6 x multiply-adds per sample: forward + backward).
+median seconds per epoch, the overhead (ratio of the medians; ratio of the fastest epochs, since
+noise on a shared machine only ever adds time; and the ratios of single alternating pairs:
+their median, and their range, which shows how noisy the machine was) and the achieved
+GFLOP/s (6 x multiply-adds per sample: forward + backward).
 
-    .venv/bin/python benchmarks/bench_training.py [--epochs 2]
+    .venv/bin/python benchmarks/bench_training.py [--epochs 12]
 
 Uses datasets/mnist.npz when present, else random data of the same shape.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -67,15 +68,14 @@ print(json.dumps({"backend": keras.backend.backend(), "bare": bare, "ours": ours
 def pair_summary(times: dict[str, list[float]]) -> str:
     """The median, smallest and largest overhead of single alternating pairs of epochs, as
     '+m% (+a% to +b%)'."""
-    ratios = sorted(o / b for b, o in zip(times["bare"], times["ours"], strict=True))
-    median = (ratios[(len(ratios) - 1) // 2] + ratios[len(ratios) // 2]) / 2
-    mid, low, high = (100 * (r - 1) for r in (median, ratios[0], ratios[-1]))
+    ratios = [o / b for b, o in zip(times["bare"], times["ours"], strict=True)]
+    mid, low, high = (100 * (r - 1) for r in (statistics.median(ratios), min(ratios), max(ratios)))
     return f"{mid:+.1f}% ({low:+.0f}% to {high:+.0f}%)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4, help="timed epochs per variant (median)")
+    parser.add_argument("--epochs", type=int, default=12, help="timed epochs per variant (median)")
     args = parser.parse_args()
     print(f"{'backend':>11} {'bare fit s/epoch':>17} {'ours s/epoch':>13} {'overhead':>9} {'fastest':>8} "
           f"{'pairs: median (range)':>24} {'GFLOP/s':>8}")
