@@ -22,41 +22,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
-from nn_clustering.models import build_mlp  # noqa: E402
-from nn_clustering.pruning import MagnitudePruning, PruningSchedule  # noqa: E402
-from nn_clustering.train import compile_model, make_optimizer  # noqa: E402
-
-BATCH, STEPS_PER_EPOCH = 128, 469
-
-
-def training_data() -> tuple[np.ndarray, np.ndarray]:
-    """MNIST's training images and one-hot labels, or random data of the same shape."""
-    try:
-        from nn_clustering.datasets import load_dataset
-
-        data = load_dataset("mnist")
-        x, y = data.x_train.reshape(-1, 784), data.y_train
-    except Exception:  # no dataset built: the timing does not depend on the values
-        rng = np.random.default_rng(0)
-        x, y = rng.random((60000, 784), dtype=np.float32), rng.integers(0, 10, 60000)
-    return x, keras.utils.to_categorical(y, 10)
-
-
-def fitted(pruned: bool, x: np.ndarray, y: np.ndarray) -> keras.Model:
-    """The MLP after one epoch, bare or with our pruning stage."""
-    keras.utils.set_random_seed(0)
-    model = build_mlp()
-    callbacks = []
-    if pruned:
-        optimizer, pruning = make_optimizer(), MagnitudePruning(PruningSchedule(total_steps=STEPS_PER_EPOCH * 20))
-        pruning.attach(model, optimizer)
-        compile_model(model, optimizer)
-        callbacks = [pruning]
-    else:
-        compile_model(model)
-    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=callbacks)
-    return model
+from mlp_bench import BATCH, fitted, training_data  # noqa: E402
 
 
 def main() -> None:
@@ -73,7 +39,7 @@ def main() -> None:
                for i in range(0, BATCH * 400, BATCH)]
     runs = {}
     for name, pruned in (("bare", False), ("ours", True)):
-        model = fitted(pruned, x, y)
+        model, _ = fitted(pruned, x, y)
         state = model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
                                      optimizer_variables=True, metrics_variables=True)
         runs[name] = [model, state, 0]

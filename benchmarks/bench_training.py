@@ -22,38 +22,21 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD = r"""
 import json, sys, time, numpy as np, keras
-from nn_clustering.models import build_mlp
-from nn_clustering.pruning import MagnitudePruning, PruningSchedule
-from nn_clustering.train import compile_model, make_optimizer
+sys.path.insert(0, sys.argv[2])
+from mlp_bench import BATCH, fitted, training_data
 epochs = int(sys.argv[1])
-try:
-    from nn_clustering.datasets import load_dataset
-    d = load_dataset("mnist"); x, y = d.x_train.reshape(-1, 784), d.y_train
-except Exception:
-    rng = np.random.default_rng(0); x = rng.random((60000, 784), dtype=np.float32); y = rng.integers(0, 10, 60000)
-y = keras.utils.to_categorical(y, 10)
-
-def build(pruned):
-    keras.utils.set_random_seed(0)
-    model = build_mlp()
-    if pruned:  # our training loop's pruning stage, at the paper's schedule (20 epochs)
-        opt = make_optimizer(); cb = MagnitudePruning(PruningSchedule(total_steps=469 * 20))
-        cb.attach(model, opt); compile_model(model, opt); callbacks = [cb]
-    else:
-        compile_model(model)  # the same compile, no callbacks
-        callbacks = []
-    model.fit(x, y, batch_size=128, epochs=1, verbose=0, callbacks=callbacks)  # warm-up: compile
-    return model, callbacks
+x, y = training_data()
 
 def epoch(model, callbacks):
     start = time.perf_counter()
-    model.fit(x, y, batch_size=128, epochs=1, verbose=0, callbacks=callbacks)
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=callbacks)
     return time.perf_counter() - start
 
-runs = {False: build(False), True: build(True)}
+runs = {False: fitted(False, x, y), True: fitted(True, x, y)}
 times = {"bare": [], "ours": []}
 for _ in range(epochs):  # alternate, so drifts of the machine hit both alike
     for pruned in (False, True):
@@ -81,7 +64,7 @@ def main() -> None:
           f"{'pairs: median (range)':>24} {'GFLOP/s':>8}")
     for backend in ("tensorflow", "jax"):
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        out = subprocess.run([sys.executable, "-c", CHILD, str(args.epochs)], env=env,
+        out = subprocess.run([sys.executable, "-c", CHILD, str(args.epochs), str(Path(__file__).parent)], env=env,
                              capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{backend:>11} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else '?'}")
