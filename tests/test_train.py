@@ -69,7 +69,7 @@ def test_schedule_values():
 def test_mask_update_drops_exactly_the_smallest_kept_entries():
     """The in-graph update (candidates, then scatters) zeroes exactly the ``count`` kept entries
     of smallest |w| in kernel and mask; slots not dropped only rewrite the spare (masked) entry."""
-    from nn_clustering.pruning import apply_drops, first_masked, smallest_kept
+    from nn_clustering.pruning import drop_at, first_masked, smallest_kept
 
     rng = np.random.default_rng(0)
     for shape, count in [((30, 20), 7), ((3, 3, 4, 5), 12), ((50,), 0), ((8, 8), 30)]:
@@ -77,9 +77,9 @@ def test_mask_update_drops_exactly_the_smallest_kept_entries():
         mask = (rng.random(shape) < 0.6).astype("float32")
         bound = max(count, 1) + 3
         kept = w * mask
-        indices = smallest_kept(kept, mask, bound)
-        drop = keras.ops.arange(bound) < count
-        new_kept, new_mask = (keras.ops.convert_to_numpy(a) for a in apply_drops(kept, mask, indices, drop, first_masked(mask)))
+        positions = np.where(np.arange(bound) < count, keras.ops.convert_to_numpy(smallest_kept(kept, mask, bound)),
+                             first_masked(mask))
+        new_kept, new_mask = (keras.ops.convert_to_numpy(a) for a in drop_at(kept, mask, positions))
         magnitude = np.where(mask > 0, np.abs(w), np.inf).ravel()
         expected = mask.ravel().copy()
         expected[np.argsort(magnitude)[:count]] = 0

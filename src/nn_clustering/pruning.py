@@ -125,21 +125,22 @@ def smallest_indices(magnitude, bound: int):
 
 
 def smallest_kept(kept, mask, bound: int):
-    """Flat indices of the ``bound`` kept entries (``mask`` > 0) of smallest |``kept``|,
-    smallest first (masked entries count as infinite). Keras ops, traceable."""
+    """Flat indices of the ``bound`` (at most the kernel's size) kept entries (``mask`` > 0)
+    of smallest |``kept``|, smallest first (masked entries count as infinite). Keras ops,
+    traceable."""
     magnitude = ops.where(ops.reshape(mask, (-1,)) > 0, ops.abs(ops.reshape(kept, (-1,))), np.inf)
-    return smallest_indices(magnitude, min(bound, int(magnitude.shape[0])))
+    return smallest_indices(magnitude, bound)
 
 
-def apply_drops(kept, mask, indices, drop, spare):
-    """``kept`` and ``mask`` with the entries at ``indices[drop]`` set to 0.
+def drop_at(kept, mask, positions):
+    """``kept`` and ``mask`` with the entries at the flat ``positions`` set to 0.
 
-    One in-place scatter each, of ``len(indices)`` entries: the slots not dropped write 0 to
-    ``spare``, an entry masked since step 0 (so they change nothing), which keeps every index
-    in range on every backend.
+    One in-place scatter each, of ``len(positions)`` entries. A step that drops fewer entries
+    than there are positions fills the rest with the *spare*, an entry masked since step 0 (so
+    writing 0 there changes nothing), which keeps every index in range on every backend.
     """
-    where = ops.expand_dims(ops.where(drop, indices, spare), 1)
-    zeros = ops.zeros(ops.shape(indices), kept.dtype)
+    where = ops.expand_dims(positions, 1)
+    zeros = ops.zeros(ops.shape(positions), kept.dtype)
 
     def scatter(x):
         return ops.reshape(ops.scatter_update(ops.reshape(x, (-1,)), where, zeros), ops.shape(x))
@@ -161,7 +162,7 @@ class MaskConstraint(keras.constraints.Constraint):
     smallest kept weights from kernel and mask.
 
     ``iterations`` is the optimizer's step counter, read before it counts the current step;
-    ``spare`` holds the flat index of an entry masked since step 0 (see :func:`apply_drops`).
+    ``spare`` holds the flat index of an entry masked since step 0 (see :func:`drop_at`).
     """
 
     def __init__(self, mask=None, iterations=None, schedule: PruningSchedule | None = None, spare=None):
@@ -178,19 +179,23 @@ class MaskConstraint(keras.constraints.Constraint):
         kept = w * mask  # fused into the optimizer's update
         step = ops.cast(self.iterations.value, "int32") + 1  # the step just taken
         due = self.schedule.updates_at(step)
-        # The cond returns only the ``bound`` candidate indices: a cond returning the whole
+        spare = ops.cast(self.spare.value, "int32")
+        # The cond returns only the ``bound`` positions to zero: a cond returning the whole
         # mask, or a mask recomputed outside it from the updated kernel, costs XLA its fused
         # update loop (README, *Training speed*).
-        indices = ops.cond(due, lambda: smallest_kept(kept, mask, self.bound),
-                           lambda: ops.zeros((self.bound,), "int32"))
+        positions = ops.cond(due, lambda: self._positions(kept, mask, step, spare),
+                             lambda: ops.broadcast_to(spare, (self.bound,)))
+        kept, mask = drop_at(kept, mask, positions)
+        self.mask.assign(mask)
+        return kept
+
+    def _positions(self, kept, mask, step, spare):
+        """The d kept entries of smallest |w| that this step's update drops, then the spare."""
         # this step's update is the schedule's number ``slot`` (step 0's is number 0); it
         # drops drops[slot - 1] entries
         slot = ops.clip(self.schedule.slot(step), 1, len(self.drops))
         count = ops.take(ops.convert_to_tensor(self.drops), slot - 1)
-        drop = due & (ops.arange(self.bound) < count)
-        kept, mask = apply_drops(kept, mask, indices, drop, ops.cast(self.spare.value, "int32"))
-        self.mask.assign(mask)
-        return kept
+        return ops.where(ops.arange(self.bound) < count, smallest_kept(kept, mask, self.bound), spare)
 
     def get_config(self) -> dict:
         return {}  # the mask is training state, not part of the saved architecture
