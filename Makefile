@@ -19,7 +19,7 @@ PIPENV := PIPENV_VENV_IN_PROJECT=1 PIPENV_IGNORE_VIRTUALENVS=1 PIPENV_VERBOSITY=
 DATASETS_DIR := datasets
 PROFILE ?= quick
 TAGS ?=
-DATASET_SRC := src/nn_clustering/datasets.py src/nn_clustering/fileio.py
+DATASET_SRC := $(wildcard src/nn_clustering/data/*.py) src/nn_clustering/storage/files.py
 # The paper profile owns models/ and results/; any other profile gets models/<profile>/ and
 # results/<profile>/, so a quick demo never mixes with the reproduction.
 PROFILE_DIR := $(if $(filter paper,$(PROFILE)),,/$(PROFILE))
@@ -30,7 +30,7 @@ JUPYTER_PORT ?= 8888
 JUPYTER_ARGS ?=
 MODELS_INDEX := $(MODELS_DIR)/INDEX.json
 NB_OUT := $(RESULTS_DIR)/notebooks
-LIB_SRC := $(wildcard src/nn_clustering/*.py src/nn_clustering/profiles/*.json)
+LIB_SRC := $(wildcard src/nn_clustering/*.py src/nn_clustering/*/*.py src/nn_clustering/experiments/profiles/*.json)
 STABILITY_KS := 4 2 7 10
 DEMO_TAGS := MNIST MNIST+DROPOUT FASHION FASHION+DROPOUT
 LESION_TAGS := MNIST MNIST+DROPOUT FASHION FASHION+DROPOUT
@@ -72,7 +72,7 @@ env: $(STAMP) ## Create or update the Python environment from Pipfile.lock
 lock: | $(TOOLS)/bin/pipenv ## Re-resolve Pipfile into Pipfile.lock (needs the package index)
 	$(PIPENV) lock
 
-datasets: $(DATASETS_DIR)/MANIFEST ## Build every dataset of SPEC section 1 into datasets/*.npz
+datasets: $(DATASETS_DIR)/MANIFEST ## Build every dataset of docs/method.md §1 into datasets/*.npz
 
 $(DATASETS_DIR)/MANIFEST: $(STAMP) $(DATASET_SRC)
 	$(PY) -m nn_clustering datasets --out $(DATASETS_DIR) --force

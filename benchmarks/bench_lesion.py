@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_clustering.graph import mlp_graph
-from nn_clustering.lesion import (
+from nn_clustering.core.graph import mlp_graph
+from nn_clustering.core.lesion import (
     MLP,
     LesionConfig,
     LesionEvaluator,
@@ -29,9 +29,9 @@ from nn_clustering.lesion import (
     single_lesion_test,
     submodules,
 )
-from nn_clustering.model_io import NetworkWeights, load_weights
-from nn_clustering.shuffle import observed_seed
-from nn_clustering.spectral import SpectralConfig, cluster_graph
+from nn_clustering.core.shuffle import observed_seed
+from nn_clustering.core.spectral import SpectralConfig, cluster_graph
+from nn_clustering.core.weights import NetworkWeights, load_weights
 
 CANDIDATES = ("models/MNIST/0/pruned.npz", "models/quick/MNIST/0/pruned.npz")
 
@@ -47,7 +47,7 @@ def load_inputs(model: str | None) -> tuple[MLP, np.ndarray, np.ndarray, str]:
         net = MLP.from_weights(NetworkWeights(kernels, [np.zeros(b) for b in sizes[1:]]))
         path = "random 90%-sparse network"
     try:
-        from nn_clustering.datasets import load_dataset
+        from nn_clustering.data import load_dataset
 
         data = load_dataset("mnist")
         x, y = data.x_test.reshape(-1, 784), data.y_test
@@ -61,7 +61,7 @@ def keras_baseline(net: MLP, x: np.ndarray, y: np.ndarray, lesions: list[dict]) 
     """Seconds per lesion: rebuild, set weights, evaluate; and the accuracies."""
     import keras
 
-    from nn_clustering.models import build_mlp
+    from nn_clustering.keras_edge.architectures import build_mlp
 
     accs = []
     start = time.perf_counter()

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from nn_clustering.pruning import PruningSchedule, smallest_indices
+from nn_clustering.keras_edge.pruning import PruningSchedule, smallest_indices
 
 SHAPES = [(784, 256), (256, 256), (256, 256), (256, 256), (256, 10)]
 

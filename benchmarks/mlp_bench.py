@@ -6,9 +6,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from nn_clustering.models import build_mlp
-from nn_clustering.pruning import MagnitudePruning, PruningSchedule
-from nn_clustering.train import compile_model, make_optimizer
+from nn_clustering.keras_edge.architectures import build_mlp
+from nn_clustering.keras_edge.pruning import MagnitudePruning, PruningSchedule
+from nn_clustering.keras_edge.training import compile_model, make_optimizer
 
 BATCH, STEPS_PER_EPOCH = 128, 469
 
@@ -16,7 +16,7 @@ BATCH, STEPS_PER_EPOCH = 128, 469
 def training_data() -> tuple[np.ndarray, np.ndarray]:
     """MNIST's training images and one-hot labels, or random data of the same shape."""
     try:
-        from nn_clustering.datasets import load_dataset
+        from nn_clustering.data import load_dataset
 
         data = load_dataset("mnist")
         x, y = data.x_train.reshape(-1, 784), data.y_train

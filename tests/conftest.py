@@ -69,21 +69,21 @@ def write_fake_cifar(path: Path, n_per_batch: int = 4, seed: int = 0) -> tuple[s
 @pytest.fixture
 def fake_mirror(tmp_path, monkeypatch):
     """A mirror folder with small fake MNIST and CIFAR-10 files; RAW_FILES md5s point at them."""
-    from nn_clustering import datasets
+    from nn_clustering.data import raw as raw_files
 
     mirror = tmp_path / "mirror"
     md5s, arrays = write_fake_idx_dataset(mirror / "mnist")
     raw = {
-        name: datasets.RawFile("mnist", name, md5s[name], ("http://127.0.0.1:9/unreachable",))
+        name: raw_files.RawFile("mnist", name, md5s[name], ("http://127.0.0.1:9/unreachable",))
         for name in md5s
     }
-    cifar_md5, batches = write_fake_cifar(mirror / "cifar-10" / datasets.CIFAR_ARCHIVE)
+    cifar_md5, batches = write_fake_cifar(mirror / "cifar-10" / raw_files.CIFAR_ARCHIVE)
     cifar = {
-        datasets.CIFAR_ARCHIVE: datasets.RawFile(
-            "cifar-10", datasets.CIFAR_ARCHIVE, cifar_md5, ("http://127.0.0.1:9/unreachable",)
+        raw_files.CIFAR_ARCHIVE: raw_files.RawFile(
+            "cifar-10", raw_files.CIFAR_ARCHIVE, cifar_md5, ("http://127.0.0.1:9/unreachable",)
         )
     }
-    monkeypatch.setitem(datasets.RAW_FILES, "mnist", raw)
-    monkeypatch.setitem(datasets.RAW_FILES, "cifar10", cifar)
-    monkeypatch.setenv(datasets.MIRROR_ENV, str(mirror))
+    monkeypatch.setitem(raw_files.RAW_FILES, "mnist", raw)
+    monkeypatch.setitem(raw_files.RAW_FILES, "cifar10", cifar)
+    monkeypatch.setenv(raw_files.MIRROR_ENV, str(mirror))
     return {"mirror": mirror, "arrays": arrays, "cifar": batches}

@@ -34,8 +34,8 @@ def test_cluster_prints_summary_and_writes_json(kernels_npz, tmp_path, capsys):
     for key in ("ncut", "mean", "sd", "z", "p_value", "significant"):
         assert key in record or key in record["shuffle"]
     assert record["layer_sizes"] == [24, 16, 16, 5] and "code_version" in record
-    from nn_clustering.shuffle import ShuffleConfig, shuffle_test
-    from nn_clustering.spectral import SpectralConfig
+    from nn_clustering.core.shuffle import ShuffleConfig, shuffle_test
+    from nn_clustering.core.spectral import SpectralConfig
 
     kernels = [np.load(kernels_npz)[f"arr_{i}"] for i in range(3)]
     direct = shuffle_test(kernels, SpectralConfig(3), ShuffleConfig(n_shuffles=6, seed=9), progress=False)
@@ -76,8 +76,8 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, make_args, message):
 def test_cluster_drop_dead_ends_labels_them_minus_one(tmp_path, capsys):
     """--drop-dead-ends: a hidden unit with no outgoing weight (and the input feeding only it)
     get label -1; the n-cut is that of the graph without them."""
-    from nn_clustering.graph import mlp_graph
-    from nn_clustering.spectral import SpectralConfig, cluster_graph
+    from nn_clustering.core.graph import mlp_graph
+    from nn_clustering.core.spectral import SpectralConfig, cluster_graph
 
     rng = np.random.default_rng(1)
     kernels = [np.abs(rng.normal(size=(a, b))) for a, b in ((12, 10), (10, 8), (8, 4))]

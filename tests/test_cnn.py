@@ -15,18 +15,18 @@ keras = pytest.importorskip("keras")
 
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-from nn_clustering.analysis import graph_inputs  # noqa: E402
-from nn_clustering.cnn_lesion import CNNLesionEvaluator, lesion_keras_model  # noqa: E402
+from nn_clustering.core.graph import cnn_graph, graph_inputs  # noqa: E402
+from nn_clustering.core.lesion import LesionConfig, single_lesion_test  # noqa: E402
+from nn_clustering.core.shuffle import shuffle_weights  # noqa: E402
+from nn_clustering.core.spectral import SpectralConfig, cluster_graph  # noqa: E402
 from nn_clustering.errors import ModelError  # noqa: E402
-from nn_clustering.graph import cnn_graph  # noqa: E402
-from nn_clustering.lesion import LesionConfig, single_lesion_test  # noqa: E402
-from nn_clustering.model_io import load_weights, weights_of_keras_model  # noqa: E402
-from nn_clustering.shuffle import shuffle_weights  # noqa: E402
-from nn_clustering.spectral import SpectralConfig, cluster_graph  # noqa: E402
+from nn_clustering.formats import load_weights  # noqa: E402
+from nn_clustering.keras_edge.cnn_lesion import CNNLesionEvaluator, lesion_keras_model  # noqa: E402
+from nn_clustering.keras_edge.weights import weights_of_keras_model  # noqa: E402
 
 
 def small_cnn(channels=(6, 5, 4), n_classes: int = 3, side: int = 8, dropout: bool = True) -> keras.Model:
-    """Conv-Conv-Pool-(Dropout)-Conv-Flatten-Dense, like the SPEC's CNN but tiny."""
+    """Conv-Conv-Pool-(Dropout)-Conv-Flatten-Dense, like method.md §2.3's CNN but tiny."""
     layers = [keras.Input((side, side, 1)),
               keras.layers.Conv2D(channels[0], 3, padding="same", activation="relu", name="conv_0"),
               keras.layers.Conv2D(channels[1], 3, padding="same", activation="relu", name="conv_1"),
@@ -168,7 +168,7 @@ def test_single_lesion_test_covers_every_conv_layer():
     labels = np.tile(np.arange(8) // 4, 3)
     labels[5] = -1  # an isolated channel is never lesioned
     rows, randoms = single_lesion_test(CNNLesionEvaluator(model, x, y), labels, LesionConfig(4, 1), progress=False)
-    assert [(r["layer"], r["cluster"], r["size"]) for r in rows] == [
+    assert [(r.layer, r.cluster, r.size) for r in rows] == [
         (0, 0, 4), (0, 1, 3), (1, 0, 4), (1, 1, 4), (2, 0, 4), (2, 1, 4)]
     assert all(len(v) == 4 for v in randoms.values())
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from conftest import idx_bytes
 
-from nn_clustering import cli, datasets
+from nn_clustering import cli
+from nn_clustering.data import build, parsers, synthetic
+from nn_clustering.data import raw as raw_files
 from nn_clustering.errors import DatasetError
 
 
@@ -24,11 +26,11 @@ def leftovers(folder):
 
 def test_parse_idx_reads_hand_written_file():
     images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
-    out = datasets.parse_idx(idx_bytes(images))
+    out = parsers.parse_idx(idx_bytes(images))
     assert out.shape == (2, 28, 28) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, images)
     labels = np.array([7, 0, 9], np.uint8)
-    np.testing.assert_array_equal(datasets.parse_idx(idx_bytes(labels)), labels)
+    np.testing.assert_array_equal(parsers.parse_idx(idx_bytes(labels)), labels)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +43,7 @@ def test_parse_idx_reads_hand_written_file():
 )
 def test_parse_idx_rejects_damaged_bytes(data, message):
     with pytest.raises(DatasetError, match=message):
-        datasets.parse_idx(data, "x.idx")
+        parsers.parse_idx(data, "x.idx")
 
 
 def test_truncated_gzip_is_a_clear_error(tmp_path):
@@ -49,11 +51,11 @@ def test_truncated_gzip_is_a_clear_error(tmp_path):
     full = gzip.compress(idx_bytes(np.ones((10, 28, 28), np.uint8)))
     path.write_bytes(full[: len(full) // 2])
     with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte.gz: gzip stream is truncated"):
-        datasets.read_idx_gz(path)
+        parsers.read_idx_gz(path)
 
 
 def test_load_idx_dataset_matches_written_arrays(fake_mirror):
-    data = datasets.load_idx_dataset(fake_mirror["mirror"] / "mnist")
+    data = parsers.load_idx_dataset(fake_mirror["mirror"] / "mnist")
     arrays = fake_mirror["arrays"]
     np.testing.assert_array_equal(data.x_train, arrays["train-images-idx3-ubyte.gz"])
     np.testing.assert_array_equal(data.y_test, arrays["t10k-labels-idx1-ubyte.gz"])
@@ -63,8 +65,8 @@ def test_load_idx_dataset_matches_written_arrays(fake_mirror):
 
 
 def test_fetch_raw_copies_from_mirror_and_verifies(fake_mirror, tmp_path):
-    raw = datasets.RAW_FILES["mnist"]["t10k-labels-idx1-ubyte.gz"]
-    path = datasets.fetch_raw(raw, tmp_path / "cache")
+    raw = raw_files.RAW_FILES["mnist"]["t10k-labels-idx1-ubyte.gz"]
+    path = raw_files.fetch_raw(raw, tmp_path / "cache")
     assert path == tmp_path / "cache" / "mnist" / raw.name
     assert hashlib.md5(path.read_bytes()).hexdigest() == raw.md5
 
@@ -79,7 +81,7 @@ def test_bad_mirror_file_fails_clearly_and_leaves_nothing(fake_mirror, tmp_path,
         mirror_file.write_bytes(good[: len(good) // 3])
     out = tmp_path / "out"
     with pytest.raises(DatasetError) as info:
-        datasets.build_all(("mnist",), out, log=lambda _: None)
+        build.build_all(("mnist",), out, log=lambda _: None)
     message = str(info.value)
     assert "train-images-idx3-ubyte.gz" in message and "md5" in message
     assert "replace it in the mirror" in message and "\n" not in message
@@ -88,30 +90,30 @@ def test_bad_mirror_file_fails_clearly_and_leaves_nothing(fake_mirror, tmp_path,
     assert leftovers(out) == []
     # after the fix, a re-run succeeds
     mirror_file.write_bytes(good)
-    report = datasets.build_all(("mnist",), out, log=lambda _: None)
+    report = build.build_all(("mnist",), out, log=lambda _: None)
     assert report.built == ["mnist"]
-    assert datasets.load_dataset("mnist", out).x_train.shape == (50, 28, 28)
+    assert build.load_dataset("mnist", out).x_train.shape == (50, 28, 28)
 
 
 def test_corrupt_cache_file_is_replaced(fake_mirror, tmp_path):
-    raw = datasets.RAW_FILES["mnist"]["t10k-labels-idx1-ubyte.gz"]
+    raw = raw_files.RAW_FILES["mnist"]["t10k-labels-idx1-ubyte.gz"]
     cached = tmp_path / "cache" / "mnist" / raw.name
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"garbage")
-    datasets.fetch_raw(raw, tmp_path / "cache")
+    raw_files.fetch_raw(raw, tmp_path / "cache")
     assert hashlib.md5(cached.read_bytes()).hexdigest() == raw.md5
 
 
 def test_unreadable_mirror_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setenv(datasets.MIRROR_ENV, str(tmp_path / "does-not-exist"))
+    monkeypatch.setenv(raw_files.MIRROR_ENV, str(tmp_path / "does-not-exist"))
     with pytest.raises(DatasetError, match="NN_CLUSTERING_DATA_MIRROR=.* is not a readable folder"):
-        datasets.fetch_raw(datasets.RAW_FILES["mnist"]["t10k-labels-idx1-ubyte.gz"], tmp_path)
+        raw_files.fetch_raw(raw_files.RAW_FILES["mnist"]["t10k-labels-idx1-ubyte.gz"], tmp_path)
 
 
 def test_missing_source_is_skipped_with_one_line(fake_mirror, tmp_path):
-    (fake_mirror["mirror"] / "cifar-10" / datasets.CIFAR_ARCHIVE).unlink()
+    (fake_mirror["mirror"] / "cifar-10" / raw_files.CIFAR_ARCHIVE).unlink()
     lines = []
-    report = datasets.build_all(("line", "cifar10", "line-cifar10"), tmp_path, log=lines.append)
+    report = build.build_all(("line", "cifar10", "line-cifar10"), tmp_path, log=lines.append)
     assert report.built == ["line"]
     assert set(report.skipped) == {"cifar10", "line-cifar10"}
     skip_lines = [line for line in lines if line.startswith("skipped")]
@@ -122,7 +124,7 @@ def test_missing_source_is_skipped_with_one_line(fake_mirror, tmp_path):
 
 def test_unknown_name_is_a_clear_error_and_cli_prints_one_line(tmp_path, capsys):
     with pytest.raises(DatasetError, match="unknown dataset name 'mnsit'.*mnist"):
-        datasets.parse_name("mnsit")
+        build.parse_name("mnsit")
     assert cli.main(["datasets", "mnsit", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown dataset name") and err.count("\n") == 1
@@ -132,9 +134,9 @@ def test_unknown_name_is_a_clear_error_and_cli_prints_one_line(tmp_path, capsys)
 def test_corrupt_npz_gives_clear_error(tmp_path):
     (tmp_path / "line.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DatasetError, match="line.npz is corrupt.*make datasets"):
-        datasets.load_dataset("line", tmp_path)
+        build.load_dataset("line", tmp_path)
     with pytest.raises(DatasetError, match="random.npz not found; run `make datasets`"):
-        datasets.load_dataset("random", tmp_path)
+        build.load_dataset("random", tmp_path)
 
 
 # ----------------------------------------------------------------------------- generators
@@ -148,7 +150,7 @@ def count_lines(image: np.ndarray) -> int:
 
 
 def test_line_labels_equal_number_of_lines_minus_one():
-    data = datasets.make_line(seed=3, n_train=2000, n_test=300)
+    data = synthetic.make_line(seed=3, n_train=2000, n_test=300)
     for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
         counted = np.array([count_lines(img) for img in x])
         np.testing.assert_array_equal(y, counted - 1)
@@ -159,7 +161,7 @@ def test_line_labels_equal_number_of_lines_minus_one():
 
 
 def test_random_dataset_ranges():
-    data = datasets.make_random(seed=1, n_train=5000, n_test=100)
+    data = synthetic.make_random(seed=1, n_train=5000, n_test=100)
     assert data.x_train.dtype == np.uint8 and data.x_train.shape == (5000, 28, 28)
     assert data.x_train.min() == 0 and data.x_train.max() == 255
     assert set(np.unique(data.y_train)) == set(range(10))
@@ -167,9 +169,9 @@ def test_random_dataset_ranges():
 
 @pytest.mark.parametrize("separated", [False, True])
 def test_mixture_invariants(separated):
-    a = datasets.make_line(seed=1, n_train=300, n_test=60)
-    b = datasets.make_random(seed=2, n_train=200, n_test=40)
-    m = datasets.mix(a, b, np.random.default_rng(0), separated=separated)
+    a = synthetic.make_line(seed=1, n_train=300, n_test=60)
+    b = synthetic.make_random(seed=2, n_train=200, n_test=40)
+    m = synthetic.mix(a, b, np.random.default_rng(0), separated=separated)
     for split in ("train", "test"):
         xa, ya = getattr(a, f"x_{split}"), getattr(a, f"y_{split}")
         xb, yb = getattr(b, f"x_{split}"), getattr(b, f"y_{split}")
@@ -192,20 +194,20 @@ def test_every_generator_is_deterministic(fake_mirror, tmp_path):
     """Two builds from scratch (full-size LINE and RANDOM) give an identical MANIFEST."""
     names = ("line", "random", "mnist", "line-mnist", "line-mnist-separated", "cifar10", "mnist-cifar10")
     first, second = tmp_path / "a", tmp_path / "b"
-    datasets.build_all(names, first, log=lambda _: None)
-    datasets.build_all(names, second, log=lambda _: None)
+    build.build_all(names, first, log=lambda _: None)
+    build.build_all(names, second, log=lambda _: None)
     manifest = (first / "MANIFEST").read_text()
     assert manifest == (second / "MANIFEST").read_text()
     assert len(manifest.splitlines()) == len(names)
     # the seed matters
-    seeded = datasets.build_all(("line",), tmp_path / "c", seed=43, log=lambda _: None)
+    seeded = build.build_all(("line",), tmp_path / "c", seed=43, log=lambda _: None)
     assert seeded.built == ["line"]
     assert (tmp_path / "c" / "line.npz").read_bytes() != (first / "line.npz").read_bytes()
 
 
 def test_loader_scales_to_unit_interval(fake_mirror, tmp_path):
-    datasets.build_all(("mnist-cifar10-separated",), tmp_path, log=lambda _: None)
-    data = datasets.load_dataset("mnist-cifar10-separated", tmp_path)
+    build.build_all(("mnist-cifar10-separated",), tmp_path, log=lambda _: None)
+    data = build.load_dataset("mnist-cifar10-separated", tmp_path)
     assert data.x_train.dtype == np.float32
     assert data.x_train.min() >= 0.0 and data.x_train.max() <= 1.0
     assert data.source_train is not None and data.source_train.dtype == bool
@@ -219,8 +221,8 @@ def test_cifar_loader_and_grey_conversion(fake_mirror):
     from skimage.color import rgb2gray
     from skimage.transform import resize
 
-    archive = fake_mirror["mirror"] / "cifar-10" / datasets.CIFAR_ARCHIVE
-    data = datasets.load_cifar10_archive(archive)
+    archive = fake_mirror["mirror"] / "cifar-10" / raw_files.CIFAR_ARCHIVE
+    data = parsers.load_cifar10_archive(archive)
     batches = fake_mirror["cifar"]
     assert data.x_train.shape == (20, 28, 28) and data.x_test.shape == (4, 28, 28)
     expected_labels = sum((batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)), [])
@@ -235,28 +237,28 @@ def test_cifar_loader_and_grey_conversion(fake_mirror):
 def test_grey_of_constant_colour_is_the_luma_sum():
     r, g, b = 200, 100, 40
     row = np.concatenate([np.full(1024, r), np.full(1024, g), np.full(1024, b)]).astype(np.uint8)
-    grey = datasets.cifar_to_grey28(row[None])
+    grey = parsers.cifar_to_grey28(row[None])
     assert np.all(grey == round(0.2125 * r + 0.7154 * g + 0.0721 * b))
 
 
 def test_corrupt_cifar_archive(tmp_path):
-    bad = tmp_path / datasets.CIFAR_ARCHIVE
+    bad = tmp_path / raw_files.CIFAR_ARCHIVE
     bad.write_bytes(b"\x1f\x8b\x08\x00 broken")
     with pytest.raises(DatasetError, match="not a readable tar.gz"):
-        datasets.load_cifar10_archive(bad)
+        parsers.load_cifar10_archive(bad)
 
 
 # ----------------------------------------------------------------------------- real files
 
 
 @pytest.mark.skipif(
-    not os.environ.get(datasets.MIRROR_ENV)
-    or not os.path.isdir(os.path.join(os.environ.get(datasets.MIRROR_ENV, ""), "mnist")),
+    not os.environ.get(raw_files.MIRROR_ENV)
+    or not os.path.isdir(os.path.join(os.environ.get(raw_files.MIRROR_ENV, ""), "mnist")),
     reason="real MNIST mirror not configured",
 )
 def test_real_mnist_through_the_mirror(tmp_path):
-    report = datasets.build_all(("mnist",), tmp_path, log=lambda _: None)
+    report = build.build_all(("mnist",), tmp_path, log=lambda _: None)
     assert report.built == ["mnist"]
-    data = datasets.load_dataset("mnist", tmp_path)
+    data = build.load_dataset("mnist", tmp_path)
     assert data.x_train.shape == (60000, 28, 28) and data.x_test.shape == (10000, 28, 28)
     assert np.bincount(data.y_train).tolist()[:2] == [5923, 6742]

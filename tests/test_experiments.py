@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from fake_models import write_fake_instance, write_fake_models
 
-from nn_clustering.analysis import CLUSTERING_COLUMNS, ClusteringConfig, ModelClustering
-from nn_clustering.cache import ResultCache, cache_key
-from nn_clustering.catalog import find_instances, write_index
+from nn_clustering.core.graph import mlp_graph
+from nn_clustering.core.shuffle import ShuffleConfig, observed_seed, shuffle_test
+from nn_clustering.core.spectral import SpectralConfig, cluster_graph
 from nn_clustering.errors import ModelError, NnClusteringError
 from nn_clustering.experiments import (
     ExperimentPaths,
@@ -23,11 +23,16 @@ from nn_clustering.experiments import (
     run_mlp_stability,
     summary,
 )
-from nn_clustering.graph import mlp_graph
-from nn_clustering.learning_curve import LEARNING_CURVE_COLUMNS
-from nn_clustering.shuffle import ShuffleConfig, observed_seed, shuffle_test
-from nn_clustering.spectral import SpectralConfig, cluster_graph
-from nn_clustering.stability import STABILITY_COLUMNS, pooled_sd_of, stability_table
+from nn_clustering.experiments.clustering import (
+    CLUSTERING_COLUMNS,
+    ClusteringConfig,
+    ClusteringRow,
+    ModelClustering,
+)
+from nn_clustering.experiments.learning_curve import LEARNING_CURVE_COLUMNS
+from nn_clustering.experiments.stability import STABILITY_COLUMNS, pooled_sd_of, stability_table
+from nn_clustering.storage.cache import ResultCache, cache_key
+from nn_clustering.storage.catalog import find_instances, write_index
 
 FAST = ClusteringConfig(n_shuffles=12, seed=7)
 
@@ -129,9 +134,13 @@ def test_rerun_uses_the_cache_and_writes_identical_tables(tree):
 
 def test_stability_statistics_by_hand():
     def result(tag, instance, ncut, shuffles, significant):
-        row = {"tag": tag, "instance": instance, "stage": "pruned", "k": 4, "method": "layer", "ncut": ncut,
-               "z": -1.0, "significant": significant, "test_accuracy": 0.9 + 0.01 * instance,
-               "n_shuffles": len(shuffles)}
+        row = ClusteringRow(
+            tag=tag, instance=instance, stage="pruned", k=4, method="layer", ncut=ncut, shuffled_mean=np.nan,
+            shuffled_sd=np.nan, z=-1.0, p_value=np.nan, significant=significant, n_shuffles=len(shuffles),
+            train_accuracy=None, train_accuracy_inference=None, test_accuracy=0.9 + 0.01 * instance,
+            test_accuracy_a=None, test_accuracy_b=None, n_nodes=3, smallest_cluster=1, drop_dead_ends=False,
+            model_seed=0, shuffle_seed=0, profile="quick", model_sha256="", code_version="",
+        )
         return ModelClustering(row, np.zeros(3, int), np.array(shuffles, float), (1, 1, 1))
 
     results = [result("A", 0, 1.0, [2.0, 4.0], True), result("A", 1, 2.0, [3.0, 5.0, 7.0], False),
@@ -180,7 +189,7 @@ def test_learning_curve_rows_match_direct_clustering(tree):
 def test_plots_are_written_labelled_and_titled(tree, tmp_path):
     import matplotlib.pyplot as plt
 
-    from nn_clustering import plots
+    from nn_clustering.experiments import plots
 
     paths, table, results = tree
     run_mlp_learning_curve(paths, progress=False)
@@ -209,7 +218,7 @@ def test_plots_are_written_labelled_and_titled(tree, tmp_path):
 def test_learning_curve_of_a_net_at_chance_is_drawn_on_a_0_to_1_accuracy_axis():
     import matplotlib.pyplot as plt
 
-    from nn_clustering import plots
+    from nn_clustering.experiments import plots
 
     rows = []
     for tag, accuracy in (("RANDOM", [0.097, 0.104, 0.099]), ("MNIST", [0.90, 0.95, 0.98])):
@@ -227,7 +236,7 @@ def test_learning_curve_of_a_net_at_chance_is_drawn_on_a_0_to_1_accuracy_axis():
 def test_stability_plot_draws_very_low_z_at_the_floor_and_says_so():
     import matplotlib.pyplot as plt
 
-    from nn_clustering import plots
+    from nn_clustering.experiments import plots
 
     rows = pd.DataFrame({"tag": ["A", "A", "B"], "stage": "pruned", "k": 4, "method": "layer",
                          "z": [-3.0, -120.0, 1.5]})
@@ -282,7 +291,8 @@ def test_copying_a_tree_keeps_results_valid(tree, tmp_path):
 def test_smallest_cluster_and_its_warning():
     """Hand values: an empty cluster counts as 0, isolated nodes (-1) are not counted; the
     warning appears below 1% of the clustered nodes only."""
-    from nn_clustering.analysis import smallest_cluster, tiny_cluster_note
+    from nn_clustering.core.spectral import smallest_cluster
+    from nn_clustering.experiments.clustering import tiny_cluster_note
 
     labels = np.array([0, 0, 1, -1, 2, 2, 2])
     assert smallest_cluster(labels, 3) == 1 and smallest_cluster(labels, 4) == 0
@@ -292,8 +302,8 @@ def test_smallest_cluster_and_its_warning():
 
 def test_drop_dead_ends_is_part_of_the_cache_key(tmp_path):
     """A cached default result must not be returned for drop_dead_ends=True (and back)."""
-    from nn_clustering.analysis import shuffle_test_of_file
-    from nn_clustering.cache import ResultCache
+    from nn_clustering.experiments.clustering import shuffle_test_of_file
+    from nn_clustering.storage.cache import ResultCache
 
     rng = np.random.default_rng(2)
     kernels = [np.abs(rng.normal(size=(a, b))) for a, b in ((12, 10), (10, 8), (8, 4))]
@@ -313,7 +323,7 @@ def test_drop_dead_ends_is_part_of_the_cache_key(tmp_path):
 def test_dense_net_layer_nonzero_test_reuses_the_layer_test(tmp_path, monkeypatch):
     """No zero weight: the cached ``layer`` test answers for ``layer_nonzero``, and equals what the
     ``layer_nonzero`` test computed directly gives; with a zero, both are computed."""
-    import nn_clustering.analysis as analysis
+    import nn_clustering.experiments.clustering as analysis
 
     rng = np.random.default_rng(4)
     kernels = [rng.normal(size=(a, b)) for a, b in ((12, 10), (10, 8), (8, 4))]
@@ -338,9 +348,9 @@ def test_dense_net_layer_nonzero_test_reuses_the_layer_test(tmp_path, monkeypatc
 def test_interrupted_double_lesion_experiment_resumes_from_its_saved_pairs(tmp_path, monkeypatch):
     from fake_models import write_fake_dataset
 
-    import nn_clustering.lesion as lesion
-    from nn_clustering.lesion import LesionConfig
-    from nn_clustering.lesion_experiments import run_mlp_double_lesion
+    import nn_clustering.core.lesion as lesion
+    from nn_clustering.core.lesion import LesionConfig
+    from nn_clustering.experiments.lesion import run_mlp_double_lesion
 
     models = write_fake_models(tmp_path / "models", tags=("MNIST",), instances=1)
     data = write_fake_dataset(tmp_path / "datasets")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nn_clustering.core.graph import cnn_graph, conv_channel_weights, mlp_graph
 from nn_clustering.errors import GraphError
-from nn_clustering.graph import cnn_graph, conv_channel_weights, mlp_graph
 
 
 def test_mlp_adjacency_matches_hand_construction():

@@ -1,13 +1,12 @@
-"""Lesion tests (SPEC section 6) against hand values, a Keras oracle and a planted network."""
+"""Lesion tests (method.md §6) against hand values, a Keras oracle and a planted network."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nn_clustering.errors import ModelError, NnClusteringError
-from nn_clustering.graph import mlp_graph
-from nn_clustering.lesion import (
+from nn_clustering.core.graph import mlp_graph
+from nn_clustering.core.lesion import (
     MLP,
     LesionConfig,
     LesionEvaluator,
@@ -21,9 +20,10 @@ from nn_clustering.lesion import (
     single_lesion_test,
     submodules,
 )
-from nn_clustering.model_io import NetworkWeights
-from nn_clustering.spectral import SpectralConfig, cluster_graph
-from nn_clustering.stats import empirical_p
+from nn_clustering.core.spectral import SpectralConfig, cluster_graph
+from nn_clustering.core.stats import empirical_p
+from nn_clustering.core.weights import NetworkWeights
+from nn_clustering.errors import ModelError, NnClusteringError
 
 BLOCK, CLASSES = 16, 4
 
@@ -68,7 +68,7 @@ def test_lesioned_neurons_output_zero_for_every_input_and_others_are_untouched()
 def test_batched_evaluation_equals_keras_on_the_lesioned_network(lesions):
     import keras
 
-    from nn_clustering.models import build_mlp
+    from nn_clustering.keras_edge.architectures import build_mlp
 
     net = random_mlp()
     rng = np.random.default_rng(2)
@@ -95,12 +95,13 @@ def test_planted_submodule_is_important_and_its_damage_falls_on_its_class():
     assert len(rows) == 2 * CLASSES  # two hidden layers x four clusters
     for row in rows:
         neurons = submodules(labels, net.layer_sizes)[rows.index(row)].neurons
-        (carried,) = set(groups[row["layer"]][neurons])  # the cluster is exactly one planted block
-        assert row["size"] == BLOCK and row["taxonomy"] == "important"
-        assert row["p_value"] == pytest.approx(1 / 31) and row["diff"] == pytest.approx(-0.25)
-        assert row[f"acc_class_{carried}"] == 0.0
-        assert all(row[f"acc_class_{c}"] == 1.0 for c in range(CLASSES) if c != carried)
-        assert randoms[row["name"]].shape == (30,)
+        (carried,) = set(groups[row.layer][neurons])  # the cluster is exactly one planted block
+        assert row.size == BLOCK and row.taxonomy == "important"
+        assert row.p_value == pytest.approx(1 / 31) and row.diff == pytest.approx(-0.25)
+        assert row.acc_class[carried] == 0.0
+        assert all(row.acc_class[c] == 1.0 for c in range(CLASSES) if c != carried)
+        assert row.as_dict()[f"acc_class_{carried}"] == 0.0  # one table column per class
+        assert randoms[row.name].shape == (30,)
 
 
 def test_random_lesions_have_the_right_size_and_stay_in_the_active_part_of_the_layer():
@@ -150,17 +151,46 @@ def test_p_value_z_and_taxonomy_by_hand():
 
 
 def test_single_lesion_row_statistics_by_hand():
-    net, x, y, _ = planted_class_network()
-    labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(CLASSES), seed=0).labels
-    evaluator = LesionEvaluator(net, x, y)
-    rows, randoms = single_lesion_test(evaluator, labels, LesionConfig(n_random=8, seed=4), progress=False)
-    row, random_accs = rows[0], randoms[rows[0]["name"]]
-    assert row["random_mean"] == pytest.approx(random_accs.mean())
-    assert row["random_sd"] == pytest.approx(np.std(random_accs, ddof=1))
-    if row["random_sd"] > 0:
-        assert row["z"] == pytest.approx((row["acc"] - random_accs.mean()) / np.std(random_accs, ddof=1))
-    assert row["proportion"] == pytest.approx(BLOCK / (BLOCK * CLASSES))
-    again, _ = single_lesion_test(evaluator, labels, LesionConfig(n_random=8, seed=4), progress=False)
+    """Every statistic of a row recomputed independently: the lesioned networks evaluated one
+    by one through lesion_network + forward (not the batched evaluator), the random sets drawn
+    by the documented seed scheme (child i of the root seed for sub-module i), and p, mean,
+    sd (ddof 1), z, diff, proportion and per-class accuracy by hand."""
+    net = random_mlp(seed=3)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 20)).astype(np.float32)
+    y = forward(net, x)[-1].argmax(axis=1)  # labels the intact net gets right...
+    y[::3] = (y[::3] + 1) % 5  # ...but a third of them wrong, so lesions can both help and hurt
+    labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(3), seed=0).labels
+    config = LesionConfig(n_random=12, seed=4)
+    rows, randoms = single_lesion_test(LesionEvaluator(net, x, y, n_classes=5), labels, config, progress=False)
+    modules = submodules(labels, net.layer_sizes)
+    seeds = np.random.SeedSequence(config.seed).spawn(len(modules))
+
+    def accuracy(lesion):
+        predicted = forward(lesion_network(net, lesion), x)[-1].argmax(axis=1)
+        return np.mean(predicted == y), [np.mean(predicted[y == c] == c) for c in range(5)]
+
+    intact, _ = accuracy({})
+    checked_z = 0
+    for row, module, seed in zip(rows, modules, seeds, strict=True):
+        true_acc, per_class = accuracy({module.layer: module.neurons})
+        pool = np.flatnonzero(labels[sum(net.layer_sizes[:module.layer]):][:net.layer_sizes[module.layer]] >= 0)
+        draws = random_sets(pool, module.size, config.n_random, np.random.default_rng(seed))
+        random_accs = np.array([accuracy({module.layer: d})[0] for d in draws])
+        np.testing.assert_allclose(randoms[row.name], random_accs)
+        mean, sd = random_accs.sum() / random_accs.size, np.sqrt(np.sum((random_accs - random_accs.mean()) ** 2) / 11)
+        assert (row.layer, row.size, row.name) == (module.layer, module.neurons.size, f"L{module.layer}C{module.cluster}")
+        assert row.acc == pytest.approx(true_acc) and row.intact_acc == pytest.approx(intact)
+        assert row.diff == pytest.approx(true_acc - intact)
+        assert row.p_value == pytest.approx((sum(a < true_acc for a in random_accs) + 1) / 13)
+        assert row.random_mean == pytest.approx(mean) and row.random_sd == pytest.approx(sd)
+        assert row.proportion == pytest.approx(module.size / 24)
+        np.testing.assert_allclose(row.acc_class, per_class)
+        if sd > 0:
+            assert row.z == pytest.approx((true_acc - mean) / sd)
+            checked_z += 1
+    assert checked_z >= len(rows) - 1  # the z of (nearly) every row was checked, not skipped
+    again, _ = single_lesion_test(LesionEvaluator(net, x, y, n_classes=5), labels, config, progress=False)
     assert again == rows  # seeded: the same numbers twice
 
 
@@ -176,14 +206,25 @@ def test_double_lesion_of_a_submodule_with_itself_is_its_single_lesion():
 
 
 def test_double_lesion_of_two_blocks_removes_both_classes():
-    net, x, y, _ = planted_class_network()
+    """X carries class a in hidden layer 1, Y class b != a in hidden layer 2: Y alone costs class
+    b (accuracy 0.75), X and Y together cost both (exactly 0.5, which a no-op second lesion
+    would not give), and the joint lesion is worse than every random pair of the same sizes."""
+    net, x, y, groups = planted_class_network()
     labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(CLASSES), seed=0).labels
     evaluator = LesionEvaluator(net, x, y)
     modules = submodules(labels, net.layer_sizes)
-    a = modules[0]  # layer 1
-    b = next(m for m in modules if m.layer == 2 and not np.array_equal(m.neurons, a.neurons))
+
+    def carried(module):
+        (block,) = set(groups[module.layer][module.neurons])
+        return block
+
+    a = next(m for m in modules if m.layer == 1)
+    b = next(m for m in modules if m.layer == 2 and carried(m) != carried(a))
     row = double_lesion_pair(evaluator, labels, a, b, 10, np.random.default_rng(0))
-    assert row["acc_y"] == pytest.approx(0.75) and row["acc_xy"] in (pytest.approx(0.5), pytest.approx(0.75))
+    assert row["acc_y"] == pytest.approx(0.75) and row["acc_xy"] == pytest.approx(0.5)
+    predicted = forward(lesion_network(net, {1: a.neurons, 2: b.neurons}), x)[-1].argmax(axis=1)
+    per_class = [np.mean(predicted[y == c] == c) for c in range(CLASSES)]
+    assert per_class == [0.0 if c in (carried(a), carried(b)) else 1.0 for c in range(CLASSES)]
     assert row["joint_p"] == pytest.approx(1 / 11)
 
 
@@ -195,10 +236,10 @@ def test_interrupted_double_lesion_test_resumes_to_the_same_rows():
     args = (evaluator, labels, single, 4, 7)
     reference = double_lesion_test(*args, progress=False)
     assert len(reference) > 6
-    saved: list[list[dict]] = []
+    saved: list[list] = []
 
     def checkpoint(rows):
-        saved.append([dict(r) for r in rows])
+        saved.append(list(rows))
         if len(saved) == 2:
             raise KeyboardInterrupt  # stopped after 6 pairs
 

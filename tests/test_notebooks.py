@@ -13,13 +13,13 @@ import papermill
 import pytest
 from fake_models import write_fake_cnn_instance, write_fake_dataset, write_fake_models
 
-from nn_clustering.analysis import CLUSTERING_COLUMNS
-from nn_clustering.catalog import find_instances
-from nn_clustering.graph import mlp_graph
-from nn_clustering.learning_curve import LEARNING_CURVE_COLUMNS
-from nn_clustering.shuffle import ShuffleConfig, observed_seed, shuffle_test
-from nn_clustering.spectral import SpectralConfig, cluster_graph
-from nn_clustering.stability import STABILITY_COLUMNS
+from nn_clustering.core.graph import mlp_graph
+from nn_clustering.core.shuffle import ShuffleConfig, observed_seed, shuffle_test
+from nn_clustering.core.spectral import SpectralConfig, cluster_graph
+from nn_clustering.experiments.clustering import CLUSTERING_COLUMNS
+from nn_clustering.experiments.learning_curve import LEARNING_CURVE_COLUMNS
+from nn_clustering.experiments.stability import STABILITY_COLUMNS
+from nn_clustering.storage.catalog import find_instances
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 N_SHUFFLES, SEED = 10, 5
@@ -118,8 +118,8 @@ def test_plots_notebook_writes_every_figure(executed):
 
 
 def test_lesion_notebook_workbook_matches_direct_calls(executed):
-    from nn_clustering.datasets import load_dataset
-    from nn_clustering.lesion import MLP, LesionConfig, LesionEvaluator, single_lesion_test
+    from nn_clustering.core.lesion import MLP, LesionConfig, LesionEvaluator, single_lesion_test
+    from nn_clustering.data import load_dataset
 
     _, models, results, data = executed
     sheets = pd.read_excel(results / "mlp-lesion.xlsx", sheet_name=None)
@@ -131,9 +131,9 @@ def test_lesion_notebook_workbook_matches_direct_calls(executed):
     rows, _ = single_lesion_test(LesionEvaluator(net, test.x_test, test.y_test), labels, LesionConfig(6, SEED),
                                  progress=False)
     sheet = sheets["MNIST+DROPOUT"]
-    assert sheet["name"].tolist() == [r["name"] for r in rows]
-    np.testing.assert_allclose(sheet["acc"], [r["acc"] for r in rows])
-    assert sheet["taxonomy"].tolist() == [r["taxonomy"] for r in rows]
+    assert sheet["name"].tolist() == [r.name for r in rows]
+    np.testing.assert_allclose(sheet["acc"], [r.acc for r in rows])
+    assert sheet["taxonomy"].tolist() == [r.taxonomy for r in rows]
     assert {"tag", "model_seed", "model_sha256", "code_version", "n_random", "seed"} <= set(sheet.columns)
 
 
@@ -146,7 +146,7 @@ def test_double_lesion_notebook_pairs(executed):
 
 
 def test_cnn_clustering_notebook_table_matches_direct_calls(executed):
-    from nn_clustering.analysis import graph_inputs
+    from nn_clustering.core.graph import graph_inputs
 
     root, models, results, _ = executed
     table = pd.read_csv(results / "cnn-clustering.csv")
@@ -170,10 +170,10 @@ def test_cnn_clustering_notebook_table_matches_direct_calls(executed):
 def test_cnn_lesion_notebook_workbook_matches_direct_calls(executed):
     import keras
 
-    from nn_clustering.analysis import graph_inputs
-    from nn_clustering.cnn_lesion import CNNLesionEvaluator
-    from nn_clustering.datasets import load_dataset
-    from nn_clustering.lesion import LesionConfig, single_lesion_test
+    from nn_clustering.core.graph import graph_inputs
+    from nn_clustering.core.lesion import LesionConfig, single_lesion_test
+    from nn_clustering.data import load_dataset
+    from nn_clustering.keras_edge.cnn_lesion import CNNLesionEvaluator
 
     _, models, results, data = executed
     sheets = pd.read_excel(results / "cnn-lesion.xlsx", sheet_name=None)
@@ -186,6 +186,6 @@ def test_cnn_lesion_notebook_workbook_matches_direct_calls(executed):
     rows, _ = single_lesion_test(evaluator, labels, LesionConfig(6, SEED), progress=False)
     sheet = sheets["CNN-FASHION"]
     assert set(sheet["layer"]) == {0, 1, 2}  # every conv layer's channels are lesioned
-    assert sheet["name"].tolist() == [r["name"] for r in rows]
-    np.testing.assert_allclose(sheet["acc"], [r["acc"] for r in rows])
+    assert sheet["name"].tolist() == [r.name for r in rows]
+    np.testing.assert_allclose(sheet["acc"], [r.acc for r in rows])
     assert (results / "figures" / "cnn-lesion.png").exists()

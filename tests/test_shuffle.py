@@ -8,15 +8,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nn_clustering.shuffle import (
+from nn_clustering.core.shuffle import (
     ShuffleConfig,
     nonzero_is_layer,
     shuffle_test,
     shuffle_weights,
     shuffled_ncuts,
 )
-from nn_clustering.spectral import SpectralConfig
-from nn_clustering.stats import cohens_d, empirical_p, shuffle_stats
+from nn_clustering.core.spectral import SpectralConfig
+from nn_clustering.core.stats import cohens_d, empirical_p, shuffle_stats
 
 
 def test_layer_shuffle_keeps_the_multiset():

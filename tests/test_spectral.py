@@ -9,15 +9,11 @@ import scipy.sparse as sp
 from sklearn.cluster import SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
+from nn_clustering.core.graph import mlp_graph
+from nn_clustering.core.kmeans import kmeans
+from nn_clustering.core.ncut import ncut
+from nn_clustering.core.spectral import SpectralConfig, cluster_graph, spectral_embedding
 from nn_clustering.errors import ClusteringError
-from nn_clustering.graph import mlp_graph
-from nn_clustering.spectral import (
-    SpectralConfig,
-    cluster_graph,
-    kmeans,
-    ncut,
-    spectral_embedding,
-)
 
 MLP_SIZES = (784, 256, 256, 256, 256, 10)
 
@@ -146,7 +142,8 @@ def test_bipartite_fast_path_equals_generic_path():
     """cluster_graph works on the even-by-odd block; the generic dense eigensolver on the full
     adjacency must give the same labels (k-means only sees distances, which rotations and
     uniform scaling of the embedding preserve) and the same n-cut."""
-    from nn_clustering.spectral import cluster_adjacency, ncut_bipartite
+    from nn_clustering.core.ncut import ncut_bipartite
+    from nn_clustering.core.spectral import cluster_adjacency
 
     rng = np.random.default_rng(3)
     kernels = random_kernels(rng, (60, 40, 40, 40, 8), sparsity=0.5)
@@ -163,7 +160,7 @@ def test_bipartite_fast_path_equals_generic_path():
 
 def test_first_argmin_equals_numpy_argmin_with_ties():
     """The k-means label step's argmin along the centre axis, ties resolved to the first index."""
-    from nn_clustering.spectral import _first_argmin
+    from nn_clustering.core.kmeans import _first_argmin
 
     rng = np.random.default_rng(3)
     for c in (2, 12, 300):
@@ -178,7 +175,7 @@ def test_augmented_distance_products_equal_direct_distances():
     scipy's cdist: squared distances, and scores that differ from them by |x|^2 only."""
     from scipy.spatial.distance import cdist
 
-    from nn_clustering.spectral import _scores, _sq_dists
+    from nn_clustering.core.kmeans import _scores, _sq_dists
 
     rng = np.random.default_rng(8)
     x = rng.normal(size=(60, 5))

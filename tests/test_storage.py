@@ -16,8 +16,8 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
-from nn_clustering import storage  # noqa: E402
-from nn_clustering.storage import StorageError, pull, push  # noqa: E402
+from nn_clustering.storage import s3 as storage  # noqa: E402
+from nn_clustering.storage.s3 import StorageError, pull, push  # noqa: E402
 
 BUCKET = "nn-clustering-test"
 ROOT = Path(__file__).resolve().parents[1]

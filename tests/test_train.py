@@ -14,11 +14,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from nn_clustering import datasets  # noqa: E402
-from nn_clustering.models import build_cnn, build_mlp, prunable_layers  # noqa: E402
-from nn_clustering.pruning import MagnitudePruning, PruningSchedule, magnitude_mask  # noqa: E402
-from nn_clustering.registry import REGISTRY, TagSpec, load_profile  # noqa: E402
-from nn_clustering.train import TrainConfig, train_instance  # noqa: E402
+from nn_clustering.data import build, synthetic  # noqa: E402
+from nn_clustering.data import raw as raw_files  # noqa: E402
+from nn_clustering.experiments.registry import REGISTRY, TagSpec, load_profile  # noqa: E402
+from nn_clustering.keras_edge.architectures import build_cnn, build_mlp, prunable_layers  # noqa: E402
+from nn_clustering.keras_edge.pruning import MagnitudePruning, PruningSchedule, magnitude_mask  # noqa: E402
+from nn_clustering.keras_edge.training import TrainConfig, train_instance  # noqa: E402
 
 
 def easy_task(n=1200, seed=0, inputs=20):
@@ -69,7 +70,7 @@ def test_schedule_values():
 def test_mask_update_drops_exactly_the_smallest_kept_entries():
     """The in-graph update (candidates, then scatters) zeroes exactly the ``count`` kept entries
     of smallest |w| in kernel and mask; slots not dropped only rewrite the spare (masked) entry."""
-    from nn_clustering.pruning import drop_at, first_masked, smallest_kept
+    from nn_clustering.keras_edge.pruning import drop_at, first_masked, smallest_kept
 
     rng = np.random.default_rng(0)
     for shape, count in [((30, 20), 7), ((3, 3, 4, 5), 12), ((50,), 0), ((8, 8), 30)]:
@@ -97,7 +98,7 @@ def test_block_selection_equals_one_top_k_ties_included():
     on sizes where it runs in blocks and where it falls back to one top_k, with ties (values
     repeated ~20 times, so blocks' minima differ and ties span blocks; 7 distinct values) and
     masked (infinite) entries."""
-    from nn_clustering.pruning import selection_block, smallest_indices
+    from nn_clustering.keras_edge.pruning import selection_block, smallest_indices
 
     rng = np.random.default_rng(1)
     cases = [(200704, 256), (65536, 84), (2560, 4), (4096, 300), (100, 3), (576, 3), (50, 50)]
@@ -215,8 +216,8 @@ def test_profiles_scale_schedules():
 
 @pytest.fixture
 def line_data(tmp_path):
-    data = datasets.make_line(seed=0, n_train=1500, n_test=300)
-    datasets.save_imageset(tmp_path / "data" / "line.npz", data)
+    data = synthetic.make_line(seed=0, n_train=1500, n_test=300)
+    build.save_imageset(tmp_path / "data" / "line.npz", data)
     return tmp_path / "data"
 
 
@@ -240,7 +241,7 @@ def test_same_seed_same_weights_and_reload_predicts_identically(line_data, tmp_p
     for key in wa:
         np.testing.assert_array_equal(wa[key], wb[key])
     model = keras.saving.load_model(a / "pruned.keras")
-    x = datasets.load_dataset("line", line_data).x_test.reshape(-1, 784)[:64]
+    x = build.load_dataset("line", line_data).x_test.reshape(-1, 784)[:64]
     again = keras.saving.load_model(a / "pruned.keras")
     np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))
     # the saved npz kernels are the model's kernels
@@ -248,7 +249,7 @@ def test_same_seed_same_weights_and_reload_predicts_identically(line_data, tmp_p
     metrics = json.loads((a / "metrics.json").read_text())
     assert len(metrics["dense"]["val_accuracy"]) == 2 and len(metrics["pruned"]["accuracy"]) == 1
     # each stage's accuracy on its training images in inference mode, recomputed from the saved net
-    train = datasets.load_dataset("line", line_data)
+    train = build.load_dataset("line", line_data)
     for stage in ("dense", "pruned"):
         net = keras.saving.load_model(a / f"{stage}.keras")
         hits = net.predict(train.x_train.reshape(-1, 784), verbose=0).argmax(1) == train.y_train
@@ -261,7 +262,7 @@ def test_same_seed_same_weights_and_reload_predicts_identically(line_data, tmp_p
 
 
 def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkeypatch):
-    from nn_clustering import train
+    from nn_clustering.keras_edge import training as train
 
     reference = train_instance(tiny_config(), tmp_path / "ref", line_data, log=lambda _: None)
 
@@ -287,7 +288,7 @@ def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkey
 
 
 def test_inference_gap_warning(line_data, tmp_path, monkeypatch):
-    from nn_clustering import train
+    from nn_clustering.keras_edge import training as train
 
     assert train.inference_gap_warning("X", 0.90, 0.85) is None
     assert train.inference_gap_warning("X", None, 0.10) is None
@@ -323,30 +324,30 @@ def test_a_mixture_records_its_test_accuracy_per_source_dataset(tmp_path):
     """Each stage of an A-B mixture net gets its test accuracy on the rows from A and from B,
     equal to a count over the saved net's predictions; an instance trained without it gets
     it added, and the clustering table carries both numbers."""
-    from nn_clustering import train
-    from nn_clustering.analysis import ClusteringConfig, cluster_instance
-    from nn_clustering.catalog import find_instances
+    from nn_clustering.experiments.clustering import ClusteringConfig, cluster_instance
+    from nn_clustering.keras_edge import training as train
+    from nn_clustering.storage.catalog import find_instances
 
     rng = np.random.default_rng(0)
-    line = datasets.make_line(seed=0, n_train=800, n_test=200)
-    noise = datasets.make_random(seed=0, n_train=800, n_test=200)
-    mixture = datasets.mix(line, noise, rng)
-    datasets.save_imageset(tmp_path / "data" / "line-random.npz", mixture)
+    line = synthetic.make_line(seed=0, n_train=800, n_test=200)
+    noise = synthetic.make_random(seed=0, n_train=800, n_test=200)
+    mixture = synthetic.mix(line, noise, rng)
+    build.save_imageset(tmp_path / "data" / "line-random.npz", mixture)
     spec = TagSpec("TEST", "line-random", "mlp", 0.0, 2, 1, batch_size=100)
     config = TrainConfig(spec, 0, 3, "test")
     lines = []
     folder = train_instance(config, tmp_path / "m", tmp_path / "data", log=lines.append)
     metrics = json.loads((folder / "metrics.json").read_text())
-    data = datasets.load_dataset("line-random", tmp_path / "data")
+    data = build.load_dataset("line-random", tmp_path / "data")
     for stage in ("dense", "pruned"):
         model = keras.saving.load_model(folder / f"{stage}.keras")
         correct = model.predict(data.x_test.reshape(-1, 784), verbose=0).argmax(1) == data.y_test
         expected = {"line": correct[~data.source_test].sum() / (~data.source_test).sum(),
                     "random": correct[data.source_test].sum() / data.source_test.sum()}
-        assert metrics[f"{stage}_{train.SOURCE_KEY}"] == pytest.approx(expected)
+        assert metrics[f"{stage}_test_accuracy_by_source"] == pytest.approx(expected)
     assert any("test accuracy per source dataset" in line for line in lines)
     # an instance trained before this was recorded gets it from the saved nets, once
-    older = {k: v for k, v in metrics.items() if not k.endswith(train.SOURCE_KEY)}
+    older = {k: v for k, v in metrics.items() if not k.endswith("test_accuracy_by_source")}
     (folder / "metrics.json").write_text(json.dumps(older))
     assert train.add_missing_metrics(folder, spec, tmp_path / "data", log=lambda _: None)
     assert json.loads((folder / "metrics.json").read_text()) == metrics
@@ -355,8 +356,8 @@ def test_a_mixture_records_its_test_accuracy_per_source_dataset(tmp_path):
     instance = find_instances(tmp_path / "m", arch="mlp")[0]
     fast = ClusteringConfig(n_clusters=2, n_shuffles=2)
     row = cluster_instance(instance, "pruned", "layer", fast, progress=False).row
-    assert (row["test_accuracy_a"], row["test_accuracy_b"]) == pytest.approx(
-        tuple(metrics[f"pruned_{train.SOURCE_KEY}"][name] for name in ("line", "random")))
+    assert (row.test_accuracy_a, row.test_accuracy_b) == pytest.approx(
+        tuple(metrics["pruned_test_accuracy_by_source"][name] for name in ("line", "random")))
     single = replace(instance, config={**instance.config, "spec": {**instance.config["spec"], "dataset": "line"}})
     assert single.source_accuracies("pruned") == (None, None)
 
@@ -376,7 +377,7 @@ from test_train import easy_task, small_mlp, train_then_prune
 from test_train import test_masks_follow_the_schedule_step_by_step as schedule_check
 from test_train import test_pruning_keeps_the_largest_initial_weights_when_weights_do_not_move as zero_lr_check
 from test_train import test_block_selection_equals_one_top_k_ties_included as selection_check
-from nn_clustering.models import prunable_layers
+from nn_clustering.keras_edge.architectures import prunable_layers
 assert keras.backend.backend() == "jax"
 schedule_check()
 zero_lr_check()
@@ -415,9 +416,9 @@ def test_unknown_tag_and_profile_are_clear_errors(capsys, tmp_path):
 
 
 def test_missing_dataset_tag_is_skipped_with_a_message(tmp_path, monkeypatch, fake_mirror):
-    from nn_clustering import train
+    from nn_clustering.keras_edge import training as train
 
-    (fake_mirror["mirror"] / "cifar-10" / datasets.CIFAR_ARCHIVE).unlink()
+    (fake_mirror["mirror"] / "cifar-10" / raw_files.CIFAR_ARCHIVE).unlink()
     lines = []
     quick = replace(load_profile("quick"), max_epochs=1, max_prune_epochs=1)
     done = train.train_tags(["CIFAR10"], quick, tmp_path / "models", tmp_path / "data", log=lines.append)

@@ -1,3 +1,33 @@
-"""nn-clustering: is this trained neural network modular?"""
+"""nn-clustering: is this trained neural network modular?
+
+The public API is small and scikit-learn-shaped:
+
+>>> import nn_clustering as nc
+>>> test = nc.ShuffleTest(n_clusters=4, n_shuffles=320, method="layer", n_jobs=2, random_state=42)
+>>> # test.fit("models/MNIST/0/pruned.npz"); test.p_value_, test.z_, test.significant_
+
+The package's layers: :mod:`nn_clustering.core` (the numeric core, numpy/scipy only),
+:mod:`nn_clustering.formats` (reading weights), :mod:`nn_clustering.keras_edge` (everything
+that imports Keras), :mod:`nn_clustering.data` (datasets), :mod:`nn_clustering.storage`
+(files, cache, model catalog, tables, S3, provenance) and :mod:`nn_clustering.experiments`
+(the analyses behind the notebooks).
+"""
 
 __version__ = "0.1.0"
+
+from .core.weights import NetworkWeights  # noqa: E402
+from .errors import NnClusteringError, ParameterError  # noqa: E402
+from .estimators import NotFittedError, ShuffleTest, SpectralNCut  # noqa: E402
+from .formats.loader import as_weights, load_weights  # noqa: E402
+
+__all__ = [
+    "NetworkWeights",
+    "NnClusteringError",
+    "NotFittedError",
+    "ParameterError",
+    "ShuffleTest",
+    "SpectralNCut",
+    "__version__",
+    "as_weights",
+    "load_weights",
+]

@@ -13,14 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .core.enums import ShuffleMethod
 from .errors import NnClusteringError
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from . import datasets
+    from .data import ALL_DATASETS, build_all
 
-    names = tuple(args.names) if args.names else datasets.ALL_DATASETS
-    report = datasets.build_all(names, Path(args.out), seed=args.seed, force=args.force)
+    names = tuple(args.names) if args.names else ALL_DATASETS
+    report = build_all(names, Path(args.out), seed=args.seed, force=args.force)
     print(
         f"datasets: {len(report.built)} built, {len(report.kept)} already present, "
         f"{len(report.skipped)} skipped; manifest in {Path(args.out) / 'MANIFEST'}"
@@ -30,8 +31,8 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .registry import REGISTRY
-    from .train import train_tags
+    from .experiments.registry import REGISTRY
+    from .keras_edge.training import train_tags
 
     tags = args.tags or list(REGISTRY)
     done = train_tags(
@@ -46,51 +47,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_cluster(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .analysis import graph_inputs, smallest_cluster, tiny_cluster_note
-    from .fileio import file_digest, write_json_atomic
-    from .model_io import load_weights
-    from .provenance import code_version, library_versions
-    from .shuffle import ShuffleConfig, shuffle_test
-    from .spectral import SpectralConfig
+    from .core.graph import graph_inputs
+    from .estimators import ShuffleTest
+    from .experiments.clustering import tiny_cluster_note
+    from .storage.files import file_digest, write_json_atomic
+    from .storage.provenance import code_version, library_versions
 
-    if args.shuffles < 1:
-        raise NnClusteringError(f"--shuffles {args.shuffles}: need at least 1 shuffle")
-    weights = load_weights(args.path)
-    kernels, builder = graph_inputs(weights, args.norm, args.drop_dead_ends)
-    graph = builder(kernels)  # validates the kernels (clear errors for NaN, shapes, zeros)
-    spectral = SpectralConfig(n_clusters=args.k)
-    config = ShuffleConfig(
-        n_shuffles=args.shuffles, method=args.method, seed=args.seed,
-        n_jobs=args.jobs, scheduler=args.scheduler,
+    test = ShuffleTest(
+        n_clusters=args.k, n_shuffles=args.shuffles, method=args.method, norm=args.norm,
+        drop_dead_ends=args.drop_dead_ends, n_jobs=args.jobs, scheduler=args.scheduler,
+        random_state=args.seed, progress=not args.quiet,
     )
-    result = shuffle_test(kernels, spectral, config, builder, progress=not args.quiet)
-    stats = result.stats
+    test.fit(args.path)  # checks the options before it reads the model
+    weights, graph, stats = test.weights_, test.graph_, test.stats_
     print(f"{args.path}: {weights.kind.upper()}, {graph.n_nodes} nodes in layers {list(graph.layer_sizes)}")
     if args.drop_dead_ends:
-        plain = graph_inputs(weights, args.norm)[1](kernels)
-        print(f"dropped {int(plain.active.sum() - graph.active.sum())} nodes on no input-to-output path")
+        kernels, builder = graph_inputs(weights, args.norm)
+        print(f"dropped {int(builder(kernels).active.sum() - graph.active.sum())} nodes on no input-to-output path")
     print(
-        f"n-cut {result.clustering.ncut:.4f} (k = {args.k}); {args.method} shuffles "
+        f"n-cut {test.ncut_:.4f} (k = {args.k}); {args.method} shuffles "
         f"(N = {stats.n}): mean {stats.mean:.4f}, sd {stats.sd:.4f}, z {stats.z:.2f}, "
         f"p {stats.p_value:.4g} -> {'significantly' if stats.significant else 'not significantly'} "
         "more clusterable than its shuffles"
     )
-    sizes = result.clustering.sizes_by_layer(graph)
-    for i, row in enumerate(sizes):
+    for i, row in enumerate(test.clustering_.sizes_by_layer(graph)):
         print(f"  layer {i}: cluster sizes {row}")
-    labels = result.clustering.labels
-    note = tiny_cluster_note(smallest_cluster(labels, args.k), int(np.sum(labels >= 0)))
+    note = tiny_cluster_note(test.clustering_.smallest_cluster, int(np.sum(test.labels_ >= 0)))
     if note:
         print(f"{note.strip()}, under 1% of them: check its nodes (a cluster of a few weakly "
               "attached nodes has nearly all its volume cut and adds about 1 to the n-cut)")
     if args.output:
         record = {
-            **result.as_dict(),
-            "layer_sizes": list(graph.layer_sizes),
-            "cluster_sizes_by_layer": sizes,
+            **test.to_dict(),
             "model": {"path": str(args.path), "kind": weights.kind, "sha256": file_digest(args.path, "sha256")},
-            "seed": args.seed,
-            "drop_dead_ends": args.drop_dead_ends,
             "code_version": code_version(),
             "versions": library_versions(),
         }
@@ -100,14 +89,15 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from .experiments import ExperimentPaths, summary
+    from .experiments.paths import ExperimentPaths
+    from .experiments.summary import summary
 
     print(summary(ExperimentPaths.for_profile(args.profile, args.models_dir, args.results_dir)))
     return 0
 
 
 def _cmd_s3(args: argparse.Namespace) -> int:
-    from .storage import pull, push
+    from .storage.s3 import pull, push
 
     if args.direction == "push":
         push(args.local, args.uri, args.endpoint_url, progress=not args.quiet)
@@ -125,13 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("datasets", help="build datasets into datasets/<name>.npz and a MANIFEST")
-    p.add_argument("names", nargs="*", help="datasets to build (default: all of SPEC section 1)")
+    p.add_argument("names", nargs="*", help="datasets to build (default: all of method.md §1)")
     p.add_argument("--out", default="datasets", help="output folder (default: datasets)")
     p.add_argument("--seed", type=int, default=42, help="generator seed (default: 42)")
     p.add_argument("--force", action="store_true", help="rebuild files that already exist")
     p.set_defaults(func=_cmd_datasets)
 
-    p = sub.add_parser("train", help="train and prune the models of SPEC section 2 (make models)")
+    p = sub.add_parser("train", help="train and prune the models of method.md §2 (make models)")
     p.add_argument("tags", nargs="*", help="model tags (default: every tag); e.g. MNIST MNIST+DROPOUT")
     p.add_argument("--profile", default="quick", help="training profile: quick or paper (default: quick)")
     p.add_argument("--models-dir", default="models", help="output folder (default: models)")
@@ -146,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a saved Keras model or an .npz of kernels in layer order (arr_0, arr_1, ...)")
     p.add_argument("--k", type=int, default=4, help="number of clusters (default: 4)")
     p.add_argument("--shuffles", type=int, default=320, help="number of shuffles (default: 320)")
-    p.add_argument("--method", choices=["layer", "layer_nonzero"], default="layer",
+    p.add_argument("--method", choices=list(ShuffleMethod.values()), default=ShuffleMethod.LAYER.value,
                    help="shuffle method (default: layer)")
     p.add_argument("--jobs", type=int, default=1, help="local worker processes (default: 1)")
     p.add_argument("--seed", type=int, default=42, help="root seed of the shuffles (default: 42)")
@@ -155,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", choices=["l1", "l2"], default="l1",
                    help="conv kernel slice norm for CNN channel graphs (default: l1)")
     p.add_argument("--drop-dead-ends", action="store_true",
-                   help="first remove units on no input-to-output path (label -1; not in SPEC)")
+                   help="first remove units on no input-to-output path (label -1; method.md §8)")
     p.add_argument("--output", default=None, help="write everything as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_cluster)

@@ -21,9 +21,14 @@ class GraphError(NnClusteringError):
     """Weights cannot be turned into a graph (NaN, shapes that do not chain, empty layers)."""
 
 
-class ClusteringError(NnClusteringError):
-    """Clustering parameters do not fit the graph (k too small or too large)."""
-
-
 class ModelError(NnClusteringError):
     """A model file is missing, unreadable or of an unsupported kind."""
+
+
+class ParameterError(NnClusteringError, ValueError):
+    """A parameter is out of range or not one of its allowed values (raised by
+    :mod:`nn_clustering.core.validation`, the one place parameters are checked)."""
+
+
+class ClusteringError(ParameterError):
+    """Clustering parameters do not fit the graph (k too small or too large)."""

@@ -1,0 +1,9 @@
+"""The numeric core: weights to graph, spectral clustering, n-cut, shuffle tests, statistics and
+lesion arithmetic. numpy and scipy only (joblib and dask for parallel shuffles); it never imports
+Keras or TensorFlow, so it runs wherever numpy does.
+
+Modules, one idea each: :mod:`.weights` (the weights type), :mod:`.graph`, :mod:`.spectral`
+(embedding and clustering), :mod:`.kmeans`, :mod:`.ncut`, :mod:`.shuffle`, :mod:`.stats`,
+:mod:`.lesion`, :mod:`.parallel`, :mod:`.enums` (the vocabularies), :mod:`.validation` (every
+parameter check) and :mod:`.rows` (result rows).
+"""

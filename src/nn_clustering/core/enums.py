@@ -1,0 +1,99 @@
+"""The project's vocabularies as string enums, each checked where a value enters.
+
+A member is its string (``ShuffleMethod.LAYER == "layer"``), so tables, JSON files and cache
+keys hold the plain strings. :meth:`Choice.parse` turns user input into a member, or raises one
+:class:`~nn_clustering.errors.ParameterError` that lists the valid values.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from ..errors import ParameterError
+
+
+class Choice(StrEnum):
+    """A string enum with one parsing path for user input."""
+
+    @classmethod
+    def label(cls) -> str:
+        """What a value of this enum is called in messages."""
+        return cls.__name__.lower()
+
+    @classmethod
+    def parse(cls, value: str, name: str | None = None) -> Choice:
+        """The member whose value is ``value``; a :class:`ParameterError` naming the valid ones
+        (and the parameter ``name``, if given)."""
+        try:
+            return cls(value)
+        except ValueError:
+            where = f" for {name}" if name else ""
+            raise ParameterError(
+                f"unknown {cls.label()} {value!r}{where}; use one of {', '.join(map(repr, cls.values()))}"
+            ) from None
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        """Every value, in definition order."""
+        return tuple(m.value for m in cls)
+
+
+class ShuffleMethod(Choice):
+    """How the shuffle test permutes each kernel (method.md §5)."""
+
+    LAYER = "layer"  #: every entry of the matrix, zeros included
+    LAYER_NONZERO = "layer_nonzero"  #: the non-zero values among the non-zero positions
+
+    @classmethod
+    def label(cls) -> str:
+        return "shuffle method"
+
+
+class Stage(Choice):
+    """Which of an instance's two saved networks (method.md §2)."""
+
+    DENSE = "dense"  #: after training, before pruning
+    PRUNED = "pruned"  #: after pruning to 90% sparsity
+
+    @classmethod
+    def label(cls) -> str:
+        return "stage"
+
+
+class Architecture(Choice):
+    """The kind of network, and so the kind of graph (method.md §3)."""
+
+    MLP = "mlp"  #: Dense kernels only: one node per neuron
+    CNN = "cnn"  #: conv kernels first: one node per channel of each conv layer
+
+    @classmethod
+    def label(cls) -> str:
+        return "architecture"
+
+
+class PairSelection(Choice):
+    """Which pairs of sub-modules the double lesion test runs (method.md §6.2)."""
+
+    ALL = "all"  #: every ordered pair of sub-modules that are not small or complete
+    IMPORTANT = "important"  #: only pairs of important sub-modules
+
+    @classmethod
+    def label(cls) -> str:
+        return "pair selection"
+
+
+class Taxonomy(Choice):
+    """The verdict of a single lesion, applied in this order (method.md §6.1)."""
+
+    COMPLETE = "complete"
+    SMALL = "small"
+    IMPORTANT = "important"
+    PRUNABLE = "prunable"
+    LEAST_IMPORTANT = "least_important"
+    SIG_BUT_NOT_DIFF = "sig-but-not-diff"
+    DIFF_BUT_NOT_SIG = "diff-but-not-sig"
+    OTHER = "other"
+
+    @classmethod
+    def label(cls) -> str:
+        return "lesion verdict"

@@ -1,0 +1,256 @@
+"""Weights to graph (method.md §3): pure numpy/scipy, no TensorFlow.
+
+An MLP with kernels W_0..W_{L-1} (W_l of shape (n_l, n_{l+1})) becomes a graph with one node
+per neuron of every layer, inputs and outputs included, ordered layer by layer. The symmetric
+adjacency holds |W_l| between layer l and l+1 and nothing else (no biases, no self-loops).
+A CNN's conv kernels (h, w, in, out) become the channel graph: the edge between input channel i
+and output channel j weighs the entrywise L1 (or L2) norm of the slice K[:, :, i, j].
+
+Nodes of degree 0 are removed before clustering; :class:`Graph` keeps the mask that maps
+labels back to every neuron (-1 for removed nodes). As an option beyond the paper (method.md §8), nodes on no
+input-to-output path can be removed the same way (:meth:`Graph.without_dead_ends`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property, partial
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import GraphError
+from .enums import Architecture
+from .weights import NetworkWeights
+
+SliceNorm = Literal["l1", "l2"]
+SLICE_NORMS: tuple[str, ...] = ("l1", "l2")
+GraphBuilder = Callable[[Sequence[np.ndarray]], "Graph"]
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """A layered weighted graph over the neurons (or channels) of a network.
+
+    ``blocks[l]`` holds the (non-negative) edge weights between layer l and layer l + 1, of
+    shape (n_l, n_{l+1}); there are no other edges, so the graph is bipartite between even
+    and odd layers. Nodes are ordered layer by layer. The symmetric adjacency, dense or
+    sparse, is derived from the blocks.
+    """
+
+    blocks: tuple[np.ndarray, ...]
+
+    @cached_property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Number of nodes per layer, in order."""
+        return _layer_sizes(self.blocks)
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of nodes, isolated ones included."""
+        return int(sum(self.layer_sizes))
+
+    @cached_property
+    def layer_of_node(self) -> np.ndarray:
+        """Layer index of every node."""
+        return np.repeat(np.arange(len(self.layer_sizes)), self.layer_sizes)
+
+    @cached_property
+    def degrees(self) -> np.ndarray:
+        """Weighted degree of every node."""
+        per_layer = [np.zeros(n) for n in self.layer_sizes]
+        for layer, block in enumerate(self.blocks):
+            per_layer[layer] += block.sum(axis=1)
+            per_layer[layer + 1] += block.sum(axis=0)
+        return np.concatenate(per_layer)
+
+    @cached_property
+    def active(self) -> np.ndarray:
+        """Boolean mask of the nodes with non-zero degree (the ones that get clustered)."""
+        return self.degrees > 0
+
+    @cached_property
+    def adjacency(self) -> sp.csr_matrix:
+        """The symmetric (n, n) sparse adjacency over all nodes."""
+        return _sparse_adjacency(self.blocks)
+
+    def active_blocks(self) -> list[np.ndarray]:
+        """The blocks restricted to non-isolated nodes."""
+        keep = np.split(self.active, np.cumsum(self.layer_sizes)[:-1])
+        return [b[keep[i]][:, keep[i + 1]] for i, b in enumerate(self.blocks)]
+
+    def without_isolated(self, dense: bool = False) -> tuple[sp.csr_matrix | np.ndarray, np.ndarray]:
+        """Adjacency restricted to non-isolated nodes (dense array or CSR), and their layers."""
+        blocks = self.active_blocks()
+        layers = self.layer_of_node[self.active]
+        if not dense:
+            return _sparse_adjacency(blocks), layers
+        offsets = np.concatenate([[0], np.cumsum(_layer_sizes(blocks))])
+        out = np.zeros((offsets[-1], offsets[-1]))
+        for layer, block in enumerate(blocks):
+            rows = slice(offsets[layer], offsets[layer + 1])
+            cols = slice(offsets[layer + 1], offsets[layer + 2])
+            out[rows, cols] = block
+            out[cols, rows] = block.T
+        return out, layers
+
+    def bipartite_block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The graph as one bipartite block over its non-isolated nodes.
+
+        Returns ``(B, even, odd)``: B[i, j] is the edge weight between the i-th node of the
+        even layers and the j-th node of the odd layers; ``even`` and ``odd`` are those
+        nodes' positions among the non-isolated nodes (layer order).
+        """
+        blocks = self.active_blocks()
+        position = {}  # layer -> slice inside its side
+        side_size = [0, 0]
+        for layer, size in enumerate(_layer_sizes(blocks)):
+            side = layer % 2
+            position[layer] = slice(side_size[side], side_size[side] + size)
+            side_size[side] += size
+        out = np.zeros((side_size[0], side_size[1]))
+        for layer, block in enumerate(blocks):
+            if layer % 2 == 0:
+                out[position[layer], position[layer + 1]] = block
+            else:
+                out[position[layer + 1], position[layer]] = block.T
+        parity = self.layer_of_node[self.active] % 2
+        return out, np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
+
+    def expand_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Map labels of the non-isolated nodes back to every node, -1 for isolated ones."""
+        keep = self.active
+        if len(labels) != int(keep.sum()):
+            raise ValueError(f"{len(labels)} labels for {int(keep.sum())} non-isolated nodes")
+        full = np.full(self.n_nodes, -1, dtype=np.int64)
+        full[keep] = labels
+        return full
+
+    def split_by_layer(self, values: np.ndarray) -> list[np.ndarray]:
+        """Split a per-node array into one array per layer."""
+        return np.split(np.asarray(values), np.cumsum(self.layer_sizes)[:-1])
+
+    def without_dead_ends(self) -> Graph:
+        """The graph without the edges of nodes that lie on no input-to-output path.
+
+        A hidden node with no edge to the next layer, or none from the previous one, cannot
+        affect the output; its edges are removed, which may strand further nodes, until none
+        is left. The removed nodes then have degree 0 and get label -1 like isolated ones.
+        (Pruning to 90% leaves dozens, mostly last-hidden-layer units whose few outgoing
+        weights were all pruned; the spectral embedding, divided by sqrt(degree), can give
+        such weakly attached units and the pixels feeding them clusters of their own.)
+        """
+        blocks = [b.copy() for b in self.blocks]
+        changed = True
+        while changed:
+            changed = False
+            for layer in range(len(blocks) - 1):  # nodes of hidden layer layer + 1
+                into, out_of = blocks[layer], blocks[layer + 1]
+                has_in, has_out = into.any(axis=0), out_of.any(axis=1)
+                dead = has_in != has_out  # an edge on one side only
+                if dead.any():
+                    into[:, dead] = 0.0
+                    out_of[dead, :] = 0.0
+                    changed = True
+        return Graph(tuple(blocks))
+
+
+def _layer_sizes(blocks: Sequence[np.ndarray]) -> tuple[int, ...]:
+    """Nodes per layer of a chain of blocks (n_0, n_1), (n_1, n_2), ..."""
+    return (blocks[0].shape[0],) + tuple(b.shape[1] for b in blocks)
+
+
+def _sparse_adjacency(blocks: Sequence[np.ndarray]) -> sp.csr_matrix:
+    """Symmetric CSR adjacency with each block between consecutive layers."""
+    sizes = _layer_sizes(blocks)
+    grid: list[list] = [[None] * len(sizes) for _ in sizes]
+    for layer, size in enumerate(sizes):  # sized empty diagonal blocks keep every layer
+        grid[layer][layer] = sp.csr_matrix((size, size))
+    for layer, block in enumerate(blocks):
+        grid[layer][layer + 1] = sp.csr_matrix(block)
+        grid[layer + 1][layer] = sp.csr_matrix(block.T)
+    return sp.csr_matrix(sp.bmat(grid, format="csr"))
+
+
+def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel") -> list[np.ndarray]:
+    """Validate a chain of 2-D weight matrices: finite, non-empty, not all zero, shapes chain.
+
+    Returns them as float64 arrays. Raises :class:`GraphError` naming the first bad matrix.
+    """
+    if len(kernels) == 0:
+        raise GraphError(f"no {what}s given; pass at least one weight matrix")
+    out = []
+    for i, k in enumerate(kernels):
+        arr = np.asarray(k, dtype=np.float64)
+        if arr.ndim != 2:
+            raise GraphError(f"{what} {i} has shape {arr.shape}; expected a 2-D (inputs, outputs) matrix")
+        if arr.size == 0:
+            raise GraphError(f"{what} {i} is empty (shape {arr.shape}); every layer needs at least one unit")
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise GraphError(
+                f"{what} {i} has {int(bad.sum())} NaN/inf weights; the model diverged or the file "
+                "is corrupt: retrain or re-save it"
+            )
+        if not arr.any():
+            raise GraphError(f"{what} {i} is all zeros; the layer disconnects the network, so there is nothing to cluster")
+        if out and out[-1].shape[1] != arr.shape[0]:
+            raise GraphError(
+                f"{what}s do not chain: {what} {i - 1} has {out[-1].shape[1]} outputs but {what} {i} "
+                f"has {arr.shape[0]} inputs; pass the kernels in layer order"
+            )
+        out.append(arr)
+    return out
+
+
+def layered_graph(matrices: Sequence[np.ndarray]) -> Graph:
+    """Build the symmetric layered graph with |M_l| between consecutive layers."""
+    return Graph(tuple(np.abs(m) for m in check_kernels(matrices)))
+
+
+def mlp_graph(kernels: Sequence[np.ndarray]) -> Graph:
+    """The neuron graph of an MLP from its Dense kernels in layer order (method.md §3)."""
+    return layered_graph(kernels)
+
+
+def conv_channel_weights(kernel: np.ndarray, norm: SliceNorm = "l1") -> np.ndarray:
+    """(in, out) edge weights of a conv kernel (h, w, in, out): norm of each K[:, :, i, j]."""
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 4:
+        raise GraphError(f"conv kernel has shape {k.shape}; expected (height, width, in, out)")
+    if norm == "l1":
+        return np.abs(k).sum(axis=(0, 1))
+    if norm == "l2":
+        return np.sqrt((k * k).sum(axis=(0, 1)))
+    raise GraphError(f"unknown slice norm {norm!r}; use 'l1' or 'l2'")
+
+
+def cnn_graph(conv_kernels: Sequence[np.ndarray], norm: SliceNorm = "l1") -> Graph:
+    """The channel graph of a CNN from its conv-to-conv kernels in order (method.md §3)."""
+    return layered_graph([conv_channel_weights(k, norm) for k in conv_kernels])
+
+
+def graph_inputs(
+    weights: NetworkWeights, norm: SliceNorm = "l1", drop_dead_ends: bool = False
+) -> tuple[list[np.ndarray], GraphBuilder]:
+    """The kernels that form the graph and its builder: all MLP kernels, or the conv-to-conv
+    kernels of a CNN (method.md §3); with ``drop_dead_ends`` the builder also removes the
+    nodes on no input-to-output path (:meth:`Graph.without_dead_ends`, method.md §8)."""
+    if weights.kind == Architecture.CNN:
+        conv = weights.conv_kernels
+        if len(conv) < 2:
+            raise GraphError(
+                f"{weights.source}: a CNN needs at least two conv layers for a channel graph "
+                f"(found {len(conv)}); only conv-to-conv kernels form it"
+            )
+        kernels, builder = list(conv[1:]), partial(cnn_graph, norm=norm)
+    else:
+        kernels, builder = list(weights.kernels), mlp_graph
+    return kernels, partial(_live_graph, builder) if drop_dead_ends else builder
+
+
+def _live_graph(builder: GraphBuilder, kernels: Sequence[np.ndarray]) -> Graph:
+    """``builder(kernels)`` without its dead ends (a module-level function, so it pickles)."""
+    return builder(kernels).without_dead_ends()

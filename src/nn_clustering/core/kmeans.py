@@ -1,0 +1,144 @@
+"""k-means++ and Lloyd's k-means for every restart at once (method.md §4): pure numpy.
+
+The definition is scikit-learn's: greedy k-means++ seeding (2 + log k local trials), Lloyd
+iterations until the labels stop changing or the centres move less than ``tol`` (relative to
+the mean per-feature variance), an empty cluster takes the point farthest from its centre,
+best inertia of ``n_init`` restarts wins. All restarts run together as batched numpy products.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _sq_dists(x: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared distances between rows of x (n, d) and centres (r, c, d), as (n, r, c).
+
+    One BLAS product of [x, |x|^2, 1] with [-2 c, 1, |c|^2], in less time than three steps.
+    A BLAS that accumulates the inner sum in order (OpenBLAS's kernels do) adds -2 x.c, then
+    |x|^2, then |c|^2: the same rounding as the three steps done apart.
+    """
+    r, c, dim = centres.shape
+    flat = centres.reshape(r * c, dim)
+    x_aug = np.column_stack([x, xx, np.ones(len(x))])
+    c_aug = np.column_stack([-2.0 * flat, np.ones(r * c), np.einsum("kd,kd->k", flat, flat)])
+    d = x_aug @ c_aug.T
+    return np.maximum(d, 0.0, out=d).reshape(len(x), r, c)
+
+
+def _first_argmin(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``scores.argmin(axis=1)`` and the minima of an (r, c, n) array, faster than argmin
+    along a middle axis: the minimum, then the smallest index attaining it (both reductions
+    run along the contiguous last axis)."""
+    best = scores.min(axis=1)
+    c = scores.shape[1]
+    index = np.arange(c, dtype=np.min_scalar_type(c))[None, :, None]
+    labels = np.where(scores == best[:, None, :], index, index.dtype.type(c)).min(axis=1)
+    return labels.astype(np.intp), best
+
+
+def _scores(x1: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """|c|^2 - 2 x.c for every restart, centre and point, as (r, c, n), from one BLAS product.
+
+    ``x1`` is the points with a column of ones appended; the product with [-2 c, |c|^2] takes
+    about half the time of adding |c|^2 afterwards, with the same rounding when the BLAS
+    accumulates the inner sum in order (scaling by -2 is exact).
+    """
+    r, c, dim = centres.shape
+    flat = centres.reshape(r * c, dim)
+    c_aug = np.column_stack([-2.0 * flat, np.einsum("kd,kd->k", flat, flat)])
+    return (c_aug @ x1.T).reshape(r, c, -1)
+
+
+def _nearest(x1: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre of every point for each restart: (labels, squared distances), (r, n) each.
+
+    ``x1`` is the points with a column of ones appended (see :func:`_scores`), ``centres``
+    is (r, c, d).
+    """
+    labels, best = _first_argmin(_scores(x1, centres))
+    return labels, _distances(best, xx)
+
+
+def _distances(best: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Squared distances to the nearest centre, (r, n), from the label step's minimum scores
+    ``best`` (|c|^2 - 2 x.c) and the points' squared norms ``xx``."""
+    return np.maximum(best + xx[None, :], 0.0)
+
+
+def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy k-means++ seeding (as scikit-learn: 2 + log k local trials), n_init restarts at once."""
+    n, dim = x.shape
+    trials = 2 + int(np.log(k))
+    xx = np.einsum("nd,nd->n", x, x)
+    rows = np.arange(n_init)
+    centres = np.empty((n_init, k, dim))
+    centres[:, 0] = x[rng.integers(0, n, size=n_init)]
+    closest = _sq_dists(x, xx, centres[:, :1])[:, :, 0].T  # (r, n)
+    for c in range(1, k):
+        cum = np.cumsum(closest, axis=1)
+        draws = rng.random((n_init, trials)) * cum[:, -1:]
+        # shift row r by r * stride so that all rows form one increasing sequence
+        offsets = (rows * (cum[:, -1].max() + 1.0))[:, None]
+        flat = np.searchsorted((cum + offsets).ravel(), (draws + offsets).ravel())
+        cand = np.minimum(flat.reshape(n_init, trials) - rows[:, None] * n, n - 1)
+        cand_d = _sq_dists(x, xx, x[cand])  # (n, r, t)
+        new_closest = np.minimum(closest.T[:, :, None], cand_d)  # (n, r, t)
+        best = new_closest.sum(axis=0).argmin(axis=1)  # (r,)
+        centres[:, c] = x[cand[rows, best]]
+        closest = new_closest[:, rows, best].T
+    return centres
+
+
+def _centre_means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per restart, the mean of each cluster's points (r, k, d) and the counts (r, k)."""
+    r, n = labels.shape
+    one_hot = np.zeros((r, k, n))
+    one_hot[np.arange(r)[:, None], labels, np.arange(n)[None, :]] = 1.0
+    flat = (labels + k * np.arange(r)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=r * k).reshape(r, k).astype(float)
+    return (one_hot @ x) / np.maximum(counts, 1.0)[:, :, None], counts
+
+
+def kmeans(
+    x: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    n_init: int = 25,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> tuple[np.ndarray, float]:
+    """Lloyd's k-means from k-means++ seeds, all restarts at once; best inertia wins.
+
+    A restart stops when its labels no longer change or its centres move less than ``tol``
+    (relative to the mean per-feature variance, as in scikit-learn). Empty clusters take the
+    point farthest from its centre. Returns (labels, inertia) of the best restart.
+    """
+    n = x.shape[0]
+    xx = np.einsum("nd,nd->n", x, x)
+    x1 = np.column_stack([x, np.ones(n)])
+    centres = kmeans_plus_plus(x, k, n_init, rng)
+    tol_abs = tol * float(np.mean(np.var(x, axis=0)))
+    labels = np.full((n_init, n), -1, dtype=np.int64)
+    active = np.arange(n_init)
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        new_labels, best = _first_argmin(_scores(x1, centres[active]))  # (a, n) each
+        changed = np.any(new_labels != labels[active], axis=1)
+        labels[active] = new_labels
+        new, counts = _centre_means(x, new_labels, k)
+        empty = np.nonzero(counts == 0)
+        if empty[0].size:  # distances only when a cluster needs the farthest point
+            dist = _distances(best, xx)
+            for r, c in zip(*empty, strict=True):
+                far = int(dist[r].argmax())
+                new[r, c] = x[far]
+                dist[r, far] = -1.0
+        shift = ((new - centres[active]) ** 2).sum(axis=(1, 2))
+        centres[active] = new
+        active = active[changed & (shift > tol_abs)]
+    final, dist = _nearest(x1, xx, centres)
+    inertia = dist.sum(axis=1)
+    best = int(inertia.argmin())
+    return final[best].copy(), float(inertia[best])

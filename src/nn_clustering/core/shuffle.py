@@ -1,0 +1,196 @@
+"""The shuffle test (method.md §5): is the network more clusterable than its shuffles?
+
+Each weight matrix (or conv kernel, slice by slice) is permuted independently, the graph rebuilt, isolated
+nodes removed, the graph re-clustered from scratch with the same k and its n-cut computed.
+Shuffle i draws everything from child i + 1 of ``numpy.random.SeedSequence(seed)`` (child 0
+clusters the unshuffled network), and the work is cut into fixed chunks by shuffle index, so
+the result is identical for any number of workers and any backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import joblib
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .enums import ShuffleMethod
+from .graph import Graph, GraphBuilder, mlp_graph
+from .parallel import execution
+from .spectral import Clustering, SpectralConfig, cluster_graph
+from .stats import ShuffleStats, shuffle_stats
+from .validation import check_choice, check_int, check_n_jobs, check_seed
+
+SHUFFLE_METHODS: tuple[ShuffleMethod, ...] = tuple(ShuffleMethod)
+
+
+@dataclass(frozen=True)
+class ShuffleConfig:
+    """A shuffle test: how many shuffles, which method, the root seed and where to run."""
+
+    n_shuffles: int = 320
+    method: ShuffleMethod = ShuffleMethod.LAYER
+    seed: int = 42
+    n_jobs: int = 1
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_shuffles", check_int(self.n_shuffles, "n_shuffles", 1))
+        object.__setattr__(self, "method", check_choice(self.method, ShuffleMethod, "method"))
+        object.__setattr__(self, "seed", check_seed(self.seed, "seed"))
+        object.__setattr__(self, "n_jobs", check_n_jobs(self.n_jobs))
+
+
+@dataclass(frozen=True)
+class ShuffleTestResult:
+    """The observed clustering, every shuffled n-cut, and their statistics."""
+
+    clustering: Clustering
+    shuffled_ncuts: np.ndarray
+    stats: ShuffleStats
+    config: ShuffleConfig
+    spectral: SpectralConfig
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (labels and the raw shuffled n-cuts included)."""
+        return {
+            "ncut": self.clustering.ncut,
+            "n_clusters": self.clustering.n_clusters,
+            "labels": self.clustering.labels.tolist(),
+            "shuffle": {
+                **{k: v for k, v in asdict(self.config).items() if k not in ("n_jobs", "scheduler")},
+                **self.stats.as_dict(),
+            },
+            "shuffled_ncuts": self.shuffled_ncuts.tolist(),
+            "spectral": asdict(self.spectral),
+        }
+
+
+def shuffle_weights(weights: np.ndarray, method: ShuffleMethod, rng: np.random.Generator) -> np.ndarray:
+    """Permute one weight matrix, or the kernel slices of one conv kernel.
+
+    ``layer``: a uniform permutation of all entries, zeros included. ``layer_nonzero``: the
+    non-zero values permuted among the non-zero positions (keeps the sparsity pattern).
+    A conv kernel (h, w, in, out) is shuffled as the (in, out) matrix of its slices
+    K[:, :, i, j]: whole slices move together, so the channel graph's edge weights are
+    permuted exactly as a dense layer's are (``layer_nonzero`` moves the slices that are not
+    all zero among the positions of such slices).
+    """
+    w = np.asarray(weights)
+    method = check_choice(method, ShuffleMethod, "method")
+    units = _units(w)
+    if method == ShuffleMethod.LAYER:
+        return units[:, rng.permutation(units.shape[1])].reshape(w.shape)
+    out = np.zeros_like(units)
+    positions = np.flatnonzero(units.any(axis=0))
+    out[:, positions] = units[:, rng.permutation(positions)]
+    return out.reshape(w.shape)
+
+
+def _units(w: np.ndarray) -> np.ndarray:
+    """The units that move, as columns: one per entry of a matrix, one per slice K[:, :, i, j]."""
+    return w.reshape(-1, w.shape[2] * w.shape[3]) if w.ndim == 4 else w.reshape(1, -1)
+
+
+def nonzero_is_layer(kernels: Sequence[np.ndarray]) -> bool:
+    """Whether ``layer_nonzero`` shuffles of ``kernels`` are their ``layer`` shuffles.
+
+    True when no unit (entry, or conv kernel slice) is all zero: then the non-zero positions are
+    every position, and the same generator draws the same permutation for both methods, so the
+    two shuffle tests agree number for number (a dense net's test need not run twice).
+    """
+    return all(bool(_units(np.asarray(k)).any(axis=0).all()) for k in kernels)
+
+
+def shuffle_kernels(
+    kernels: Sequence[np.ndarray], method: ShuffleMethod, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffle every kernel independently (biases are never part of the graph)."""
+    return [shuffle_weights(k, method, rng) for k in kernels]
+
+
+def shuffled_ncut(
+    kernels: Sequence[np.ndarray],
+    method: ShuffleMethod,
+    spectral: SpectralConfig,
+    seed: np.random.SeedSequence,
+    builder: GraphBuilder = mlp_graph,
+) -> float:
+    """n-cut of one shuffled network, everything drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    graph = builder(shuffle_kernels(kernels, method, rng))
+    return cluster_graph(graph, spectral, rng).ncut
+
+
+def _chunk(
+    kernels: Sequence[np.ndarray],
+    method: ShuffleMethod,
+    spectral: SpectralConfig,
+    seeds: Sequence[np.random.SeedSequence],
+    builder: GraphBuilder,
+) -> list[float]:
+    with threadpool_limits(limits=1):  # small dense problems: one BLAS thread is fastest
+        return [shuffled_ncut(kernels, method, spectral, s, builder) for s in seeds]
+
+
+def shuffle_seeds(seed: int, n_shuffles: int) -> list[np.random.SeedSequence]:
+    """Children 1..N of the root SeedSequence (child 0 is the observed clustering's)."""
+    return np.random.SeedSequence(seed).spawn(n_shuffles + 1)[1:]
+
+
+def observed_seed(seed: int) -> np.random.SeedSequence:
+    """Child 0 of the root SeedSequence: the seed of the unshuffled clustering."""
+    return np.random.SeedSequence(seed).spawn(1)[0]
+
+
+def observed_clustering(graph: Graph, spectral: SpectralConfig, seed: int) -> Clustering:
+    """The unshuffled network's clustering under root ``seed`` (child 0), one BLAS thread."""
+    with threadpool_limits(limits=1):
+        return cluster_graph(graph, spectral, observed_seed(seed))
+
+
+def shuffled_ncuts(
+    kernels: Sequence[np.ndarray],
+    spectral: SpectralConfig,
+    config: ShuffleConfig,
+    builder: GraphBuilder = mlp_graph,
+    progress: bool = True,
+    chunk_size: int = 4,
+) -> np.ndarray:
+    """The N shuffled n-cuts, in shuffle order, computed locally or on a dask cluster."""
+    seeds = shuffle_seeds(config.seed, config.n_shuffles)
+    chunks = [seeds[i : i + chunk_size] for i in range(0, len(seeds), chunk_size)]
+    kernels = [np.asarray(k) for k in kernels]
+    from tqdm.auto import tqdm
+
+    out: list[float] = []
+    with (
+        execution(config.n_jobs, config.scheduler) as parallel_kwargs,
+        tqdm(
+            total=config.n_shuffles, desc=f"{config.method} shuffles", unit="shuffle",
+            disable=not progress, leave=False,
+        ) as bar,
+    ):
+        parallel = joblib.Parallel(return_as="generator", **parallel_kwargs)
+        tasks = (joblib.delayed(_chunk)(kernels, config.method, spectral, c, builder) for c in chunks)
+        for values in parallel(tasks):
+            out.extend(values)
+            bar.update(len(values))
+    return np.asarray(out, dtype=np.float64)
+
+
+def shuffle_test(
+    kernels: Sequence[np.ndarray],
+    spectral: SpectralConfig | None = None,
+    config: ShuffleConfig | None = None,
+    builder: GraphBuilder = mlp_graph,
+    progress: bool = True,
+) -> ShuffleTestResult:
+    """Cluster the network and compare its n-cut with ``config.n_shuffles`` shuffles of it."""
+    spectral = spectral or SpectralConfig()
+    config = config or ShuffleConfig()
+    clustering = observed_clustering(builder(kernels), spectral, config.seed)
+    values = shuffled_ncuts(kernels, spectral, config, builder, progress)
+    return ShuffleTestResult(clustering, values, shuffle_stats(clustering.ncut, values), config, spectral)

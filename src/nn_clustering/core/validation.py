@@ -1,0 +1,74 @@
+"""Parameter checks in one place: every public entry point (estimators, configs, command line)
+validates through these and raises :class:`~nn_clustering.errors.ParameterError`, which is both
+the project's error and a ``ValueError``."""
+
+from __future__ import annotations
+
+import numbers
+
+from ..errors import ClusteringError, ParameterError
+from .enums import Choice
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int within [minimum, maximum]; a :class:`ParameterError` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"{name} = {value!r} must be an integer")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ParameterError(f"{name} = {value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ParameterError(f"{name} = {value} must be at most {maximum}")
+    return value
+
+
+def check_float(value, name: str, minimum: float | None = None, exclusive_minimum: bool = False) -> float:
+    """``value`` as a finite float above ``minimum``; a :class:`ParameterError` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
+        raise ParameterError(f"{name} = {value!r} must be a number")
+    value = float(value)
+    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+        raise ParameterError(f"{name} = {value} must be {'above' if exclusive_minimum else 'at least'} {minimum}")
+    return value
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` if it is a bool; a :class:`ParameterError` otherwise."""
+    if not isinstance(value, bool):
+        raise ParameterError(f"{name} = {value!r} must be True or False")
+    return value
+
+
+def check_choice(value, choices: type[Choice], name: str) -> Choice:
+    """``value`` as a member of the enum ``choices`` (see :meth:`Choice.parse`)."""
+    if isinstance(value, choices):
+        return value
+    if not isinstance(value, str):
+        raise ParameterError(f"{name} = {value!r} must be one of {', '.join(map(repr, choices.values()))}")
+    return choices.parse(value, name)
+
+
+def check_n_jobs(value, name: str = "n_jobs") -> int:
+    """Worker processes: a positive integer, or -1 for one per core (joblib's convention)."""
+    value = check_int(value, name, -1)
+    if value == 0:
+        raise ParameterError(f"{name} = 0: use a positive number of workers, or -1 for one per core")
+    return value
+
+
+def check_seed(value, name: str = "random_state") -> int:
+    """A root seed: an integer from 0 to 2**63 - 1 (what ``numpy.random.SeedSequence`` takes)."""
+    return check_int(value, name, 0, 2**63 - 1)
+
+
+def check_n_clusters(value, n_nodes: int | None = None) -> int:
+    """k: an integer of at least 2 and, given the graph's ``n_nodes`` non-isolated nodes, below
+    that; a :class:`~nn_clustering.errors.ClusteringError` otherwise."""
+    k = check_int(value, "n_clusters")
+    if k < 2:
+        raise ClusteringError(f"k = {k}: need at least 2 clusters")
+    if n_nodes is not None and k >= n_nodes:
+        raise ClusteringError(
+            f"k = {k} is not below the {n_nodes} non-isolated nodes of the graph; choose a smaller k"
+        )
+    return k

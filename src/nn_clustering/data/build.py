@@ -1,0 +1,201 @@
+"""Building, storing and loading the datasets of method.md §1.
+
+Built datasets are stored as ``datasets/<name>.npz`` with uint8 images in [0, 255], int64
+labels and, for mixtures, boolean ``source`` arrays (True = the row came from B). The files are
+written with fixed zip timestamps, so their sha256 (recorded in ``datasets/MANIFEST``) is the
+same on every build.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError, DatasetUnavailable
+from ..storage.files import file_digest, save_npz, write_text_atomic
+from .imageset import Dataset, ImageSet
+from .parsers import load_cifar10_archive, load_idx_dataset
+from .raw import CIFAR_ARCHIVE, RAW_FILES, default_data_dir, fetch_raw
+from .synthetic import DEFAULT_SEED, dataset_rng, make_line, make_random, mix
+
+BASE_DATASETS = ("mnist", "fashion", "cifar10", "line", "random")
+MIXTURES = ("line-mnist", "line-cifar10", "mnist-cifar10")
+ALL_DATASETS = BASE_DATASETS + MIXTURES + tuple(m + "-separated" for m in MIXTURES)
+
+
+def parse_name(name: str) -> tuple[str, ...]:
+    """Split a dataset name into its base parts: ``'line-mnist-separated'`` -> ``('line', 'mnist')``.
+
+    Raises :class:`DatasetError` naming the valid names for anything unknown.
+    """
+    stem = name.removesuffix("-separated")
+    parts = tuple(stem.split("-"))
+    valid = (
+        (len(parts) == 1 and parts[0] in BASE_DATASETS and stem == name)
+        or (len(parts) == 2 and all(p in BASE_DATASETS for p in parts) and parts[0] != parts[1])
+    )
+    if not valid:
+        raise DatasetError(
+            f"unknown dataset name {name!r}; use one of {', '.join(ALL_DATASETS)} "
+            "(or any A-B / A-B-separated mixture of the base names)"
+        )
+    return parts
+
+
+def raw_requirements(name: str) -> tuple[str, ...]:
+    """The raw sources (keys of :data:`RAW_FILES`) a dataset needs."""
+    return tuple(p for p in parse_name(name) if p in RAW_FILES)
+
+
+def build_base(name: str, seed: int = DEFAULT_SEED, cache_dir: Path | None = None) -> ImageSet:
+    """Build one of :data:`BASE_DATASETS` in memory."""
+    parse_name(name)
+    if name == "line":
+        return make_line(seed)
+    if name == "random":
+        return make_random(seed)
+    paths = {fname: fetch_raw(raw, cache_dir) for fname, raw in RAW_FILES[name].items()}
+    if name == "cifar10":
+        return load_cifar10_archive(paths[CIFAR_ARCHIVE])
+    return load_idx_dataset(next(iter(paths.values())).parent)
+
+
+def build(
+    name: str,
+    seed: int = DEFAULT_SEED,
+    cache_dir: Path | None = None,
+    base_cache: dict[str, ImageSet] | None = None,
+) -> ImageSet:
+    """Build any dataset (base or mixture) in memory; ``base_cache`` reuses built bases."""
+    parts = parse_name(name)
+    base_cache = {} if base_cache is None else base_cache
+
+    def base(part: str) -> ImageSet:
+        if part not in base_cache:
+            base_cache[part] = build_base(part, seed, cache_dir)
+        return base_cache[part]
+
+    if len(parts) == 1:
+        return base(parts[0])
+    return mix(base(parts[0]), base(parts[1]), dataset_rng(seed, name), name.endswith("-separated"))
+
+
+def save_imageset(path: Path, data: ImageSet) -> None:
+    """Store an :class:`ImageSet` as ``.npz`` (uint8 images, int64 labels, bool sources)."""
+    arrays = {
+        "x_train": data.x_train.astype(np.uint8),
+        "y_train": data.y_train.astype(np.int64),
+        "x_test": data.x_test.astype(np.uint8),
+        "y_test": data.y_test.astype(np.int64),
+    }
+    if data.source_train is not None and data.source_test is not None:
+        arrays["source_train"] = data.source_train.astype(bool)
+        arrays["source_test"] = data.source_test.astype(bool)
+    save_npz(path, arrays)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz``, with a clear error for a missing or corrupt file."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{path} not found; run `make datasets` to build it") from exc
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(
+            f"{path} is corrupt ({exc}); delete it and run `make datasets` again"
+        ) from exc
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """Load ``datasets/<name>.npz`` with images as float32 in [0, 1] and int64 labels."""
+    parse_name(name)
+    path = Path(data_dir if data_dir is not None else default_data_dir()) / f"{name}.npz"
+    arrays = read_npz(path)
+    missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays)
+    if missing:
+        raise DatasetError(f"{path} lacks {sorted(missing)}; delete it and run `make datasets` again")
+    return Dataset(
+        name=name,
+        x_train=arrays["x_train"].astype(np.float32) / 255.0,
+        y_train=arrays["y_train"].astype(np.int64),
+        x_test=arrays["x_test"].astype(np.float32) / 255.0,
+        y_test=arrays["y_test"].astype(np.int64),
+        source_train=arrays.get("source_train"),
+        source_test=arrays.get("source_test"),
+    )
+
+
+def write_manifest(data_dir: Path) -> Path:
+    """Write ``MANIFEST``: one ``<sha256>  <file>`` line per ``.npz`` in ``data_dir``, sorted."""
+    lines = [f"{file_digest(p, 'sha256')}  {p.name}" for p in sorted(data_dir.glob("*.npz"))]
+    manifest = data_dir / "MANIFEST"
+    write_text_atomic(manifest, "".join(line + "\n" for line in lines))
+    return manifest
+
+
+@dataclass
+class BuildReport:
+    """What :func:`build_all` did: built, already present, and skipped (with the reason)."""
+
+    built: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def build_all(
+    names: tuple[str, ...] = ALL_DATASETS,
+    data_dir: Path | None = None,
+    seed: int = DEFAULT_SEED,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> BuildReport:
+    """Build each named dataset into ``data_dir/<name>.npz`` and rewrite the MANIFEST.
+
+    Existing files are kept unless ``force``. Datasets whose raw source is unavailable here
+    (CIFAR-10 offline) are skipped with one line each; every other error propagates.
+    """
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    for name in names:
+        parse_name(name)  # fail on a bad name before doing any work
+    report = BuildReport()
+    base_cache: dict[str, ImageSet] = {}
+    unavailable: dict[str, str] = {}
+    for name in names:
+        path = data_dir / f"{name}.npz"
+        if path.exists() and not force:
+            report.kept.append(name)
+            continue
+        missing = [r for r in raw_requirements(name) if r in unavailable]
+        if missing:
+            report.skipped[name] = unavailable[missing[0]]
+            log(f"skipped {name}: {missing[0]} is not available ({unavailable[missing[0]]})")
+            continue
+        try:
+            data = build(name, seed, data_dir / "raw", base_cache)
+        except DatasetUnavailable as exc:
+            source = next(r for r in raw_requirements(name) if r not in base_cache)
+            unavailable[source] = str(exc)
+            report.skipped[name] = str(exc)
+            log(f"skipped {name}: {exc}")
+            continue
+        save_imageset(path, data)
+        report.built.append(name)
+        log(f"built {path} ({len(data.y_train)} train / {len(data.y_test)} test)")
+    write_manifest(data_dir)
+    return report
+
+
+def ensure_dataset(name: str, data_dir: Path) -> None:
+    """Build ``data_dir/<name>.npz`` if it is missing; DatasetUnavailable if it cannot be."""
+    if (Path(data_dir) / f"{name}.npz").exists():
+        return
+    report = build_all((name,), Path(data_dir), log=lambda _: None)
+    if name in report.skipped:
+        raise DatasetUnavailable(report.skipped[name])

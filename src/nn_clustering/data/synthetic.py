@@ -1,0 +1,69 @@
+"""The generated datasets (LINE, RANDOM) and the mixing of two datasets (method.md §1).
+
+Every generator is seeded and byte-for-byte deterministic: each (seed, dataset name) pair has
+its own random stream.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from .imageset import IMAGE_SIDE, ImageSet
+
+DEFAULT_SEED = 42
+LINE_MAX = 10
+
+
+def dataset_rng(seed: int, name: str) -> np.random.Generator:
+    """An independent, reproducible stream per (seed, dataset name)."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def make_line_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` black images with k ~ U{1..10} distinct full-height white columns; label k - 1."""
+    counts = rng.integers(1, LINE_MAX + 1, size=n)
+    ranks = np.argsort(rng.random((n, IMAGE_SIDE)), axis=1).argsort(axis=1)
+    columns = ranks < counts[:, None]  # exactly counts[i] distinct columns, uniformly chosen
+    images = np.repeat(columns[:, None, :], IMAGE_SIDE, axis=1).astype(np.uint8) * np.uint8(255)
+    return images, (counts - 1).astype(np.int64)
+
+
+def make_line(seed: int = DEFAULT_SEED, n_train: int = 60000, n_test: int = 10000) -> ImageSet:
+    """The LINE dataset of method.md §1."""
+    rng = dataset_rng(seed, "line")
+    x_train, y_train = make_line_images(n_train, rng)
+    x_test, y_test = make_line_images(n_test, rng)
+    return ImageSet(x_train, y_train, x_test, y_test)
+
+
+def make_random(seed: int = DEFAULT_SEED, n_train: int = 60000, n_test: int = 10000) -> ImageSet:
+    """The RANDOM dataset: uniform pixels in [0, 255] and uniform labels in 0..9."""
+    rng = dataset_rng(seed, "random")
+    shape = (IMAGE_SIDE, IMAGE_SIDE)
+    x_train = rng.integers(0, 256, size=(n_train, *shape), dtype=np.uint8)
+    y_train = rng.integers(0, 10, size=n_train).astype(np.int64)
+    x_test = rng.integers(0, 256, size=(n_test, *shape), dtype=np.uint8)
+    y_test = rng.integers(0, 10, size=n_test).astype(np.int64)
+    return ImageSet(x_train, y_train, x_test, y_test)
+
+
+def mix(a: ImageSet, b: ImageSet, rng: np.random.Generator, separated: bool = False) -> ImageSet:
+    """Stack A and B (optionally A's labels < 5 with B's labels >= 5), then permute each split."""
+    out = {}
+    for split in ("train", "test"):
+        xa, ya = getattr(a, f"x_{split}"), getattr(a, f"y_{split}")
+        xb, yb = getattr(b, f"x_{split}"), getattr(b, f"y_{split}")
+        if separated:
+            keep_a, keep_b = ya < 5, yb >= 5
+            xa, ya, xb, yb = xa[keep_a], ya[keep_a], xb[keep_b], yb[keep_b]
+        x = np.concatenate([xa, xb])
+        y = np.concatenate([ya, yb])
+        source = np.concatenate([np.zeros(len(xa), bool), np.ones(len(xb), bool)])
+        perm = rng.permutation(len(x))
+        out[split] = (x[perm], y[perm], source[perm])
+    return ImageSet(
+        out["train"][0], out["train"][1], out["test"][0], out["test"][1],
+        source_train=out["train"][2], source_test=out["test"][2],
+    )

@@ -1,0 +1,336 @@
+"""The public estimators, in the style of scikit-learn: keyword-only parameters set in
+``__init__``, checked and used by ``fit``, results in attributes ending with ``_``.
+
+:class:`SpectralNCut` clusters one network's weight graph; :class:`ShuffleTest` also compares its
+n-cut with shuffled copies of the network. ``fit`` accepts every form of a network that
+:func:`nn_clustering.formats.as_weights` converts: a ``.npz`` or ``.keras`` path, a Keras model,
+a list of kernel arrays in layer order, or :class:`~nn_clustering.core.weights.NetworkWeights`.
+Every parameter is checked in one place (:meth:`_Estimator._validated`, through
+:mod:`nn_clustering.core.validation`), and a bad one raises
+:class:`~nn_clustering.errors.ParameterError`, which is both the project's error and a
+``ValueError``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from .core.enums import ShuffleMethod
+from .core.graph import SLICE_NORMS, Graph, graph_inputs
+from .core.shuffle import ShuffleConfig, ShuffleTestResult, observed_clustering, shuffle_test
+from .core.spectral import Clustering, SpectralConfig
+from .core.stats import ShuffleStats
+from .core.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_n_clusters,
+    check_n_jobs,
+    check_seed,
+)
+from .core.weights import NetworkWeights
+from .errors import NnClusteringError, ParameterError
+from .formats.loader import as_weights
+
+
+class NotFittedError(NnClusteringError, AttributeError):
+    """A fitted attribute was read before ``fit`` was called."""
+
+
+class _Estimator:
+    """``get_params``, ``set_params`` and a readable ``repr``, as scikit-learn's estimators have."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The estimator's parameters as ``{name: value}``."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> _Estimator:
+        """Set parameters by name (checked at the next ``fit``); returns the estimator."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ParameterError(f"{type(self).__name__} has no parameter {name!r}; use one of {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults.get(k)]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def _fitted(self, name: str) -> Any:
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(network) before reading {name}") from None
+
+    def _validated(self) -> dict[str, Any]:
+        """Every parameter checked and normalised (the one validation path)."""
+        checks = {
+            "n_clusters": check_n_clusters,
+            "n_init": lambda v: check_int(v, "n_init", 1),
+            "n_shuffles": lambda v: check_int(v, "n_shuffles", 1),
+            "method": lambda v: check_choice(v, ShuffleMethod, "method"),
+            "norm": _check_norm,
+            "drop_dead_ends": lambda v: check_bool(v, "drop_dead_ends"),
+            "n_jobs": check_n_jobs,
+            "scheduler": _check_scheduler,
+            "random_state": check_seed,
+            "progress": lambda v: check_bool(v, "progress"),
+        }
+        return {name: checks[name](value) for name, value in self.get_params().items()}
+
+    def _graph_inputs(self, network, params: dict[str, Any]):
+        weights = as_weights(network)
+        kernels, builder = graph_inputs(weights, params["norm"], params["drop_dead_ends"])
+        return weights, kernels, builder
+
+
+def _check_norm(value) -> str:
+    if value not in SLICE_NORMS:
+        raise ParameterError(f"norm = {value!r}: use one of {', '.join(map(repr, SLICE_NORMS))}")
+    return value
+
+
+def _check_scheduler(value) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ParameterError(f"scheduler = {value!r}: use None (local processes), 'local' or a "
+                             "dask scheduler address such as 'tcp://host:8786'")
+    return value
+
+
+class SpectralNCut(_Estimator):
+    """Spectral clustering of a network's weight graph, scored by normalised cut.
+
+    The network becomes a graph with one node per neuron (a CNN: one per conv channel) and
+    edges weighted by |w|; nodes without edges are left out (label -1). The graph is split
+    into ``n_clusters`` clusters by spectral clustering with k-means++ restarts, and the
+    partition is scored by its n-cut: 0 for disconnected modules, higher when more weight
+    crosses between clusters (method.md §3-§4).
+
+    Parameters
+    ----------
+    n_clusters : int, default=4
+        Number of clusters k (at least 2, below the number of connected nodes).
+    n_init : int, default=25
+        k-means restarts; the partition of lowest inertia wins.
+    norm : {"l1", "l2"}, default="l1"
+        How a conv kernel slice K[:, :, i, j] becomes one edge weight (CNNs only).
+    drop_dead_ends : bool, default=False
+        First remove the units on no input-to-output path (method.md §8).
+    random_state : int, default=42
+        Root seed. The clustering is the one :class:`ShuffleTest` reports for the unshuffled
+        network under the same root seed.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_nodes,)
+        Cluster of every node, layer by layer (inputs first); -1 for nodes without edges.
+    labels_by_layer_ : list of ndarray
+        ``labels_`` split by layer (a CNN's layers are its conv layers).
+    ncut_ : float
+        The partition's normalised cut, in [0, k].
+    clustering_ : Clustering
+        Labels, n-cut and k together.
+    graph_ : Graph
+        The weight graph that was clustered.
+    weights_ : NetworkWeights
+        The network's kernels as read.
+
+    Examples
+    --------
+    Two modules of 3 inputs -> 2 hidden -> 1 output, joined by weak weights:
+
+    >>> import numpy as np
+    >>> from nn_clustering import SpectralNCut
+    >>> hidden = np.kron(np.eye(2), np.ones((3, 2))) + 0.01
+    >>> output = np.kron(np.eye(2), np.ones((2, 1))) + 0.01
+    >>> model = SpectralNCut(n_clusters=2, random_state=0).fit([hidden, output])
+    >>> [layer.tolist() for layer in model.labels_by_layer_]
+    [[1, 1, 1, 0, 0, 0], [1, 1, 0, 0], [1, 0]]
+    >>> round(model.ncut_, 3)
+    0.02
+    """
+
+    def __init__(self, *, n_clusters: int = 4, n_init: int = 25, norm: str = "l1",
+                 drop_dead_ends: bool = False, random_state: int = 42):
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.norm = norm
+        self.drop_dead_ends = drop_dead_ends
+        self.random_state = random_state
+
+    def fit(self, network, y=None) -> SpectralNCut:
+        """Cluster ``network`` (a path, a Keras model, a list of kernels or NetworkWeights).
+
+        ``y`` is ignored (scikit-learn's signature). Returns the fitted estimator.
+        """
+        params = self._validated()
+        weights, kernels, builder = self._graph_inputs(network, params)
+        graph = builder(kernels)
+        spectral = SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"])
+        self.weights_: NetworkWeights = weights
+        self.graph_: Graph = graph
+        self.clustering_: Clustering = observed_clustering(graph, spectral, params["random_state"])
+        return self
+
+    def fit_predict(self, network, y=None) -> np.ndarray:
+        """:meth:`fit`, then return :attr:`labels_`."""
+        return self.fit(network).labels_
+
+    @property
+    def labels_(self) -> np.ndarray:
+        return self._fitted("clustering_").labels
+
+    @property
+    def ncut_(self) -> float:
+        return self._fitted("clustering_").ncut
+
+    @property
+    def labels_by_layer_(self) -> list[np.ndarray]:
+        return self._fitted("graph_").split_by_layer(self.labels_)
+
+
+class ShuffleTest(_Estimator):
+    """Is the network more clusterable than copies of it with each layer's weights shuffled?
+
+    Clusters the network as :class:`SpectralNCut` does, then ``n_shuffles`` copies whose
+    weight matrices (conv kernels: whole slices) are permuted within each layer, each
+    re-clustered from scratch. The network is significantly clusterable when its n-cut lies
+    below every shuffled one (method.md §5). Shuffle i draws from its own child of the root
+    seed, so the result does not depend on ``n_jobs`` or the scheduler.
+
+    Parameters
+    ----------
+    n_clusters : int, default=4
+        Number of clusters k.
+    n_shuffles : int, default=320
+        Number of shuffled networks N; the smallest p-value is 1 / (N + 1).
+    method : {"layer", "layer_nonzero"}, default="layer"
+        ``layer`` permutes every entry of each matrix, zeros included; ``layer_nonzero`` only
+        the non-zero values among the non-zero positions (keeps a pruned net's sparsity).
+    n_init : int, default=25
+        k-means restarts per clustering.
+    norm : {"l1", "l2"}, default="l1"
+        Edge weight of a conv kernel slice (CNNs only).
+    drop_dead_ends : bool, default=False
+        Remove units on no input-to-output path first, in the network and every shuffle.
+    n_jobs : int, default=1
+        Local worker processes (-1: one per core).
+    scheduler : str or None, default=None
+        Run the shuffles on dask.distributed: ``"local"`` or a scheduler address.
+    random_state : int, default=42
+        Root seed of the observed clustering and of every shuffle.
+    progress : bool, default=False
+        Show a progress bar with a time estimate.
+
+    Attributes
+    ----------
+    clustering_ : Clustering
+        The unshuffled network's clustering (equal to ``SpectralNCut(random_state=...)``'s).
+    labels_ : ndarray of shape (n_nodes,)
+        Its labels, -1 for nodes without edges.
+    ncut_ : float
+        Its n-cut.
+    shuffled_ncuts_ : ndarray of shape (n_shuffles,)
+        The shuffled networks' n-cuts, in shuffle order.
+    stats_ : ShuffleStats
+        observed, mean, sd, z, p_value, significant and n together.
+    p_value_, z_ : float
+        One-sided empirical p-value and z-score of the observed n-cut.
+    significant_ : bool
+        Whether the observed n-cut is below every shuffled one.
+    graph_ : Graph
+        The weight graph of the unshuffled network.
+    weights_ : NetworkWeights
+        The network's kernels as read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nn_clustering import ShuffleTest
+    >>> hidden = np.kron(np.eye(2), np.ones((3, 2))) + 0.01
+    >>> output = np.kron(np.eye(2), np.ones((2, 1))) + 0.01
+    >>> test = ShuffleTest(n_clusters=2, n_shuffles=20, random_state=0).fit([hidden, output])
+    >>> bool(test.significant_), round(test.p_value_, 4)
+    (True, 0.0476)
+    """
+
+    def __init__(self, *, n_clusters: int = 4, n_shuffles: int = 320, method: str = "layer", n_init: int = 25,
+                 norm: str = "l1", drop_dead_ends: bool = False, n_jobs: int = 1, scheduler: str | None = None,
+                 random_state: int = 42, progress: bool = False):
+        self.n_clusters = n_clusters
+        self.n_shuffles = n_shuffles
+        self.method = method
+        self.n_init = n_init
+        self.norm = norm
+        self.drop_dead_ends = drop_dead_ends
+        self.n_jobs = n_jobs
+        self.scheduler = scheduler
+        self.random_state = random_state
+        self.progress = progress
+
+    def fit(self, network, y=None) -> ShuffleTest:
+        """Cluster ``network`` and ``n_shuffles`` shuffles of it; ``y`` is ignored."""
+        params = self._validated()
+        weights, kernels, builder = self._graph_inputs(network, params)
+        graph = builder(kernels)  # checks the kernels before any shuffle runs
+        spectral = SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"])
+        config = ShuffleConfig(params["n_shuffles"], params["method"], params["random_state"], params["n_jobs"],
+                               params["scheduler"])
+        self.weights_: NetworkWeights = weights
+        self.graph_: Graph = graph
+        self.result_: ShuffleTestResult = shuffle_test(kernels, spectral, config, builder, params["progress"])
+        return self
+
+    @property
+    def clustering_(self) -> Clustering:
+        return self._fitted("result_").clustering
+
+    @property
+    def labels_(self) -> np.ndarray:
+        return self.clustering_.labels
+
+    @property
+    def ncut_(self) -> float:
+        return self.clustering_.ncut
+
+    @property
+    def shuffled_ncuts_(self) -> np.ndarray:
+        return self._fitted("result_").shuffled_ncuts
+
+    @property
+    def stats_(self) -> ShuffleStats:
+        return self._fitted("result_").stats
+
+    @property
+    def p_value_(self) -> float:
+        return self.stats_.p_value
+
+    @property
+    def z_(self) -> float:
+        return self.stats_.z
+
+    @property
+    def significant_(self) -> bool:
+        return self.stats_.significant
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON-ready values: n-cut, labels (per node and per layer), the
+        statistics, every shuffled n-cut, the parameters and the graph's layer sizes."""
+        graph = self._fitted("graph_")
+        return {
+            **self._fitted("result_").as_dict(),
+            "layer_sizes": list(graph.layer_sizes),
+            "cluster_sizes_by_layer": self.clustering_.sizes_by_layer(graph),
+            "seed": self.random_state,
+            "drop_dead_ends": self.drop_dead_ends,
+        }

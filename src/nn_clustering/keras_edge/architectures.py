@@ -1,0 +1,45 @@
+"""Architectures of method.md §2, in Keras 3 only (``keras.*``; runs on TensorFlow or JAX)."""
+
+from __future__ import annotations
+
+import keras
+
+MLP_HIDDEN = (256, 256, 256, 256)
+N_CLASSES = 10
+
+
+def build_mlp(dropout: float = 0.0, hidden: tuple[int, ...] = MLP_HIDDEN, n_inputs: int = 784,
+              n_classes: int = N_CLASSES) -> keras.Model:
+    """784 -> 256 x 4 (ReLU) -> 10 softmax; with ``dropout`` > 0 a Dropout after each hidden layer."""
+    layers: list[keras.layers.Layer] = [keras.Input((n_inputs,))]
+    for i, width in enumerate(hidden):
+        layers.append(keras.layers.Dense(width, activation="relu", name=f"dense_{i}"))
+        if dropout > 0:
+            layers.append(keras.layers.Dropout(dropout, name=f"dropout_{i}"))
+    layers.append(keras.layers.Dense(n_classes, activation="softmax", name=f"dense_{len(hidden)}"))
+    return keras.Sequential(layers, name="mlp")
+
+
+def build_cnn(dropout: bool = False, n_classes: int = N_CLASSES) -> keras.Model:
+    """Conv64-Conv64-Pool-Conv64-Pool-Flatten-Dense128-Dense10; dropout 0.25 after each conv
+    block and 0.5 after Dense 128 in the dropout variant."""
+    def conv(i: int) -> keras.layers.Layer:
+        return keras.layers.Conv2D(64, 3, padding="same", activation="relu", name=f"conv_{i}")
+
+    layers: list[keras.layers.Layer] = [keras.Input((28, 28, 1)), conv(0), conv(1),
+                                        keras.layers.MaxPooling2D(2, name="pool_0")]
+    if dropout:
+        layers.append(keras.layers.Dropout(0.25, name="dropout_0"))
+    layers += [conv(2), keras.layers.MaxPooling2D(2, name="pool_1")]
+    if dropout:
+        layers.append(keras.layers.Dropout(0.25, name="dropout_1"))
+    layers += [keras.layers.Flatten(name="flatten"), keras.layers.Dense(128, activation="relu", name="dense_0")]
+    if dropout:
+        layers.append(keras.layers.Dropout(0.5, name="dropout_2"))
+    layers.append(keras.layers.Dense(n_classes, activation="softmax", name="dense_1"))
+    return keras.Sequential(layers, name="cnn")
+
+
+def prunable_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Layers whose kernels are pruned and clustered: every Dense and Conv2D, in order."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense | keras.layers.Conv2D)]
