@@ -92,6 +92,7 @@ def test_batchnorm_is_folded_so_the_folded_network_computes_the_same_outputs():
     np.testing.assert_allclose(weights.kernels[1], np.asarray(model.get_layer("conv_b").kernel) * scale, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_cnn_built_in_two_disconnected_channel_groups_is_split_along_them(tmp_path):
     model = small_cnn((8, 8, 8), dropout=False)
     group = np.arange(8) // 4

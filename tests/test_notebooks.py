@@ -21,6 +21,8 @@ from nn_clustering.experiments.learning_curve import LEARNING_CURVE_COLUMNS
 from nn_clustering.experiments.stability import STABILITY_COLUMNS
 from nn_clustering.storage.catalog import find_instances
 
+pytestmark = pytest.mark.slow  # every test here runs notebooks under papermill
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 N_SHUFFLES, SEED = 10, 5
 CNN_TAGS = ("CNN-MNIST", "CNN-FASHION")

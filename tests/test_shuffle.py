@@ -110,6 +110,7 @@ def test_same_seed_same_ncuts_for_one_and_two_workers(method):
     np.testing.assert_array_equal(longer[:10], one)
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_identical_results():
     pytest.importorskip("dask.distributed")
     kernels = small_kernels(1)

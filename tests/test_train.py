@@ -162,6 +162,7 @@ def test_magnitude_mask_keeps_exactly_the_largest():
     assert magnitude_mask(w, 0.9).sum() == round(6 * 0.1)
 
 
+@pytest.mark.slow
 def test_pruned_kernels_have_exact_sparsity_and_stay_pruned():
     x, y, _ = easy_task()
     model = small_mlp()
@@ -231,6 +232,7 @@ def final_weights(folder: Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_and_reload_predicts_identically(line_data, tmp_path):
     a = train_instance(tiny_config(), tmp_path / "a", line_data, log=lambda _: None)
     b = train_instance(tiny_config(), tmp_path / "b", line_data, log=lambda _: None)
@@ -261,6 +263,7 @@ def test_same_seed_same_weights_and_reload_predicts_identically(line_data, tmp_p
     ]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkeypatch):
     from nn_clustering.keras_edge import training as train
 
@@ -287,6 +290,7 @@ def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkey
     assert lines == ["TEST/0: already trained, skipped"]
 
 
+@pytest.mark.slow
 def test_inference_gap_warning(line_data, tmp_path, monkeypatch):
     from nn_clustering.keras_edge import training as train
 
@@ -302,6 +306,7 @@ def test_inference_gap_warning(line_data, tmp_path, monkeypatch):
     assert [w.split(":")[1].strip() for w in warned] == ["TEST/0 dense", "TEST/0 pruned"]
 
 
+@pytest.mark.slow
 def test_instances_trained_before_the_inference_accuracy_get_it_added(line_data, tmp_path):
     folder = train_instance(tiny_config(epochs=1), tmp_path / "m", line_data, log=lambda _: None)
     path = folder / "metrics.json"
@@ -320,6 +325,7 @@ def test_instances_trained_before_the_inference_accuracy_get_it_added(line_data,
     assert lines == ["TEST/0: already trained, skipped"]  # nothing to add the second time
 
 
+@pytest.mark.slow
 def test_a_mixture_records_its_test_accuracy_per_source_dataset(tmp_path):
     """Each stage of an A-B mixture net gets its test accuracy on the rows from A and from B,
     equal to a count over the saved net's predictions; an instance trained without it gets
@@ -362,6 +368,7 @@ def test_a_mixture_records_its_test_accuracy_per_source_dataset(tmp_path):
     assert single.source_accuracies("pruned") == (None, None)
 
 
+@pytest.mark.slow
 def test_training_beats_chance_on_tensorflow():
     x, y, labels = easy_task(n=2000)
     model = small_mlp()
@@ -396,6 +403,7 @@ print("ACCURACY", float(np.mean(model.predict(x, verbose=0).argmax(1) == labels)
 """
 
 
+@pytest.mark.slow
 def test_training_and_pruning_on_jax():
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
@@ -425,6 +433,7 @@ def test_missing_dataset_tag_is_skipped_with_a_message(tmp_path, monkeypatch, fa
     assert done == {} and len(lines) == 1 and lines[0].startswith("skipped CIFAR10: dataset cifar10 is missing")
 
 
+@pytest.mark.slow
 def test_mask_update_benchmark_runs_and_checks_identical_indices():
     """The benchmark's own equality check passes on the MLP's kernels (a smoke run, 2 reps)."""
     script = Path(__file__).parents[1] / "benchmarks" / "bench_mask_update.py"
@@ -433,6 +442,7 @@ def test_mask_update_benchmark_runs_and_checks_identical_indices():
     assert "(identical indices)" in out.stdout and out.stdout.count("x256") == 4
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_runs_on_jax():
     """The step-level benchmark runs (a smoke run: 2 rounds of 2 steps) and reports both variants."""
     pytest.importorskip("jax")

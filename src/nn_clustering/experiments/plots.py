@@ -1,6 +1,9 @@
 """The figures of method.md §7 (``mlp-plots``, ``cnn-clustering``, the lesion tests), each a function returning a matplotlib Figure.
 
-Every figure has a title, labelled axes and a legend where colours carry meaning. Save with
+Every figure has a title, labelled axes and a legend where colours carry meaning. They are plain
+matplotlib: each is a scatter, histogram, bar, box or line plot that matplotlib draws directly,
+and the same data must give the same bytes (SVG ids salted, no dates), so a styling layer such
+as seaborn would add a dependency without improving a figure. Save with
 :func:`nn_clustering.storage.tables.save_figure` (PNG and SVG).
 """
 
