@@ -23,8 +23,9 @@ from sklearn.cluster import SpectralClustering
 from threadpoolctl import threadpool_limits
 
 from nn_clustering.core.graph import mlp_graph
+from nn_clustering.core.ncut import ncut
 from nn_clustering.core.shuffle import ShuffleConfig, shuffle_test
-from nn_clustering.core.spectral import SpectralConfig, cluster_graph, ncut
+from nn_clustering.core.spectral import SpectralConfig, cluster_graph
 
 SIZES = (784, 256, 256, 256, 256, 10)
 

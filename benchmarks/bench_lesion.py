@@ -1,6 +1,6 @@
 """The single lesion test (k = 10, n = 100) of the MNIST MLP: ours against a Keras baseline.
 
-Ours: :func:`nn_clustering.lesion.single_lesion_test`, batched numpy evaluation. Baseline: what
+Ours: :func:`nn_clustering.core.lesion.single_lesion_test`, batched numpy evaluation. Baseline: what
 a straightforward implementation does, for every lesion rebuild the Keras model, load the
 lesioned weights and evaluate it on the test set. The baseline runs on ``--baseline-lesions``
 lesions of the same test and its per-lesion time is scaled to the full test's lesion count;
@@ -31,7 +31,8 @@ from nn_clustering.core.lesion import (
 )
 from nn_clustering.core.shuffle import observed_seed
 from nn_clustering.core.spectral import SpectralConfig, cluster_graph
-from nn_clustering.core.weights import NetworkWeights, load_weights
+from nn_clustering.core.weights import NetworkWeights
+from nn_clustering.formats import load_weights
 
 CANDIDATES = ("models/MNIST/0/pruned.npz", "models/quick/MNIST/0/pruned.npz")
 

@@ -13,11 +13,10 @@ devops/install.sh project "$venv"
 "$venv/bin/python" - <<'PY'
 import keras, sklearn, boto3, papermill, nn_clustering  # the image's working set
 import numpy as np
-from nn_clustering.graph import mlp_graph
-from nn_clustering.spectral import SpectralConfig, cluster_graph
+from nn_clustering.experiments.registry import load_profile
 rng = np.random.default_rng(0)
-graph = mlp_graph([rng.normal(size=(8, 6)), rng.normal(size=(6, 4))])
-print("clustered:", cluster_graph(graph, SpectralConfig(n_clusters=2), rng).ncut)
+model = nn_clustering.SpectralNCut(n_clusters=2).fit([rng.normal(size=(8, 6)), rng.normal(size=(6, 4))])
+print("clustered:", model.ncut_, "; paper profile:", load_profile("paper").n_shuffles, "shuffles")
 PY
 "$venv/bin/jupyter" lab --version
 # the whole list first: `| grep -q` stops reading at the match, and with pipefail the

@@ -98,7 +98,7 @@ def test_fit_accepts_every_form_of_a_network_through_one_conversion(tmp_path):
         ({"n_clusters": 2.5}, "n_clusters = 2.5 must be an integer"),
         ({"n_shuffles": 0}, "n_shuffles = 0 must be at least 1"),
         ({"method": "rows"}, "unknown shuffle method 'rows' for method; use one of 'layer', 'layer_nonzero'"),
-        ({"norm": "l3"}, "norm = 'l3'"),
+        ({"norm": "l3"}, "unknown slice norm 'l3' for norm; use one of 'l1', 'l2'"),
         ({"n_jobs": 0}, "n_jobs = 0"),
         ({"random_state": -1}, "random_state = -1 must be at least 0"),
         ({"random_state": None}, "random_state = None must be an integer"),

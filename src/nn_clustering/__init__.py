@@ -13,12 +13,11 @@ that imports Keras), :mod:`nn_clustering.data` (datasets), :mod:`nn_clustering.s
 (the analyses behind the notebooks).
 """
 
-__version__ = "0.1.0"
-
-from .core.weights import NetworkWeights  # noqa: E402
-from .errors import NnClusteringError, ParameterError  # noqa: E402
-from .estimators import NotFittedError, ShuffleTest, SpectralNCut  # noqa: E402
-from .formats.loader import as_weights, load_weights  # noqa: E402
+from ._version import __version__
+from .core.weights import NetworkWeights
+from .errors import NnClusteringError, ParameterError
+from .estimators import NotFittedError, ShuffleTest, SpectralNCut
+from .formats.loader import as_weights, load_weights
 
 __all__ = [
     "NetworkWeights",

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .core.enums import ShuffleMethod
+from ._version import __version__
+from .core.enums import ShuffleMethod, SliceNorm
 from .errors import NnClusteringError
 
 
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="root seed of the shuffles (default: 42)")
     p.add_argument("--scheduler", default=None,
                    help="run on dask.distributed: a scheduler address, or 'local' for a LocalCluster")
-    p.add_argument("--norm", choices=["l1", "l2"], default="l1",
+    p.add_argument("--norm", choices=list(SliceNorm.values()), default=SliceNorm.L1.value,
                    help="conv kernel slice norm for CNN channel graphs (default: l1)")
     p.add_argument("--drop-dead-ends", action="store_true",
                    help="first remove units on no input-to-output path (label -1; method.md §8)")

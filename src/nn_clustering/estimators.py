@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .core.enums import ShuffleMethod
-from .core.graph import SLICE_NORMS, Graph, graph_inputs
+from .core.enums import ShuffleMethod, SliceNorm
+from .core.graph import Graph, graph_inputs
 from .core.shuffle import ShuffleConfig, ShuffleTestResult, observed_clustering, shuffle_test
 from .core.spectral import Clustering, SpectralConfig
 from .core.stats import ShuffleStats
@@ -29,6 +29,7 @@ from .core.validation import (
     check_int,
     check_n_clusters,
     check_n_jobs,
+    check_scheduler,
     check_seed,
 )
 from .core.weights import NetworkWeights
@@ -79,10 +80,10 @@ class _Estimator:
             "n_init": lambda v: check_int(v, "n_init", 1),
             "n_shuffles": lambda v: check_int(v, "n_shuffles", 1),
             "method": lambda v: check_choice(v, ShuffleMethod, "method"),
-            "norm": _check_norm,
+            "norm": lambda v: check_choice(v, SliceNorm, "norm"),
             "drop_dead_ends": lambda v: check_bool(v, "drop_dead_ends"),
             "n_jobs": check_n_jobs,
-            "scheduler": _check_scheduler,
+            "scheduler": check_scheduler,
             "random_state": check_seed,
             "progress": lambda v: check_bool(v, "progress"),
         }
@@ -92,19 +93,6 @@ class _Estimator:
         weights = as_weights(network)
         kernels, builder = graph_inputs(weights, params["norm"], params["drop_dead_ends"])
         return weights, kernels, builder
-
-
-def _check_norm(value) -> str:
-    if value not in SLICE_NORMS:
-        raise ParameterError(f"norm = {value!r}: use one of {', '.join(map(repr, SLICE_NORMS))}")
-    return value
-
-
-def _check_scheduler(value) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ParameterError(f"scheduler = {value!r}: use None (local processes), 'local' or a "
-                             "dask scheduler address such as 'tcp://host:8786'")
-    return value
 
 
 class SpectralNCut(_Estimator):

@@ -49,6 +49,17 @@ class ShuffleMethod(Choice):
         return "shuffle method"
 
 
+class SliceNorm(Choice):
+    """How a conv kernel slice K[:, :, i, j] becomes one channel-graph edge weight (method.md §3.2)."""
+
+    L1 = "l1"  #: entrywise L1 norm, sum |K[:, :, i, j]|
+    L2 = "l2"  #: Frobenius norm
+
+    @classmethod
+    def label(cls) -> str:
+        return "slice norm"
+
+
 class Stage(Choice):
     """Which of an instance's two saved networks (method.md §2)."""
 

@@ -16,17 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..errors import GraphError
-from .enums import Architecture
+from .enums import Architecture, SliceNorm
 from .weights import NetworkWeights
 
-SliceNorm = Literal["l1", "l2"]
-SLICE_NORMS: tuple[str, ...] = ("l1", "l2")
 GraphBuilder = Callable[[Sequence[np.ndarray]], "Graph"]
 
 
@@ -215,25 +212,25 @@ def mlp_graph(kernels: Sequence[np.ndarray]) -> Graph:
     return layered_graph(kernels)
 
 
-def conv_channel_weights(kernel: np.ndarray, norm: SliceNorm = "l1") -> np.ndarray:
+def conv_channel_weights(kernel: np.ndarray, norm: SliceNorm | str = SliceNorm.L1) -> np.ndarray:
     """(in, out) edge weights of a conv kernel (h, w, in, out): norm of each K[:, :, i, j]."""
     k = np.asarray(kernel, dtype=np.float64)
     if k.ndim != 4:
         raise GraphError(f"conv kernel has shape {k.shape}; expected (height, width, in, out)")
-    if norm == "l1":
+    if norm == SliceNorm.L1:
         return np.abs(k).sum(axis=(0, 1))
-    if norm == "l2":
+    if norm == SliceNorm.L2:
         return np.sqrt((k * k).sum(axis=(0, 1)))
     raise GraphError(f"unknown slice norm {norm!r}; use 'l1' or 'l2'")
 
 
-def cnn_graph(conv_kernels: Sequence[np.ndarray], norm: SliceNorm = "l1") -> Graph:
+def cnn_graph(conv_kernels: Sequence[np.ndarray], norm: SliceNorm | str = SliceNorm.L1) -> Graph:
     """The channel graph of a CNN from its conv-to-conv kernels in order (method.md §3)."""
     return layered_graph([conv_channel_weights(k, norm) for k in conv_kernels])
 
 
 def graph_inputs(
-    weights: NetworkWeights, norm: SliceNorm = "l1", drop_dead_ends: bool = False
+    weights: NetworkWeights, norm: SliceNorm | str = SliceNorm.L1, drop_dead_ends: bool = False
 ) -> tuple[list[np.ndarray], GraphBuilder]:
     """The kernels that form the graph and its builder: all MLP kernels, or the conv-to-conv
     kernels of a CNN (method.md §3); with ``drop_dead_ends`` the builder also removes the

@@ -72,3 +72,12 @@ def check_n_clusters(value, n_nodes: int | None = None) -> int:
             f"k = {k} is not below the {n_nodes} non-isolated nodes of the graph; choose a smaller k"
         )
     return k
+
+
+def check_scheduler(value) -> str | None:
+    """Where shuffles run: None (local processes), ``"local"`` (a dask LocalCluster) or a dask
+    scheduler address."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ParameterError(f"scheduler = {value!r}: use None (local processes), 'local' or a "
+                             "dask scheduler address such as 'tcp://host:8786'")
+    return value

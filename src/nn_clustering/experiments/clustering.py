@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.enums import Architecture, ShuffleMethod, Stage
-from ..core.graph import SLICE_NORMS, SliceNorm, graph_inputs
+from ..core.enums import Architecture, ShuffleMethod, SliceNorm, Stage
+from ..core.graph import graph_inputs
 from ..core.rows import Row
 from ..core.shuffle import (
     SHUFFLE_METHODS,
@@ -34,7 +34,7 @@ from ..core.validation import (
     check_n_jobs,
     check_seed,
 )
-from ..errors import NnClusteringError, ParameterError
+from ..errors import NnClusteringError
 from ..formats.loader import load_weights
 from ..storage.cache import ResultCache
 from ..storage.catalog import STAGES, TrainedInstance, find_instances
@@ -55,7 +55,7 @@ class ClusteringConfig:
     n_shuffles: int = 320
     seed: int = 42
     n_jobs: int = 1
-    norm: SliceNorm = "l1"
+    norm: SliceNorm = SliceNorm.L1
     drop_dead_ends: bool = False  # method.md §8: remove nodes on no input-to-output path first
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
 
@@ -68,9 +68,8 @@ class ClusteringConfig:
             "seed": check_seed(self.seed, "seed"),
             "n_jobs": check_n_jobs(self.n_jobs),
             "drop_dead_ends": check_bool(self.drop_dead_ends, "drop_dead_ends"),
+            "norm": check_choice(self.norm, SliceNorm, "norm"),
         }
-        if self.norm not in SLICE_NORMS:
-            raise ParameterError(f"norm = {self.norm!r}: use one of {', '.join(map(repr, SLICE_NORMS))}")
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 

@@ -8,7 +8,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 
 _LIBRARIES = ("numpy", "scipy", "scikit-learn", "joblib", "keras", "tensorflow-cpu", "jax")
 
