@@ -25,7 +25,8 @@ DATASET_SRC := $(wildcard src/nn_clustering/data/*.py) src/nn_clustering/storage
 PROFILE_DIR := $(if $(filter paper,$(PROFILE)),,/$(PROFILE))
 MODELS_DIR ?= models$(PROFILE_DIR)
 RESULTS_DIR ?= results$(PROFILE_DIR)
-N_JOBS ?= 2
+# worker processes of the analyses: 2, or 1 on a 1-core machine (at most one per core)
+N_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -lt 2 ] && echo $$n || echo 2)
 JUPYTER_PORT ?= 8888
 JUPYTER_ARGS ?=
 MODELS_INDEX := $(MODELS_DIR)/INDEX.json

@@ -60,7 +60,7 @@ def test_spectral_ncut_is_the_shuffle_tests_observed_clustering():
     assert (test.p_value_, test.z_, test.significant_) == (direct.stats.p_value, direct.stats.z,
                                                             direct.stats.significant)
     # p by hand: (number of shuffles at or below the observed n-cut + 1) / (N + 1)
-    assert test.p_value_ == (np.sum(test.shuffled_ncuts_ < test.ncut_) + 1) / 9
+    assert test.p_value_ == (np.sum(test.shuffled_ncuts_ <= test.ncut_) + 1) / 9
 
 
 def test_planted_modules_are_significant_and_their_shuffles_are_not():

@@ -66,8 +66,12 @@ def test_shuffle_stats_against_hand_values():
     low = shuffle_stats(0.5, shuffled)
     assert low.p_value == pytest.approx(1 / 6) and low.significant
     assert low.z == pytest.approx(-2.5 / math.sqrt(2.0))
-    assert shuffle_stats(5.0, shuffled).p_value == pytest.approx(5 / 6)  # ties are not "below"
-    assert empirical_p(3.0, np.array([3.0, 3.0])) == pytest.approx(1 / 3)
+    assert shuffle_stats(5.0, shuffled).p_value == pytest.approx(6 / 6)  # a tie counts against x
+    tied = shuffle_stats(2.0, shuffled)  # one below, one tied: (2 + 1) / 6, not significant
+    assert tied.p_value == pytest.approx(3 / 6) and not tied.significant
+    all_tied = shuffle_stats(0.0, np.zeros(20))
+    assert all_tied.p_value == 1.0 and not all_tied.significant  # p agrees with `significant`
+    assert empirical_p(3.0, np.array([3.0, 3.0])) == pytest.approx(1 / 3)  # lesions: strictly below
 
 
 def test_cohens_d_by_hand():

@@ -8,13 +8,16 @@ user-facing problem is printed as one ``error: ...`` line, exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ._version import __version__
 from .core.enums import ShuffleMethod, SliceNorm
-from .errors import NnClusteringError
+from .core.validation import check_int
+from .errors import NnClusteringError, ParameterError
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -31,6 +34,8 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.instances is not None:
+        check_int(args.instances, "--instances", 1)  # before Keras is imported
     from .experiments.registry import REGISTRY
     from .keras_edge.training import train_tags
 
@@ -44,21 +49,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The estimator parameter behind each option of ``cluster``, for messages in the user's terms.
+CLUSTER_FLAGS = {"n_clusters": "--k", "n_shuffles": "--shuffles", "method": "--method", "norm": "--norm",
+                 "n_jobs": "--jobs", "scheduler": "--scheduler", "random_state": "--seed"}
+
+
+@contextlib.contextmanager
+def _option_names(flags: dict[str, str]):
+    """Re-raise a :class:`ParameterError` about ``n_jobs = 0`` as one about ``--jobs 0``."""
+    try:
+        yield
+    except ParameterError as exc:
+        message = str(exc)
+        for name, flag in flags.items():
+            message = re.sub(rf"\b{name} = ", f"{flag} ", message)
+            message = re.sub(rf"\bfor {name}\b", f"for {flag}", message)
+        raise type(exc)(message) from None
+
+
 def _cmd_cluster(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .core.graph import graph_inputs
     from .estimators import ShuffleTest
     from .experiments.clustering import tiny_cluster_note
-    from .storage.files import file_digest, write_json_atomic
+    from .storage.files import check_output, file_digest, write_json_atomic
     from .storage.provenance import code_version, library_versions
 
+    output = check_output(args.output, inputs=(args.path,)) if args.output else None
     test = ShuffleTest(
         n_clusters=args.k, n_shuffles=args.shuffles, method=args.method, norm=args.norm,
         drop_dead_ends=args.drop_dead_ends, n_jobs=args.jobs, scheduler=args.scheduler,
         random_state=args.seed, progress=not args.quiet,
     )
-    test.fit(args.path)  # checks the options before it reads the model
+    with _option_names(CLUSTER_FLAGS):
+        test.fit(args.path)  # checks the options before it reads the model
     weights, graph, stats = test.weights_, test.graph_, test.stats_
     print(f"{args.path}: {weights.kind.upper()}, {graph.n_nodes} nodes in layers {list(graph.layer_sizes)}")
     if args.drop_dead_ends:
@@ -76,15 +101,15 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     if note:
         print(f"{note.strip()}, under 1% of them: check its nodes (a cluster of a few weakly "
               "attached nodes has nearly all its volume cut and adds about 1 to the n-cut)")
-    if args.output:
+    if output is not None:
         record = {
             **test.to_dict(),
             "model": {"path": str(args.path), "kind": weights.kind, "sha256": file_digest(args.path, "sha256")},
             "code_version": code_version(),
             "versions": library_versions(),
         }
-        write_json_atomic(args.output, record)
-        print(f"wrote {args.output}")
+        write_json_atomic(output, record)
+        print(f"wrote {output}")
     return 0
 
 
@@ -106,9 +131,16 @@ def _cmd_s3(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nn-clustering", description="Is this trained neural network modular?"
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -82,12 +82,15 @@ class _Estimator:
             "method": lambda v: check_choice(v, ShuffleMethod, "method"),
             "norm": lambda v: check_choice(v, SliceNorm, "norm"),
             "drop_dead_ends": lambda v: check_bool(v, "drop_dead_ends"),
-            "n_jobs": check_n_jobs,
             "scheduler": check_scheduler,
             "random_state": check_seed,
             "progress": lambda v: check_bool(v, "progress"),
         }
-        return {name: checks[name](value) for name, value in self.get_params().items()}
+        params = self.get_params()
+        out = {name: checks[name](value) for name, value in params.items() if name in checks}
+        if "n_jobs" in params:
+            out["n_jobs"] = check_n_jobs(params["n_jobs"], scheduler=out.get("scheduler"))
+        return out
 
     def _graph_inputs(self, network, params: dict[str, Any]):
         weights = as_weights(network)

@@ -172,15 +172,21 @@ def _sparse_adjacency(blocks: Sequence[np.ndarray]) -> sp.csr_matrix:
 
 
 def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel") -> list[np.ndarray]:
-    """Validate a chain of 2-D weight matrices: finite, non-empty, not all zero, shapes chain.
-
-    Returns them as float64 arrays. Raises :class:`GraphError` naming the first bad matrix.
-    """
+    """Validate a chain of 2-D weight matrices: real numbers, finite, non-empty, not all zero,
+    shapes that chain. Returns them as float64 arrays. Raises :class:`GraphError` naming the
+    first bad matrix."""
     if len(kernels) == 0:
         raise GraphError(f"no {what}s given; pass at least one weight matrix")
     out = []
     for i, k in enumerate(kernels):
-        arr = np.asarray(k, dtype=np.float64)
+        raw = np.asarray(k)
+        if np.iscomplexobj(raw):
+            raise GraphError(f"{what} {i} has complex weights ({raw.dtype}); a weight graph needs real "
+                             "weights: pass the real kernels of the network")
+        if raw.dtype == bool or not np.issubdtype(raw.dtype, np.number):
+            raise GraphError(f"{what} {i} holds {raw.dtype} values, not numbers; save the kernels as "
+                             "float arrays (numpy.savez(path, *kernels))")
+        arr = raw.astype(np.float64)
         if arr.ndim != 2:
             raise GraphError(f"{what} {i} has shape {arr.shape}; expected a 2-D (inputs, outputs) matrix")
         if arr.size == 0:
@@ -202,9 +208,29 @@ def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel") -> list[n
     return out
 
 
+#: Weights whose largest magnitude lies outside 2**-EXPONENT_LIMIT .. 2**EXPONENT_LIMIT are rescaled.
+EXPONENT_LIMIT = 100
+
+
+def exact_scale(matrices: Sequence[np.ndarray]) -> int:
+    """An even exponent s such that 2**s brings the largest |w| of ``matrices`` near 1 when it
+    lies outside 2**-100 .. 2**100 (else 0).
+
+    Scaling every weight of a graph by one constant changes no clustering and no n-cut (the
+    normalised adjacency and every cut / volume ratio are invariant), and scaling by an even power
+    of two is exact in floating point, square roots of degrees included. It keeps the spectral
+    embedding, which divides by sqrt(degree), finite for subnormal or huge weights."""
+    top = max(float(np.max(np.abs(m))) for m in matrices)
+    exponent = int(np.frexp(top)[1])
+    return 0 if abs(exponent) <= EXPONENT_LIMIT else -2 * (exponent // 2)
+
+
 def layered_graph(matrices: Sequence[np.ndarray]) -> Graph:
-    """Build the symmetric layered graph with |M_l| between consecutive layers."""
-    return Graph(tuple(np.abs(m) for m in check_kernels(matrices)))
+    """Build the symmetric layered graph with |M_l| between consecutive layers (rescaled by
+    :func:`exact_scale` when the weights are extremely small or large)."""
+    checked = check_kernels(matrices)
+    shift = exact_scale(checked)  # np.ldexp multiplies by 2**shift exactly, even for subnormals
+    return Graph(tuple(np.ldexp(np.abs(m), shift) if shift else np.abs(m) for m in checked))
 
 
 def mlp_graph(kernels: Sequence[np.ndarray]) -> Graph:

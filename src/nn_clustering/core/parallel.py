@@ -11,6 +11,10 @@ from collections.abc import Iterator
 
 import joblib
 
+from ..errors import NnClusteringError
+
+CONNECT_TIMEOUT = "10s"  # how long to wait for a dask scheduler before giving up
+
 
 @contextlib.contextmanager
 def execution(n_jobs: int = 1, scheduler: str | None = None) -> Iterator[dict]:
@@ -34,7 +38,13 @@ def execution(n_jobs: int = 1, scheduler: str | None = None) -> Iterator[dict]:
             )
             stack.enter_context(Client(cluster))
         else:
-            stack.enter_context(Client(scheduler))
+            try:
+                stack.enter_context(Client(scheduler, timeout=CONNECT_TIMEOUT))
+            except (OSError, ValueError) as exc:
+                raise NnClusteringError(
+                    f"cannot reach the dask scheduler at {scheduler} ({exc}); start it (`dask scheduler`) "
+                    "and its workers, check the address, or use --scheduler local"
+                ) from None
         # the backend comes from parallel_config alone: passing backend="dask" to Parallel as
         # well breaks joblib 1.6's batch calls on the workers
         with joblib.parallel_config(backend="dask"):

@@ -16,12 +16,13 @@ import joblib
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..errors import ClusteringError
 from .enums import ShuffleMethod
 from .graph import Graph, GraphBuilder, mlp_graph
 from .parallel import execution
 from .spectral import Clustering, SpectralConfig, cluster_graph
 from .stats import ShuffleStats, shuffle_stats
-from .validation import check_choice, check_int, check_n_jobs, check_seed
+from .validation import check_choice, check_int, check_n_jobs, check_scheduler, check_seed
 
 SHUFFLE_METHODS: tuple[ShuffleMethod, ...] = tuple(ShuffleMethod)
 
@@ -40,7 +41,8 @@ class ShuffleConfig:
         object.__setattr__(self, "n_shuffles", check_int(self.n_shuffles, "n_shuffles", 1))
         object.__setattr__(self, "method", check_choice(self.method, ShuffleMethod, "method"))
         object.__setattr__(self, "seed", check_seed(self.seed, "seed"))
-        object.__setattr__(self, "n_jobs", check_n_jobs(self.n_jobs))
+        object.__setattr__(self, "scheduler", check_scheduler(self.scheduler))
+        object.__setattr__(self, "n_jobs", check_n_jobs(self.n_jobs, scheduler=self.scheduler))
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,18 @@ def shuffled_ncut(
     seed: np.random.SeedSequence,
     builder: GraphBuilder = mlp_graph,
 ) -> float:
-    """n-cut of one shuffled network, everything drawn from ``seed``."""
+    """n-cut of one shuffled network, everything drawn from ``seed`` (child i of the root seed
+    for shuffle i). A shuffle that leaves too few connected nodes for k clusters is a
+    :class:`ClusteringError` naming that shuffle."""
     rng = np.random.default_rng(seed)
     graph = builder(shuffle_kernels(kernels, method, rng))
+    n_active = int(graph.active.sum())
+    if spectral.n_clusters >= n_active:
+        raise ClusteringError(
+            f"shuffle {seed.spawn_key[-1]} of the network leaves only {n_active} connected nodes, too few "
+            f"for k = {spectral.n_clusters} clusters (the network itself has enough): its weights are too "
+            "sparse for this k in a random arrangement; choose a smaller k"
+        )
     return cluster_graph(graph, spectral, rng).ncut
 
 

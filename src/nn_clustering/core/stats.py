@@ -9,9 +9,18 @@ import numpy as np
 
 
 def empirical_p(observed: float, reference: np.ndarray) -> float:
-    """One-sided empirical p-value (#{reference < observed} + 1) / (N + 1)."""
+    """One-sided empirical p-value (#{reference < observed} + 1) / (N + 1) of the lesion tests
+    (method.md §6.1: random lesions that hurt *more* than the true one)."""
     reference = np.asarray(reference, dtype=np.float64)
     return float((np.count_nonzero(reference < observed) + 1) / (reference.size + 1))
+
+
+def shuffle_p(observed: float, shuffled: np.ndarray) -> float:
+    """The shuffle test's p-value (#{shuffled <= observed} + 1) / (N + 1) (method.md §5): a
+    shuffle that ties with the observed n-cut counts against it, as it does against
+    significance."""
+    shuffled = np.asarray(shuffled, dtype=np.float64)
+    return float((np.count_nonzero(shuffled <= observed) + 1) / (shuffled.size + 1))
 
 
 def z_score(observed: float, mean: float, sd: float) -> float:
@@ -44,21 +53,21 @@ class ShuffleStats:
 
 
 def shuffle_stats(observed: float, shuffled: np.ndarray) -> ShuffleStats:
-    """p = (#{s_i < x} + 1) / (N + 1); mean, population sd (ddof 0), z; significant when p is
-    its minimum 1 / (N + 1), i.e. the observed n-cut is below every shuffle."""
+    """p = (#{s_i <= x} + 1) / (N + 1); mean, population sd (ddof 0), z; significant when p is
+    its minimum 1 / (N + 1), i.e. the observed n-cut is strictly below every shuffle."""
     shuffled = np.asarray(shuffled, dtype=np.float64)
     if shuffled.size == 0:
         raise ValueError("no shuffled values")
     mean = float(shuffled.mean())
     sd = float(shuffled.std(ddof=0))
-    p = empirical_p(observed, shuffled)
+    p = shuffle_p(observed, shuffled)
     return ShuffleStats(
         observed=float(observed),
         mean=mean,
         sd=sd,
         z=z_score(observed, mean, sd),
         p_value=p,
-        significant=bool(np.all(shuffled > observed)),
+        significant=bool(p == 1 / (shuffled.size + 1)),
         n=int(shuffled.size),
     )
 

@@ -5,6 +5,7 @@ the project's error and a ``ValueError``."""
 from __future__ import annotations
 
 import numbers
+import re
 
 from ..errors import ClusteringError, ParameterError
 from .enums import Choice
@@ -48,11 +49,27 @@ def check_choice(value, choices: type[Choice], name: str) -> Choice:
     return choices.parse(value, name)
 
 
-def check_n_jobs(value, name: str = "n_jobs") -> int:
-    """Worker processes: a positive integer, or -1 for one per core (joblib's convention)."""
+def available_cores() -> int:
+    """The cores this process may use (cgroup quotas and CPU affinity respected)."""
+    import joblib
+
+    return max(1, int(joblib.cpu_count()))
+
+
+def check_n_jobs(value, name: str = "n_jobs", scheduler: str | None = None) -> int:
+    """Worker processes: a positive integer, or -1 for one per core (joblib's convention).
+
+    Without a dask ``scheduler`` the workers are local processes, so at most one per available
+    core: more only slow every shuffle down and can exhaust the machine's memory."""
     value = check_int(value, name, -1)
     if value == 0:
         raise ParameterError(f"{name} = 0: use a positive number of workers, or -1 for one per core")
+    cores = available_cores()
+    if scheduler is None and value > cores:
+        raise ParameterError(
+            f"{name} = {value} is more than the {cores} cores of this machine; use at most {cores} "
+            "(or -1 for one per core), or give a dask scheduler to run on more"
+        )
     return value
 
 
@@ -74,10 +91,18 @@ def check_n_clusters(value, n_nodes: int | None = None) -> int:
     return k
 
 
-def check_scheduler(value) -> str | None:
+_SCHEDULER_ADDRESS = re.compile(r"^(?:(tcp|tls|ws|wss|ucx)://)?(\[[0-9a-fA-F:]+\]|[\w.-]+):(\d{1,5})$")
+
+
+def check_scheduler(value, name: str = "scheduler") -> str | None:
     """Where shuffles run: None (local processes), ``"local"`` (a dask LocalCluster) or a dask
-    scheduler address."""
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ParameterError(f"scheduler = {value!r}: use None (local processes), 'local' or a "
-                             "dask scheduler address such as 'tcp://host:8786'")
+    scheduler address ``[protocol://]host:port``."""
+    if value is None or value == "local":
+        return value
+    match = _SCHEDULER_ADDRESS.match(value) if isinstance(value, str) else None
+    if match is None or not 0 < int(match.group(3)) < 65536:
+        raise ParameterError(
+            f"{name} = {value!r} is not a dask scheduler address; use 'local' for a cluster on this "
+            "machine or tcp://host:port for a running scheduler (e.g. tcp://10.0.0.5:8786)"
+        )
     return value

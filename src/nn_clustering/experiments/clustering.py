@@ -123,6 +123,11 @@ class MethodEffectRow(Row):
     cohens_d: float
 
 
+#: What a cached shuffle test must hold.
+SHUFFLE_TEST_FIELDS = ("ncut", "labels", "shuffle", "shuffled_ncuts", "layer_sizes", "model_sha256",
+                       "code_version")
+
+
 def shuffle_test_of_file(
     path: str | Path,
     config: ClusteringConfig,
@@ -161,7 +166,7 @@ def shuffle_test_of_file(
             "code_version": code_version(),
         }
 
-    return (cache or ResultCache(None)).get_or_compute(parts, compute)
+    return (cache or ResultCache(None)).get_or_compute(parts, compute, SHUFFLE_TEST_FIELDS)
 
 
 def pruned_clustering(instance: TrainedInstance, k: int, seed: int, cache: ResultCache | None = None) -> Clustering:
@@ -176,7 +181,7 @@ def pruned_clustering(instance: TrainedInstance, k: int, seed: int, cache: Resul
 
     parts = {"what": "labels", "model_sha256": instance.digest(Stage.PRUNED), "seed": seed,
              "spectral": asdict(spectral)}
-    value = (cache or ResultCache(None)).get_or_compute(parts, compute)
+    value = (cache or ResultCache(None)).get_or_compute(parts, compute, ("labels", "ncut"))
     return Clustering(np.asarray(value["labels"], np.int64), float(value["ncut"]), k)
 
 

@@ -67,7 +67,7 @@ def checkpoint_ncut(
         return {"ncut": clustering.ncut, "sparsity": zeros / total, "sha256": digest,
                 "code_version": code_version()}
 
-    return (cache or ResultCache(None)).get_or_compute(parts, compute)
+    return (cache or ResultCache(None)).get_or_compute(parts, compute, ("ncut", "sparsity", "sha256", "code_version"))
 
 
 def learning_curve_rows(

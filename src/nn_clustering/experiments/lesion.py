@@ -126,7 +126,7 @@ def single_lesion_rows(
         return {"rows": [row.as_dict() for row in rows], "randoms": {n: a.tolist() for n, a in randoms.items()},
                 "code_version": code_version()}
 
-    value = paths.cache.get_or_compute(parts, compute)
+    value = paths.cache.get_or_compute(parts, compute, ("rows", "randoms", VERSION_COLUMN))
     rows = [SingleLesionRow.from_dict(row) for row in value["rows"]]
     return rows, value["randoms"], value["code_version"]
 
@@ -195,7 +195,7 @@ def run_mlp_double_lesion(
             modules = [m for m in submodules(setup.labels, net.layer_sizes, net.lesionable_layers)
                        if m.name in important]
         partial = cache_key({**parts, "partial": True})  # the rows so far, if interrupted
-        done = [DoubleLesionRow.from_dict(r) for r in (paths.cache.get(partial) or {}).get("rows", [])]
+        done = [DoubleLesionRow.from_dict(r) for r in (paths.cache.get(partial, ("rows",)) or {}).get("rows", [])]
         if done:
             print(f"{tag}: resuming the double lesion test after {len(done)} pairs")
 
@@ -207,7 +207,7 @@ def run_mlp_double_lesion(
         paths.cache.discard(partial)
         return {"rows": [r.as_dict() for r in rows], "code_version": code_version()}
 
-    value = paths.cache.get_or_compute(parts, compute)
+    value = paths.cache.get_or_compute(parts, compute, ("rows", VERSION_COLUMN))
     rows = [DoubleLesionRow.from_dict(r) for r in value["rows"]]
     columns = [*LesionProvenance.columns(), *DOUBLE_LESION_COLUMNS, VERSION_COLUMN]
     table = pd.DataFrame(table_rows(setup.provenance, rows, value["code_version"]), columns=columns)

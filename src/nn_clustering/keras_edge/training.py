@@ -31,10 +31,12 @@ import keras
 import numpy as np
 
 from ..core.enums import Architecture, Stage
+from ..core.validation import check_int
 from ..data.build import ensure_dataset, load_dataset, parse_name
 from ..data.imageset import Dataset
 from ..errors import DatasetUnavailable, ModelError
 from ..experiments.registry import Profile, TagSpec, get_spec, instance_seed, load_profile
+from ..formats.npz import load_npz_weights
 from ..storage.catalog import (
     CHECKPOINT_FOLDER,
     DENSE_HISTORY_FILE,
@@ -45,6 +47,8 @@ from ..storage.catalog import (
     instance_dir,
     instance_metrics,
     metric_key,
+    read_index,
+    read_instance,
     read_metrics,
     recorded_profile,
     stage_file,
@@ -254,6 +258,7 @@ def train_instance(
                 f"{final} was trained with the {trained_with!r} profile, not {config.profile!r}; "
                 "use another --models-dir (make sets models/<profile> for profiles other than paper)"
             )
+        read_instance(final, read_index(models_dir)).verify()  # a missing or swapped file: one clear line
         log(f"{spec.tag}/{config.instance}: already trained, skipped")
         add_missing_metrics(final, spec, data_dir, log)
         return final
@@ -261,10 +266,8 @@ def train_instance(
     stage_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(spec, load_dataset(spec.dataset, data_dir))
     start = time.perf_counter()
-    if (stage_dir / DENSE_HISTORY_FILE).exists():
-        log(f"{spec.tag}/{config.instance}: resuming from the saved dense network")
-        dense_history = json.loads((stage_dir / DENSE_HISTORY_FILE).read_text())
-    else:
+    dense_history = staged_dense_history(stage_dir, f"{spec.tag}/{config.instance}", log)
+    if dense_history is None:
         log(f"{spec.tag}/{config.instance}: training {spec.epochs} epochs (seed {config.seed})")
         dense_history = train_dense(config, data, stage_dir)
     log(f"{spec.tag}/{config.instance}: pruning to 90% over {spec.prune_epochs} epochs")
@@ -291,6 +294,27 @@ def train_instance(
     _warn_inference_gaps(f"{spec.tag}/{config.instance}", metrics, log)
     add_missing_metrics(final, spec, data_dir, log)  # a mixture's per-source accuracy
     return final
+
+
+def staged_dense_history(stage_dir: Path, name: str, log: Callable[[str], None] = print) -> dict | None:
+    """The history of a dense stage an interrupted run left in ``stage_dir``, if it is whole:
+    its history, kernels and Keras model readable. A damaged one is discarded (with a line
+    saying so) and None returned, so the dense stage is trained again from its seed, to the
+    same weights."""
+    history_path = stage_dir / DENSE_HISTORY_FILE
+    if not history_path.exists():
+        return None
+    try:
+        history = json.loads(history_path.read_text())
+        load_keras_model(stage_file(stage_dir, Stage.DENSE, ".keras"))
+        load_npz_weights(stage_file(stage_dir, Stage.DENSE, ".npz"))
+    except (OSError, ValueError, ModelError) as exc:
+        log(f"{name}: the saved dense network of the interrupted run is unreadable ({exc}); "
+            "training the dense stage again")
+        history_path.unlink()
+        return None
+    log(f"{name}: resuming from the saved dense network")
+    return history
 
 
 def _warn_inference_gaps(name: str, metrics: dict, log: Callable[[str], None]) -> None:
@@ -357,6 +381,8 @@ def train_tags(
     ``max_instances`` trains only the first instances of each tag (the rest can follow later:
     finished instances are skipped).
     """
+    if max_instances is not None:
+        max_instances = check_int(max_instances, "--instances", 1)
     profile = load_profile(profile) if isinstance(profile, str) else profile
     specs = [profile.apply(get_spec(tag)) for tag in tags]  # unknown tags fail before training
     done: dict[str, list[Path]] = {}
@@ -367,7 +393,7 @@ def train_tags(
             log(f"skipped {spec.tag}: dataset {spec.dataset} is missing ({exc})")
             continue
         done[spec.tag] = []
-        n_instances = min(spec.instances, max_instances) if max_instances else spec.instances
+        n_instances = spec.instances if max_instances is None else min(spec.instances, max_instances)
         for instance in range(n_instances):
             config = TrainConfig(spec, instance, instance_seed(spec.tag, instance), profile.name)
             done[spec.tag].append(train_instance(config, models_dir, data_dir, log))

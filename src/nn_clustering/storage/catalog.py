@@ -5,17 +5,19 @@
 ``metrics.json`` (per-epoch history of both stages and each stage's summary metrics, keyed by
 :func:`metric_key`), ``config.json`` (:func:`config_record`: the tag's spec, instance, seed,
 profile, versions) and optionally ``checkpoints/<stage>-epoch-NNN.npz``. An instance is built in
-``models/<TAG>/.<instance>.partial/`` and renamed into place when complete. ``INDEX.json`` lists
-every finished instance with its kernel digests. Every file name and key of that layout is
-defined here, once; training writes through these functions and the analyses read through
-:class:`TrainedInstance`, without importing Keras.
+``models/<TAG>/.<instance>.partial/`` and renamed into place when complete. ``config.json``
+records the SHA-256 of every saved network file, and ``INDEX.json`` lists every finished
+instance with its kernel digests; a file is read only after it has been checked against that
+record, so a swapped, damaged or deleted file is one clear error, not a wrong number. Every file
+name and key of that layout is defined here, once; training writes through these functions and
+the analyses read through :class:`TrainedInstance`, without importing Keras.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ METRICS_FILE = "metrics.json"
 INDEX_FILE = "INDEX.json"
 CHECKPOINT_FOLDER = "checkpoints"
 DENSE_HISTORY_FILE = "dense-history.json"  # the dense stage's history while an instance is staged
+FILES_KEY = "files"  # config.json: {file name: SHA-256} of the saved networks
+NETWORK_SUFFIXES = (".npz", ".keras")
 _CHECKPOINT = re.compile(r"^(dense|pruned)-epoch-(\d{3,})\.npz$")  # 1,000 epochs and more: 4 digits
 
 
@@ -92,10 +96,18 @@ def instance_metrics(histories: dict[Stage, dict], seconds: float) -> dict[str, 
     return {**out, **{str(stage): history for stage, history in histories.items()}, "seconds": seconds}
 
 
+def network_files(folder: Path) -> dict[str, str]:
+    """``{file name: SHA-256}`` of the saved networks of an instance folder (both stages, kernels
+    and Keras models), for ``config.json``."""
+    names = [stage_file(folder, stage, suffix).name for stage in STAGES for suffix in NETWORK_SUFFIXES]
+    return {name: file_digest(Path(folder) / name, "sha256") for name in names if (Path(folder) / name).exists()}
+
+
 def write_record(folder: Path, config: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Write ``metrics.json`` and ``config.json`` into an instance folder (each atomically)."""
+    """Write ``metrics.json`` and ``config.json`` (with the digests of the saved networks) into an
+    instance folder, each atomically."""
     write_json_atomic(Path(folder) / METRICS_FILE, metrics)
-    write_json_atomic(Path(folder) / CONFIG_FILE, config)
+    write_json_atomic(Path(folder) / CONFIG_FILE, {**config, FILES_KEY: network_files(folder)})
 
 
 def read_metrics(folder: Path) -> dict[str, Any]:
@@ -132,6 +144,8 @@ class TrainedInstance:
     path: Path
     config: dict
     metrics: dict
+    #: ``{file name: SHA-256}`` the files must match (config.json's record, else INDEX.json's)
+    recorded: dict = field(default_factory=dict)
 
     @property
     def arch(self) -> Architecture:
@@ -162,8 +176,29 @@ class TrainedInstance:
         return stage_file(self.path, stage, ".keras")
 
     def weights(self, stage: Stage | str) -> NetworkWeights:
-        """Kernels and biases of ``stage``."""
+        """Kernels and biases of ``stage``, read once they match their record."""
+        self.digest(stage)
         return load_npz_weights(self.kernels_path(stage))
+
+    def verified(self, path: Path) -> str:
+        """The SHA-256 of one of the instance's files, once it is known to exist and to match
+        what training recorded; a :class:`ModelError` naming the fix otherwise."""
+        fix = f"delete {self.path} and re-run `make models TAGS={self.tag}` (training is deterministic)"
+        if not path.is_file():
+            raise ModelError(f"{path} is missing: the model folder is incomplete; {fix}")
+        digest = file_digest(path, "sha256")
+        expected = self.recorded.get(path.name)
+        if expected is not None and digest != expected:
+            raise ModelError(
+                f"{path} does not match the SHA-256 recorded when it was trained ({digest[:12]}... != "
+                f"{expected[:12]}...): it was replaced or damaged; restore it, or {fix}"
+            )
+        return digest
+
+    def verify(self) -> None:
+        """Check every recorded file of the instance (see :meth:`verified`)."""
+        for name in self.recorded:
+            self.verified(self.path / name)
 
     def _metric(self, stage: Stage | str, metric: Metric) -> float | None:
         value = self.metrics.get(metric_key(stage, metric))
@@ -205,8 +240,9 @@ class TrainedInstance:
         return sorted(found, key=lambda c: (STAGES.index(c.phase), c.epoch))
 
     def digest(self, stage: Stage | str) -> str:
-        """SHA-256 of the stage's kernel file (what caches and result rows are keyed by)."""
-        return file_digest(self.kernels_path(stage), "sha256")
+        """SHA-256 of the stage's kernel file (what caches and result rows are keyed by), checked
+        against the record."""
+        return self.verified(self.kernels_path(stage))
 
 
 def _tag_order(tag: str) -> tuple[int, str]:
@@ -216,8 +252,21 @@ def _tag_order(tag: str) -> tuple[int, str]:
     return (names.index(tag), tag) if tag in names else (len(names), tag)
 
 
-def read_instance(path: Path) -> TrainedInstance:
-    """Read one finished instance folder; a clear error if it is incomplete."""
+def read_index(models_dir: Path) -> dict[tuple[str, int], dict[str, str]]:
+    """INDEX.json's kernel digests by (tag, instance) as ``{file name: SHA-256}`` (empty when
+    there is no readable index)."""
+    try:
+        entries = json.loads((Path(models_dir) / INDEX_FILE).read_text())["instances"]
+        return {(e["tag"], int(e["instance"])): {stage_file(Path(), s, ".npz").name: e[f"{s}_sha256"]
+                                                  for s in STAGES if f"{s}_sha256" in e} for e in entries}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def read_instance(path: Path, index: dict[tuple[str, int], dict[str, str]] | None = None) -> TrainedInstance:
+    """Read one finished instance folder; a clear error if it is incomplete. Its files are
+    checked against config.json's record of them, or (for folders trained before config.json
+    held one) against ``index`` (INDEX.json's)."""
     path = Path(path)
     try:
         config = json.loads((path / CONFIG_FILE).read_text())
@@ -225,7 +274,9 @@ def read_instance(path: Path) -> TrainedInstance:
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: incomplete model folder ({exc}); delete it and re-run `make models`") from exc
     tag = config.get("spec", {}).get("tag", path.parent.name)
-    return TrainedInstance(tag, int(config.get("instance", path.name)), path, config, metrics)
+    number = int(config.get("instance", path.name))
+    recorded = config.get(FILES_KEY) or (index or {}).get((tag, number), {})
+    return TrainedInstance(tag, number, path, config, metrics, dict(recorded))
 
 
 def find_instances(
@@ -239,12 +290,13 @@ def find_instances(
     if not models_dir.is_dir():
         raise ModelError(f"{models_dir} does not exist; train models first with `make models`")
     arch = None if arch is None else Architecture.parse(arch)
+    index = read_index(models_dir)
     found = []
     for config_path in models_dir.glob(f"*/*/{CONFIG_FILE}"):
         folder = config_path.parent
         if not folder.name.isdigit() or (tags is not None and folder.parent.name not in tags):
             continue
-        instance = read_instance(folder)
+        instance = read_instance(folder, index)
         if arch is None or instance.arch == arch:
             found.append(instance)
     return sorted(found, key=lambda i: (_tag_order(i.tag), i.instance))

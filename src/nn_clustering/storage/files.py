@@ -1,7 +1,11 @@
-"""Small file helpers: atomic writes and checksums.
+"""Small file helpers: atomic writes, output checks and checksums.
 
 Nothing half-written is ever left under a final name: data goes to a temporary file in the
-same folder and is renamed over the target only once it is complete.
+same folder and is renamed over the target only once it is complete. :func:`check_output`
+refuses, before any work starts, an output that is a folder or a device, one of the command's
+own inputs, or in a place where no file can be created. Temporary names carry the writing
+process's id, so :func:`remove_stale_parts` can clean up after a killed run without touching the
+files of one still running.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import NnClusteringError
+
+PART_SUFFIX = ".part"  # the suffix of atomic_path's temporary files
+
+
+class OutputError(NnClusteringError):
+    """An output path cannot receive a result (a folder, a device, an input, not writable)."""
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -34,7 +46,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; final files follow the umask
@@ -44,6 +56,59 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def check_output(path: str | os.PathLike[str], inputs: tuple = (), what: str = "--output") -> Path:
+    """``path`` as a Path once it is known that a result can be written there: it is a regular
+    file or does not exist yet, it is none of ``inputs`` (the command's own input files), and a
+    file can be created in its folder (tried, not assumed: root may write anywhere that is not
+    read-only). A clear :class:`OutputError` otherwise, before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name inside it, e.g. {path / 'result.json'}")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{what} {path} is not a regular file (a device, pipe or socket); give a file path")
+    for source in inputs:
+        if Path(source).exists() and path.exists() and os.path.samefile(source, path):
+            raise OutputError(f"{what} {path} is the command's input {source}; writing there would replace "
+                              "it: choose another file")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{what} {path} cannot be created: {folder} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{what} {path}: cannot write in {folder} ({exc.strerror}); choose a writable "
+                          "place") from None
+    return path
+
+
+def remove_stale_parts(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that killed runs left in ``folder`` (those whose writing
+    process no longer exists); returns what was removed."""
+    removed = []
+    for part in Path(folder).glob(f".*{PART_SUFFIX}"):
+        fields = part.name[:-len(PART_SUFFIX)].rsplit(".", 2)
+        pid = int(fields[-2]) if len(fields) == 3 and fields[-2].isdigit() else None
+        if pid is not None and _alive(pid):
+            continue
+        part.unlink(missing_ok=True)
+        removed.append(part)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
