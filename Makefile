@@ -37,14 +37,15 @@ DEMO_TAGS := MNIST MNIST+DROPOUT FASHION FASHION+DROPOUT
 LESION_TAGS := MNIST MNIST+DROPOUT FASHION FASHION+DROPOUT
 
 # run_notebook(template, output name, extra papermill arguments): executes notebooks/<template>
-# into $(NB_OUT)/<output name>.ipynb (through a temporary file, so a failed run leaves none).
+# into $(NB_OUT)/<output name>.ipynb through a temporary file of this run's own (mktemp), so a
+# failed run leaves none and two runs of one target never share one.
 define run_notebook
 	@mkdir -p $(NB_OUT)
+	@tmp=$$(mktemp $(NB_OUT)/.$(2).XXXXXX.partial.ipynb) && \
 	$(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar notebooks/$(1).ipynb \
-	  $(NB_OUT)/.$(2).partial.ipynb -p PROFILE $(PROFILE) -p MODELS_DIR $(abspath $(MODELS_DIR)) \
+	  $$tmp -p PROFILE $(PROFILE) -p MODELS_DIR $(abspath $(MODELS_DIR)) \
 	  -p RESULTS_DIR $(abspath $(RESULTS_DIR)) $(3) \
-	  || { rm -f $(NB_OUT)/.$(2).partial.ipynb; exit 1; }
-	@mv $(NB_OUT)/.$(2).partial.ipynb $(NB_OUT)/$(2).ipynb
+	  && mv $$tmp $(NB_OUT)/$(2).ipynb || { rm -f $$tmp; exit 1; }
 endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
@@ -82,9 +83,10 @@ models: $(STAMP) ## Train + prune models: PROFILE=quick|paper, TAGS="MNIST FASHI
 	$(PY) -m nn_clustering train $(TAGS) --profile $(PROFILE) --data-dir $(DATASETS_DIR) \
 	  --models-dir $(MODELS_DIR)
 
-$(MODELS_INDEX):
-	@echo "error: no trained models in $(MODELS_DIR); run 'make models PROFILE=$(PROFILE)' first" >&2
-	@exit 2
+# INDEX.json is written by `make models`; remade here (e.g. under make -B) from the trained models
+# themselves, each checked against its record, or one error line when there are none.
+$(MODELS_INDEX): | $(STAMP)
+	@$(PY) -m nn_clustering index --models-dir $(MODELS_DIR) --profile $(PROFILE)
 
 mlp-clustering: $(NB_OUT)/mlp-clustering.ipynb ## Shuffle test of every MLP, dense + pruned -> results/mlp-clustering.csv
 

@@ -133,7 +133,7 @@ def test_unknown_name_is_a_clear_error_and_cli_prints_one_line(tmp_path, capsys)
 
 def test_corrupt_npz_gives_clear_error(tmp_path):
     (tmp_path / "line.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(DatasetError, match="line.npz is corrupt.*make datasets"):
+    with pytest.raises(DatasetError, match="line.npz is corrupt.*nn-clustering datasets line"):
         build.load_dataset("line", tmp_path)
     with pytest.raises(DatasetError, match="random.npz not found; run `make datasets`"):
         build.load_dataset("random", tmp_path)

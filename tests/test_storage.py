@@ -16,6 +16,7 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
+from nn_clustering import cli  # noqa: E402
 from nn_clustering.storage import s3 as storage  # noqa: E402
 from nn_clustering.storage.s3 import StorageError, pull, push  # noqa: E402
 
@@ -195,3 +196,45 @@ def test_make_targets_push_and_pull_a_profile_folder(creds, tmp_path):
     missing = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "push-models"],
                              capture_output=True, text=True, env={**os.environ, "S3_URI": ""})
     assert missing.returncode != 0 and "S3_URI" in missing.stderr
+
+
+def test_a_corrupt_remote_manifest_is_rewritten_by_the_next_push(creds, tmp_path):
+    url, client = creds
+    uri = f"s3://{BUCKET}/bad-manifest"
+    local = _write(tmp_path / "models", {"MNIST/0/pruned.npz": b"weights", "INDEX.json": b"[]"})
+    push(local, uri, url, progress=False, log=lambda _: None)
+    client.put_object(Bucket=BUCKET, Key="bad-manifest/MANIFEST.json", Body=b"{not json")
+    with pytest.raises(StorageError, match="MANIFEST.json is corrupt .*push the folder again"):
+        pull(uri, tmp_path / "copy", url, progress=False)
+    lines = []
+    again = push(local, uri, url, progress=False, log=lines.append)  # the fix the message names
+    assert sorted(again.transferred) == ["INDEX.json", "MNIST/0/pruned.npz"] and "corrupt" in lines[0]
+    pull(uri, tmp_path / "copy", url, progress=False, log=lambda _: None)
+    assert _tree(tmp_path / "copy") == _tree(local)
+
+
+def test_one_corrupted_object_does_not_stop_the_pull(creds, tmp_path, capsys):
+    url, client = creds
+    uri = f"s3://{BUCKET}/one-bad"
+    files = {"a.npz": b"aaaa", "b.npz": b"bbbb", "c.npz": b"cccc"}
+    push(_write(tmp_path / "remote", files), uri, url, progress=False, log=lambda _: None)
+    client.put_object(Bucket=BUCKET, Key="one-bad/b.npz", Body=b"corrupted")
+    local = tmp_path / "local"
+    _write(local, {"b.npz": b"old good copy"})
+    code = cli.main(["s3", "pull", str(local), uri, "--endpoint-url", url, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "1 of 3 file(s) failed" in err and "b.npz" in err
+    assert _tree(local) == {"a.npz": b"aaaa", "b.npz": b"old good copy", "c.npz": b"cccc"}
+    assert not [p for p in local.iterdir() if p.name.startswith(".")]
+
+
+def test_a_malformed_endpoint_or_a_file_as_folder_is_one_line(creds, tmp_path, capsys):
+    url, _ = creds
+    code = cli.main(["s3", "push", str(tmp_path), f"s3://{BUCKET}/x", "--endpoint-url", "not an endpoint"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "S3_ENDPOINT" in err
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    code = cli.main(["s3", "pull", str(target), f"s3://{BUCKET}/x", "--endpoint-url", url])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a file, not a folder" in err and target.read_text() == "keep me"

@@ -291,6 +291,47 @@ def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkey
 
 
 @pytest.mark.slow
+def test_a_damaged_staged_dense_stage_is_trained_again(line_data, tmp_path, monkeypatch):
+    """An interrupted run whose staged dense.keras was then damaged: the next run says so,
+    trains the dense stage again from its seed and ends with the uninterrupted weights."""
+    from nn_clustering.keras_edge import training as train
+
+    reference = train_instance(tiny_config(), tmp_path / "ref", line_data, log=lambda _: None)
+    monkeypatch.setattr(train, "train_pruned", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        train_instance(tiny_config(), tmp_path / "run", line_data, log=lambda _: None)
+    monkeypatch.undo()
+    staged = tmp_path / "run" / "TEST" / ".0.partial" / "dense.keras"
+    staged.write_bytes(staged.read_bytes()[:200])  # truncated
+    lines = []
+    resumed = train_instance(tiny_config(), tmp_path / "run", line_data, log=lines.append)
+    assert any("unreadable" in line and "training the dense stage again" in line for line in lines)
+    for key, value in final_weights(reference).items():
+        np.testing.assert_array_equal(final_weights(resumed)[key], value)
+
+
+@pytest.mark.slow
+def test_a_finished_instance_with_a_missing_file_is_not_skipped(line_data, tmp_path):
+    """`make models` on an instance whose pruned.npz was deleted: one clear error naming the fix
+    (not "already trained, skipped"), and the fix works: the re-trained weights are the same."""
+    import shutil
+
+    from nn_clustering.errors import ModelError
+
+    folder = train_instance(tiny_config(), tmp_path / "m", line_data, log=lambda _: None)
+    before = final_weights(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert sorted(config["files"]) == ["dense.keras", "dense.npz", "pruned.keras", "pruned.npz"]
+    (folder / "pruned.npz").unlink()
+    with pytest.raises(ModelError, match=r"pruned.npz is missing.*delete .*TEST/0 and re-run `make models"):
+        train_instance(tiny_config(), tmp_path / "m", line_data, log=lambda _: None)
+    shutil.rmtree(folder)
+    again = train_instance(tiny_config(), tmp_path / "m", line_data, log=lambda _: None)
+    for key, value in before.items():
+        np.testing.assert_array_equal(final_weights(again)[key], value)
+
+
+@pytest.mark.slow
 def test_inference_gap_warning(line_data, tmp_path, monkeypatch):
     from nn_clustering.keras_edge import training as train
 

@@ -113,6 +113,16 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .storage.catalog import find_instances, write_index
+
+    folder = Path(args.models_dir)
+    if not folder.is_dir() or not find_instances(folder, arch=None):
+        raise NnClusteringError(f"no trained models in {folder}; run `make models PROFILE={args.profile}` first")
+    print(f"{write_index(folder)}: every trained instance, its files checked against their record")
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     from .experiments.paths import ExperimentPaths
     from .experiments.summary import summary
@@ -182,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_cluster)
 
+    p = sub.add_parser("index", help="write models/INDEX.json from the trained models (make does this)")
+    p.add_argument("--models-dir", default="models", help="models folder (default: models)")
+    p.add_argument("--profile", default="quick", help="the profile, for the message when there are none")
+    p.set_defaults(func=_cmd_index)
+
     p = sub.add_parser("summary", help="print what the clustering results found and where they are")
     p.add_argument("--profile", default="quick", help="profile whose results to read (default: quick)")
     p.add_argument("--models-dir", default=None, help="models folder (default: the profile's)")
@@ -201,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv`` and run the sub-command; user errors become one line."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
+        return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)
     except NnClusteringError as exc:

@@ -11,15 +11,20 @@ from ..errors import ClusteringError, ParameterError
 from .enums import Choice
 
 
+def _said(name: str, value) -> str:
+    """``n_jobs = 3`` for a parameter, ``--jobs 3`` for a command-line option."""
+    return f"{name} {value}" if name.startswith("--") else f"{name} = {value}"
+
+
 def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an int within [minimum, maximum]; a :class:`ParameterError` otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"{name} = {value!r} must be an integer")
+        raise ParameterError(f"{_said(name, repr(value))} must be an integer")
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ParameterError(f"{name} = {value} must be at least {minimum}")
+        raise ParameterError(f"{_said(name, value)} must be at least {minimum}")
     if maximum is not None and value > maximum:
-        raise ParameterError(f"{name} = {value} must be at most {maximum}")
+        raise ParameterError(f"{_said(name, value)} must be at most {maximum}")
     return value
 
 

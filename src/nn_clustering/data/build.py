@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, DatasetUnavailable
-from ..storage.files import file_digest, save_npz, write_text_atomic
+from ..storage.files import file_digest, remove_stale_parts, save_npz, write_text_atomic
 from .imageset import Dataset, ImageSet
 from .parsers import load_cifar10_archive, load_idx_dataset
 from .raw import CIFAR_ARCHIVE, RAW_FILES, default_data_dir, fetch_raw
@@ -100,6 +100,16 @@ def save_imageset(path: Path, data: ImageSet) -> None:
     save_npz(path, arrays)
 
 
+MANIFEST_FILE = "MANIFEST"
+REQUIRED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def rebuild_hint(name: str) -> str:
+    """How to rebuild one dataset file (``make datasets`` alone does nothing once MANIFEST is
+    newer than the code)."""
+    return f"rebuild it with `.venv/bin/nn-clustering datasets {name}` (or `make -B datasets`)"
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Read every array of an ``.npz``, with a clear error for a missing or corrupt file."""
     try:
@@ -108,19 +118,50 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     except FileNotFoundError as exc:
         raise DatasetError(f"{path} not found; run `make datasets` to build it") from exc
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(
-            f"{path} is corrupt ({exc}); delete it and run `make datasets` again"
-        ) from exc
+        raise DatasetError(f"{path} is corrupt ({exc}); {rebuild_hint(path.stem)}") from exc
+
+
+def read_manifest(data_dir: Path) -> dict[str, str]:
+    """``{file name: SHA-256}`` from ``data_dir/MANIFEST`` (empty if there is none or it is unreadable)."""
+    try:
+        lines = (Path(data_dir) / MANIFEST_FILE).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    out = {}
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name:
+            out[name] = digest
+    return out
+
+
+def dataset_problem(path: Path, manifest: dict[str, str]) -> str | None:
+    """Why the dataset file ``path`` cannot be trusted, or None: it must match its MANIFEST line,
+    or, when it has none, be a readable ``.npz`` with the four arrays."""
+    expected = manifest.get(path.name)
+    if expected is not None:
+        actual = file_digest(path, "sha256")
+        return None if actual == expected else f"its SHA-256 {actual[:12]}... is not MANIFEST's {expected[:12]}..."
+    try:
+        missing = set(REQUIRED_ARRAYS) - set(read_npz(path))
+    except DatasetError as exc:
+        return str(exc).split("; ")[0]
+    return f"it lacks {sorted(missing)}" if missing else None
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """Load ``datasets/<name>.npz`` with images as float32 in [0, 1] and int64 labels."""
+    """Load ``datasets/<name>.npz`` with images as float32 in [0, 1] and int64 labels, once it
+    matches its line in ``datasets/MANIFEST``."""
     parse_name(name)
-    path = Path(data_dir if data_dir is not None else default_data_dir()) / f"{name}.npz"
+    folder = Path(data_dir if data_dir is not None else default_data_dir())
+    path = folder / f"{name}.npz"
+    expected = read_manifest(folder).get(path.name)
+    if expected is not None and path.is_file() and file_digest(path, "sha256") != expected:
+        raise DatasetError(f"{path} does not match {folder / MANIFEST_FILE} (damaged or replaced); {rebuild_hint(name)}")
     arrays = read_npz(path)
-    missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays)
+    missing = set(REQUIRED_ARRAYS) - set(arrays)
     if missing:
-        raise DatasetError(f"{path} lacks {sorted(missing)}; delete it and run `make datasets` again")
+        raise DatasetError(f"{path} lacks {sorted(missing)}; {rebuild_hint(name)}")
     return Dataset(
         name=name,
         x_train=arrays["x_train"].astype(np.float32) / 255.0,
@@ -132,11 +173,24 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
     )
 
 
-def write_manifest(data_dir: Path) -> Path:
-    """Write ``MANIFEST``: one ``<sha256>  <file>`` line per ``.npz`` in ``data_dir``, sorted."""
-    lines = [f"{file_digest(p, 'sha256')}  {p.name}" for p in sorted(data_dir.glob("*.npz"))]
-    manifest = data_dir / "MANIFEST"
-    write_text_atomic(manifest, "".join(line + "\n" for line in lines))
+def write_manifest(data_dir: Path, fresh: dict[str, str] | None = None) -> Path:
+    """Write ``MANIFEST``: one ``<sha256>  <file>`` line per ``.npz`` in ``data_dir``, sorted.
+
+    ``fresh`` holds the digests of the files this run built or verified; any other file keeps
+    its old line, and one without a line is added only if it reads as a dataset, so a damaged
+    file never gets its digest written down as the right one."""
+    data_dir = Path(data_dir)
+    old, fresh = read_manifest(data_dir), dict(fresh or {})
+    entries = {}
+    for path in sorted(data_dir.glob("*.npz")):
+        if path.name in fresh:
+            entries[path.name] = fresh[path.name]
+        elif path.name in old:
+            entries[path.name] = old[path.name]
+        elif dataset_problem(path, {}) is None:
+            entries[path.name] = file_digest(path, "sha256")
+    manifest = data_dir / MANIFEST_FILE
+    write_text_atomic(manifest, "".join(f"{digest}  {name}\n" for name, digest in sorted(entries.items())))
     return manifest
 
 
@@ -158,20 +212,32 @@ def build_all(
 ) -> BuildReport:
     """Build each named dataset into ``data_dir/<name>.npz`` and rewrite the MANIFEST.
 
-    Existing files are kept unless ``force``. Datasets whose raw source is unavailable here
-    (CIFAR-10 offline) are skipped with one line each; every other error propagates.
+    Existing files are kept unless ``force``, once they match MANIFEST (or, without a line
+    there, read as a dataset); any other is rebuilt, with a line saying why. Datasets whose raw
+    source is unavailable here (CIFAR-10 offline) are skipped with one line each; every other
+    error propagates. Temporary files that a killed build left behind are removed first.
     """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     for name in names:
         parse_name(name)  # fail on a bad name before doing any work
+    for folder in [data_dir, *(p for p in (data_dir / "raw").glob("*") if p.is_dir())]:
+        if folder.is_dir():
+            for part in remove_stale_parts(folder):
+                log(f"removed {part}, left by an interrupted build")
     report = BuildReport()
     base_cache: dict[str, ImageSet] = {}
     unavailable: dict[str, str] = {}
+    manifest = read_manifest(data_dir)
+    fresh: dict[str, str] = {}
     for name in names:
         path = data_dir / f"{name}.npz"
         if path.exists() and not force:
-            report.kept.append(name)
-            continue
+            problem = dataset_problem(path, manifest)
+            if problem is None:
+                report.kept.append(name)
+                fresh[path.name] = manifest.get(path.name) or file_digest(path, "sha256")
+                continue
+            log(f"rebuilding {path}: {problem}")
         missing = [r for r in raw_requirements(name) if r in unavailable]
         if missing:
             report.skipped[name] = unavailable[missing[0]]
@@ -186,9 +252,10 @@ def build_all(
             log(f"skipped {name}: {exc}")
             continue
         save_imageset(path, data)
+        fresh[path.name] = file_digest(path, "sha256")
         report.built.append(name)
         log(f"built {path} ({len(data.y_train)} train / {len(data.y_test)} test)")
-    write_manifest(data_dir)
+    write_manifest(data_dir, fresh)
     return report
 
 

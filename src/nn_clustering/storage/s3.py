@@ -79,8 +79,12 @@ def s3_client(endpoint_url: str | None = None):
     endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
     region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
     session = boto3.session.Session()  # a fresh session: the credential chain is read now, not cached
-    return session.client("s3", endpoint_url=endpoint_url, region_name=region,
-                          config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+    try:
+        return session.client("s3", endpoint_url=endpoint_url, region_name=region,
+                              config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+    except ValueError as exc:  # botocore: "Invalid endpoint: ..."
+        raise StorageError(f"{exc}; give S3_ENDPOINT (--endpoint-url) as http(s)://host[:port], "
+                           "e.g. http://minio:9000") from None
 
 
 @contextlib.contextmanager
@@ -122,16 +126,26 @@ def local_manifest(folder: Path) -> dict[str, dict]:
     return out
 
 
-def remote_manifest(client, location: S3Location) -> dict[str, dict]:
-    """The manifest stored at ``location`` (empty if there is none yet)."""
+def remote_manifest(client, location: S3Location, corrupt_ok: bool = False,
+                    log: Callable[[str], None] = print) -> dict[str, dict]:
+    """The manifest stored at ``location`` (empty if there is none yet). A corrupt one is a
+    :class:`StorageError`, or, with ``corrupt_ok`` (a push, which rewrites it), empty with a
+    line saying every file will be uploaded again."""
     try:
         body = client.get_object(Bucket=location.bucket, Key=location.key(MANIFEST))["Body"].read()
     except client.exceptions.NoSuchKey:
         return {}
     try:
         data = json.loads(body)
-        return dict(data["files"])
+        files = dict(data["files"])
+        if not all(isinstance(m, dict) and isinstance(m.get("sha256"), str) and isinstance(m.get("size"), int)
+                   for m in files.values()):
+            raise ValueError("an entry lacks its sha256 or size")
+        return files
     except (ValueError, KeyError, TypeError) as exc:
+        if corrupt_ok:
+            log(f"{location}/{MANIFEST} is corrupt ({exc}); uploading every file and writing it anew")
+            return {}
         raise StorageError(f"{location}/{MANIFEST} is corrupt ({exc}); push the folder again to rewrite it") from None
 
 
@@ -150,7 +164,7 @@ def push(folder: str | Path, uri: str, endpoint_url: str | None = None, client=N
     client = client or s3_client(endpoint_url)
     report = SyncReport()
     with _s3_errors(location, endpoint_url):
-        remote = remote_manifest(client, location)
+        remote = remote_manifest(client, location, corrupt_ok=True, log=log)
         local = local_manifest(folder)
         changed = [r for r, meta in local.items() if remote.get(r, {}).get("sha256") != meta["sha256"]]
         report.unchanged = [r for r in local if r not in changed]
@@ -200,8 +214,11 @@ def pull(uri: str, folder: str | Path, endpoint_url: str | None = None, client=N
     """Download the files of the remote manifest whose local copy is missing or differs; every
     file is checked against its recorded SHA-256 before it replaces anything."""
     folder, location = Path(folder), S3Location.parse(uri)
+    if folder.exists() and not folder.is_dir():
+        raise StorageError(f"{folder} is a file, not a folder; pull into a folder (it is created if missing)")
     client = client or s3_client(endpoint_url)
     report = SyncReport()
+    failed: dict[str, str] = {}
     with _s3_errors(location, endpoint_url):
         remote = remote_manifest(client, location)
         if not remote:
@@ -215,7 +232,17 @@ def pull(uri: str, folder: str | Path, endpoint_url: str | None = None, client=N
                 changed.append(relative)
         with _progress(sum(remote[r]["size"] for r in changed), f"pull {location}", progress) as bar:
             for relative in changed:
-                _download_verified(client, location, relative, folder / relative, remote[relative]["sha256"], bar)
+                try:
+                    _download_verified(client, location, relative, folder / relative, remote[relative]["sha256"], bar)
+                except StorageError as exc:  # one bad object: keep going, report it at the end
+                    failed[relative] = str(exc)
+                    continue
                 report.transferred.append(relative)
     log(f"pull {location} -> {folder}: {report}")
+    if failed:
+        first = next(iter(failed.values()))
+        raise StorageError(
+            f"{len(failed)} of {len(changed)} file(s) failed and were left as they were "
+            f"({', '.join(failed)}); the other {len(report.transferred)} were pulled. First problem: {first}"
+        )
     return report
