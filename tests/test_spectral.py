@@ -185,3 +185,70 @@ def test_augmented_distance_products_equal_direct_distances():
     np.testing.assert_allclose(_sq_dists(x, xx, centres), direct, rtol=1e-12, atol=1e-12)
     scores = _scores(np.column_stack([x, np.ones(len(x))]), centres)  # (r, c, n)
     np.testing.assert_allclose(scores + xx, direct.transpose(1, 2, 0), rtol=1e-12, atol=1e-12)
+
+
+def planted_network(width: int, modules: int, sparsity: float, seed: int = 0, leak: float = 0.02):
+    """Kernels of a 784-width^4-10 net made of ``modules`` blocks (weak weights between them),
+    pruned at random to ``sparsity``; and every node's planted module."""
+    rng = np.random.default_rng(seed)
+    sizes = (784, width, width, width, width, 10)
+    groups = [np.arange(n) * modules // n for n in sizes]
+    kernels = []
+    for a, b in zip(groups[:-1], groups[1:], strict=True):
+        w = rng.uniform(0.5, 1.0, (a.size, b.size)) * np.where(a[:, None] == b[None, :], 1.0, leak)
+        w[rng.random(w.shape) < sparsity] = 0.0
+        kernels.append(w)
+    return kernels, np.concatenate(groups)
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_sparse_path_equals_the_dense_path(k):
+    """On graphs where both eigen paths run, the sparse Lanczos path gives the dense Gram path's
+    labels (ARI 1.0) and n-cut (to 1e-9): k-means only sees the embedding's subspace."""
+    kernels, _ = planted_network(400, k, 0.5, seed=k)
+    graph = mlp_graph(kernels)
+    dense = cluster_graph(graph, SpectralConfig(k), seed=3, solver="dense")
+    sparse = cluster_graph(graph, SpectralConfig(k), seed=3, solver="sparse")
+    assert adjusted_rand_score(dense.labels, sparse.labels) == 1.0
+    assert sparse.ncut == pytest.approx(dense.ncut, abs=1e-9)
+
+
+def test_planted_modules_are_recovered_on_a_large_graph():
+    from nn_clustering.core.spectral import choose_solver
+
+    kernels, planted = planted_network(1200, 4, 0.9, seed=1)  # 5,594 nodes, about 0.5M edges
+    graph = mlp_graph(kernels)
+    assert choose_solver(graph) == "sparse"
+    clustering = cluster_graph(graph, SpectralConfig(4), seed=0)
+    assert adjusted_rand_score(planted, clustering.labels) == 1.0
+
+
+def test_the_sparse_path_memory_grows_with_the_edges():
+    """Clustering an 8,794-node graph allocates a small multiple of its edges and nodes, nowhere
+    near the dense even-by-odd block (784 + 2 x 2000 by 2 x 2000 + 10 entries) of the dense path."""
+    import tracemalloc
+
+    kernels, _ = planted_network(2000, 4, 0.97, seed=2)
+    graph = mlp_graph(kernels)
+    edges = sum(int(np.count_nonzero(k)) for k in kernels)
+    dense_block_bytes = (784 + 4000) * 4010 * 8
+    tracemalloc.start()
+    cluster_graph(graph, SpectralConfig(4), seed=0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    kmeans_buffers = 6 * 25 * 4 * graph.n_nodes * 8  # a few (restarts, k, nodes) float arrays
+    assert peak < 64 * edges + kmeans_buffers  # CSR copies of the edges, and k-means
+    assert peak < dense_block_bytes / 3  # the dense path needs the block and its Gram matrix
+
+
+def test_the_solver_rule():
+    from nn_clustering.core import spectral
+
+    small = mlp_graph(random_kernels(np.random.default_rng(0)))
+    assert spectral.choose_solver(small) == "dense"  # the paper's MLP: today's path
+    sparse_kernels, _ = planted_network(1200, 4, 0.9)
+    assert spectral.choose_solver(mlp_graph(sparse_kernels)) == "sparse"
+    dense_kernels, _ = planted_network(1200, 4, 0.0)
+    assert spectral.choose_solver(mlp_graph(dense_kernels)) == "dense"  # a dense block: Gram is cheaper
+    with pytest.raises(ValueError, match="solver"):
+        cluster_graph(small, SpectralConfig(4), solver="qr")

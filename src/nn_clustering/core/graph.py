@@ -116,6 +116,31 @@ class Graph:
         parity = self.layer_of_node[self.active] % 2
         return out, np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
 
+    def sparse_bipartite_block(self) -> tuple[sp.csr_array, np.ndarray, np.ndarray]:
+        """:meth:`bipartite_block` as a sparse CSR matrix, built from the non-zero entries alone
+        (no dense block and no dense copy of a layer): memory grows with the edges."""
+        sizes = self.layer_sizes
+        active = np.split(self.active, np.cumsum(sizes)[:-1])
+        position = [np.cumsum(a) - 1 for a in active]  # node -> its index among the layer's active ones
+        offset = [0, 0]
+        start = []
+        for layer, a in enumerate(active):
+            start.append(offset[layer % 2])
+            offset[layer % 2] += int(a.sum())
+        rows, cols, values = [], [], []
+        for layer, block in enumerate(self.blocks):
+            r, c = np.nonzero(block)  # every edge joins two active nodes
+            values.append(block[r, c])
+            r, c = position[layer][r] + start[layer], position[layer + 1][c] + start[layer + 1]
+            if layer % 2:
+                r, c = c, r
+            rows.append(r)
+            cols.append(c)
+        out = sp.csr_array((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                           shape=(offset[0], offset[1]))
+        parity = self.layer_of_node[self.active] % 2
+        return out, np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
+
     def expand_labels(self, labels: np.ndarray) -> np.ndarray:
         """Map labels of the non-isolated nodes back to every node, -1 for isolated ones."""
         keep = self.active
@@ -186,7 +211,7 @@ def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel") -> list[n
         if raw.dtype == bool or not np.issubdtype(raw.dtype, np.number):
             raise GraphError(f"{what} {i} holds {raw.dtype} values, not numbers; save the kernels as "
                              "float arrays (numpy.savez(path, *kernels))")
-        arr = raw.astype(np.float64)
+        arr = raw.astype(np.float64, copy=False)
         if arr.ndim != 2:
             raise GraphError(f"{what} {i} has shape {arr.shape}; expected a 2-D (inputs, outputs) matrix")
         if arr.size == 0:
