@@ -9,7 +9,7 @@ Two things make it fast without changing the answer:
 
 * A network's layered graph is bipartite (even layers against odd layers), so M = [[0, B],
   [B^T, 0]] and its top eigenvectors are (u, v) / sqrt(2) for the top singular triplets
-  B v = s u. Up to :data:`DENSE_LIMIT` connected nodes (the paper's MLP has 1,818) we take them
+  B v = s u. Up to :data:`DENSE_LIMIT` (2,000) connected nodes (the paper's MLP has 1,818) we take them
   from the dense eigendecomposition of the smaller Gram matrix (B^T B, at most ~520 x 520 for
   the paper's MLP) instead of a shift-invert Lanczos on the whole graph. Above it, B is built
   sparse from the non-zero weights and its top singular vectors come from Lanczos (ARPACK) on
@@ -36,10 +36,11 @@ from .kmeans import kmeans
 from .ncut import ncut, ncut_bipartite
 from .validation import check_float, check_int, check_n_clusters
 
-#: Up to this many connected nodes a graph's eigenvectors come from dense eigensolvers; above
-#: it from Lanczos on sparse matrices (the bipartite block of a network, or the adjacency),
-#: unless a network's block is so dense that the dense Gram path is cheaper (see choose_solver).
-DENSE_LIMIT = 4000
+#: Up to this many connected nodes a graph's eigenvectors come from dense eigensolvers (the
+#: paper's MLP has 1,818 nodes); above it from Lanczos on sparse matrices (the bipartite block
+#: of a network, or the adjacency), unless a network's block is so dense that the dense Gram
+#: path is cheaper (see choose_solver).
+DENSE_LIMIT = 2000
 #: Above DENSE_LIMIT, a bipartite block with more than this share of non-zero entries keeps the
 #: dense Gram path, as long as the dense block fits in DENSE_BLOCK_LIMIT entries (1 GiB).
 SPARSE_DENSITY = 0.2
