@@ -124,3 +124,12 @@ def test_dask_local_cluster_gives_identical_results():
         kernels, spectral, ShuffleConfig(n_shuffles=8, seed=5, n_jobs=2, scheduler="local"), progress=False
     )
     np.testing.assert_array_equal(local, dask)
+
+
+def test_layer_shuffle_of_a_matrix_is_the_permutation_of_its_entries():
+    """The in-place shuffle equals indexing by the same generator's permutation, entry for entry
+    (the shuffled networks, and so every published shuffle test, are those of that definition)."""
+    w = np.random.default_rng(9).normal(size=(37, 23))
+    w[w < 0.3] = 0.0
+    expected = w.ravel()[np.random.default_rng(4).permutation(w.size)].reshape(w.shape)
+    np.testing.assert_array_equal(shuffle_weights(w, "layer", np.random.default_rng(4)), expected)

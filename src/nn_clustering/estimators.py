@@ -220,8 +220,9 @@ class ShuffleTest(_Estimator):
         Run the shuffles on dask.distributed: ``"local"`` or a scheduler address.
     random_state : int, default=42
         Root seed of the observed clustering and of every shuffle.
-    progress : bool, default=False
-        Show a progress bar with a time estimate.
+    progress : bool, default=True
+        Show a progress bar of the shuffles with a time estimate (on stderr; in Jupyter, a
+        widget).
 
     Attributes
     ----------
@@ -257,7 +258,7 @@ class ShuffleTest(_Estimator):
 
     def __init__(self, *, n_clusters: int = 4, n_shuffles: int = 320, method: str = "layer", n_init: int = 25,
                  norm: str = "l1", drop_dead_ends: bool = False, n_jobs: int = 1, scheduler: str | None = None,
-                 random_state: int = 42, progress: bool = False):
+                 random_state: int = 42, progress: bool = True):
         self.n_clusters = n_clusters
         self.n_shuffles = n_shuffles
         self.method = method

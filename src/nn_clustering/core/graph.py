@@ -216,11 +216,10 @@ def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel") -> list[n
             raise GraphError(f"{what} {i} has shape {arr.shape}; expected a 2-D (inputs, outputs) matrix")
         if arr.size == 0:
             raise GraphError(f"{what} {i} is empty (shape {arr.shape}); every layer needs at least one unit")
-        bad = ~np.isfinite(arr)
-        if bad.any():
+        if not np.isfinite(arr).all():
             raise GraphError(
-                f"{what} {i} has {int(bad.sum())} NaN/inf weights; the model diverged or the file "
-                "is corrupt: retrain or re-save it"
+                f"{what} {i} has {int(np.count_nonzero(~np.isfinite(arr)))} NaN/inf weights; the model "
+                "diverged or the file is corrupt: retrain or re-save it"
             )
         if not arr.any():
             raise GraphError(f"{what} {i} is all zeros; the layer disconnects the network, so there is nothing to cluster")
@@ -245,7 +244,7 @@ def exact_scale(matrices: Sequence[np.ndarray]) -> int:
     normalised adjacency and every cut / volume ratio are invariant), and scaling by an even power
     of two is exact in floating point, square roots of degrees included. It keeps the spectral
     embedding, which divides by sqrt(degree), finite for subnormal or huge weights."""
-    top = max(float(np.max(np.abs(m))) for m in matrices)
+    top = max(max(abs(float(m.max())), abs(float(m.min()))) for m in matrices)
     exponent = int(np.frexp(top)[1])
     return 0 if abs(exponent) <= EXPONENT_LIMIT else -2 * (exponent // 2)
 

@@ -83,6 +83,12 @@ def shuffle_weights(weights: np.ndarray, method: ShuffleMethod, rng: np.random.G
     w = np.asarray(weights)
     method = check_choice(method, ShuffleMethod, "method")
     units = _units(w)
+    if method == ShuffleMethod.LAYER and w.ndim == 2:
+        # shuffling a copy in place applies exactly the swaps of rng.permutation(n), so
+        # out[j] = w[perm[j]] as below, without the n-long index array and the gather
+        out = w.ravel().copy()
+        rng.shuffle(out)
+        return out.reshape(w.shape)
     if method == ShuffleMethod.LAYER:
         return units[:, rng.permutation(units.shape[1])].reshape(w.shape)
     out = np.zeros_like(units)
