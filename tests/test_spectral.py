@@ -252,3 +252,22 @@ def test_the_solver_rule():
     assert spectral.choose_solver(mlp_graph(dense_kernels)) == "dense"  # a dense block: Gram is cheaper
     with pytest.raises(ValueError, match="solver"):
         cluster_graph(small, SpectralConfig(4), solver="qr")
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_runs():
+    """A smoke run of benchmarks/bench_scaling.py: two small widths, one graph each, a tiny
+    shuffle test; every row reports both sides and the slope line is printed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_scaling.py"
+    out = subprocess.run([sys.executable, str(script), "--widths", "512", "600", "--graphs", "1", "--shuffles", "2",
+                          "--jobs", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import re
+
+    rows = [line for line in out.stdout.splitlines() if re.match(r"^\s*(dense|90% sparse)\s+\d+\s", line)]
+    assert len(rows) == 8 and all(re.search(r"\d\.\dx ", row) for row in rows)  # both sides ran
+    assert out.stdout.count("our time grows like edges^") == 4 and "shuffle test" in out.stdout
