@@ -16,36 +16,22 @@ Both sides run with one BLAS thread per process (the setting the shuffle workers
 from __future__ import annotations
 
 import argparse
-import time
 
+import graph_bench
 import numpy as np
-from sklearn.cluster import SpectralClustering
+from graph_bench import timed
 from threadpoolctl import threadpool_limits
 
 from nn_clustering.core.graph import mlp_graph
 from nn_clustering.core.ncut import ncut
-from nn_clustering.core.shuffle import ShuffleConfig, shuffle_test
 from nn_clustering.core.spectral import SpectralConfig, cluster_graph
 
 SIZES = (784, 256, 256, 256, 256, 10)
 
 
 def random_kernels(rng: np.random.Generator, sparsity: float) -> list[np.ndarray]:
-    """Glorot-uniform-like random kernels; the smallest ``sparsity`` fraction set to 0."""
-    kernels = []
-    for a, b in zip(SIZES[:-1], SIZES[1:], strict=True):
-        limit = np.sqrt(6 / (a + b))
-        w = rng.uniform(-limit, limit, size=(a, b))
-        if sparsity:
-            w[np.abs(w) < np.quantile(np.abs(w), sparsity)] = 0.0
-        kernels.append(w)
-    return kernels
-
-
-def time_call(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+    """Random kernels of the paper's MLP (:func:`graph_bench.random_kernels`)."""
+    return graph_bench.random_kernels(SIZES, sparsity, rng)
 
 
 def time_pair(ours, ref, repeats: int):
@@ -53,19 +39,11 @@ def time_pair(ours, ref, repeats: int):
     fastest is the least disturbed by other work on the machine)."""
     ours_t, ref_t = [], []
     for _ in range(repeats):
-        ours_out, t = time_call(ours)
+        ours_out, t = timed(ours)
         ours_t.append(t)
-        ref_out, t = time_call(ref)
+        ref_out, t = timed(ref)
         ref_t.append(t)
     return ours_out, min(ours_t), ref_out, min(ref_t)
-
-
-def reference(k: int, seed: int) -> SpectralClustering:
-    """The paper code's configuration of scikit-learn's spectral clustering."""
-    return SpectralClustering(
-        n_clusters=k, affinity="precomputed", assign_labels="kmeans",
-        eigen_solver="arpack", n_init=25, random_state=seed,
-    )
 
 
 def warm_up() -> None:
@@ -73,7 +51,7 @@ def warm_up() -> None:
     graph = mlp_graph(random_kernels(np.random.default_rng(0), 0.0))
     with threadpool_limits(limits=1):
         cluster_graph(graph, SpectralConfig(4), seed=0)
-        reference(4, 0).fit(graph.without_isolated()[0])
+        graph_bench.reference(4, 0).fit(graph.without_isolated()[0])
 
 
 def main() -> None:
@@ -97,7 +75,7 @@ def main() -> None:
                 with threadpool_limits(limits=1):
                     ours, t_ours, labels, t_ref = time_pair(
                         lambda g=graph, i=i, k=k: cluster_graph(g, SpectralConfig(k), seed=i),
-                        lambda k=k, i=i, a=adj: reference(k, i).fit(a).labels_,
+                        lambda k=k, i=i, a=adj: graph_bench.reference(k, i).fit(a).labels_,
                         args.repeats,
                     )
                 ours_t.append(t_ours)
@@ -109,12 +87,8 @@ def main() -> None:
 
     if args.shuffles < 1:
         return
-    kernels = random_kernels(np.random.default_rng(7), 0.9)
-    config = ShuffleConfig(n_shuffles=args.shuffles, method="layer", seed=1, n_jobs=args.jobs)
-    result, t = time_call(lambda: shuffle_test(kernels, SpectralConfig(4), config, progress=False))
-    print(f"\nshuffle test: {args.shuffles} layer shuffles at k = 4 with {args.jobs} workers: {t:.1f} s "
-          f"({t / args.shuffles * args.jobs:.3f} s per shuffle per worker); "
-          f"n-cut {result.clustering.ncut:.4f}, shuffled mean {result.stats.mean:.4f}")
+    graph_bench.report_shuffle_test(random_kernels(np.random.default_rng(7), 0.9), args.shuffles, args.jobs,
+                                    "90%-sparse 784-256x4-10 net")
 
 
 if __name__ == "__main__":

@@ -18,36 +18,21 @@ Everything runs with one BLAS thread (as the shuffle workers do).
 from __future__ import annotations
 
 import argparse
-import time
 import tracemalloc
 
+import graph_bench
 import numpy as np
-from sklearn.cluster import SpectralClustering
+from graph_bench import timed
 from threadpoolctl import threadpool_limits
 
 from nn_clustering.core.graph import mlp_graph
 from nn_clustering.core.ncut import ncut
-from nn_clustering.core.shuffle import ShuffleConfig, shuffle_test
 from nn_clustering.core.spectral import SpectralConfig, choose_solver, cluster_graph
 
 
 def random_kernels(width: int, sparsity: float, rng: np.random.Generator) -> list[np.ndarray]:
-    """Glorot-uniform kernels of a 784-w-w-w-w-10 net; the smallest ``sparsity`` share zeroed."""
-    sizes = (784, width, width, width, width, 10)
-    kernels = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        limit = np.sqrt(6 / (a + b))
-        w = rng.uniform(-limit, limit, size=(a, b))
-        if sparsity:
-            w[np.abs(w) < np.quantile(np.abs(w), sparsity)] = 0.0
-        kernels.append(w)
-    return kernels
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+    """Random kernels of a 784-w-w-w-w-10 net (:func:`graph_bench.random_kernels`)."""
+    return graph_bench.random_kernels((784, width, width, width, width, 10), sparsity, rng)
 
 
 def peak_memory(fn) -> float:
@@ -58,11 +43,6 @@ def peak_memory(fn) -> float:
         return tracemalloc.get_traced_memory()[1] / 2**20
     finally:
         tracemalloc.stop()
-
-
-def reference(k: int, seed: int) -> SpectralClustering:
-    return SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels="kmeans",
-                              eigen_solver="arpack", n_init=25, random_state=seed)
 
 
 def main() -> None:
@@ -78,7 +58,7 @@ def main() -> None:
     with threadpool_limits(limits=1):
         warm = mlp_graph(random_kernels(256, 0.9, np.random.default_rng(0)))
         cluster_graph(warm, SpectralConfig(4))
-        reference(4, 0).fit(warm.without_isolated()[0])
+        graph_bench.reference(4, 0).fit(warm.without_isolated()[0])
         print(f"{'graphs':>10} {'width':>5} {'k':>3} {'nodes':>6} {'edges':>10} {'path':>6} {'ours s':>8} "
               f"{'sklearn s':>9} {'speed-up':>8} {'peak MB':>8} {'ours n-cut':>10} {'sklearn':>9} {'ratio':>7}")
         for sparsity, name in ((0.0, "dense"), (0.9, "90% sparse")):
@@ -96,7 +76,7 @@ def main() -> None:
                         ours_n.append(result.ncut)
                         if run_ref:
                             adjacency, _ = graph.without_isolated()
-                            labels, t = timed(lambda a=adjacency, i=i, k=k: reference(k, i).fit(a).labels_)
+                            labels, t = timed(lambda a=adjacency, i=i, k=k: graph_bench.reference(k, i).fit(a).labels_)
                             ref_t.append(t)
                             ref_n.append(ncut(adjacency, labels))
                     peak = peak_memory(lambda g=graphs[0], k=k: cluster_graph(g, SpectralConfig(k), seed=0))
@@ -118,12 +98,8 @@ def main() -> None:
                           f"{args.widths[-1]}", flush=True)
 
     if args.shuffles:
-        kernels = random_kernels(2048, 0.9, np.random.default_rng(7))
-        config = ShuffleConfig(n_shuffles=args.shuffles, method="layer", seed=1, n_jobs=args.jobs)
-        result, t = timed(lambda: shuffle_test(kernels, SpectralConfig(4), config, progress=False))
-        print(f"\nshuffle test, 90%-sparse 2048-wide net: {args.shuffles} layer shuffles at k = 4 with "
-              f"{args.jobs} workers in {t:.0f} s ({t / args.shuffles * args.jobs:.2f} s per shuffle per "
-              f"worker); n-cut {result.clustering.ncut:.4f}, shuffled mean {result.stats.mean:.4f}")
+        graph_bench.report_shuffle_test(random_kernels(2048, 0.9, np.random.default_rng(7)), args.shuffles,
+                                        args.jobs, "90%-sparse 2048-wide net")
 
 
 if __name__ == "__main__":
