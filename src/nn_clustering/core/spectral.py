@@ -121,11 +121,12 @@ def top_singular_pairs(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
 
 def sparse_singular_pairs(block: sp.csr_array, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
     """Top-k left and right singular vectors of a sparse (normalised) block, by ARPACK's
-    Lanczos on the smaller side's Gram operator (to machine precision). None when k is not
-    below the smaller side or a singular value is zero (the caller then falls back)."""
+    Lanczos on the smaller side's Gram operator, to a relative accuracy of :data:`LANCZOS_TOL`
+    (transposes are views: no copy of the block). None when k is not below the smaller side
+    or a singular value is zero (the caller then falls back)."""
     transpose = block.shape[1] > block.shape[0]
-    b = sp.csr_array(block.T) if transpose else block
-    bt = sp.csr_array(b.T)
+    b = block.T if transpose else block
+    bt = b.T
     n_small = b.shape[1]
     if k >= n_small:
         return None
@@ -277,9 +278,10 @@ def cluster_graph(
     if dense:
         pairs = top_singular_pairs(block * d_inv_sqrt[even, None] * d_inv_sqrt[None, odd], config.n_clusters)
     else:
-        normalised = block.copy()
-        row_of = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-        normalised.data *= d_inv_sqrt[even][row_of] * d_inv_sqrt[odd][block.indices]
+        scale = np.repeat(d_inv_sqrt[even], np.diff(block.indptr))
+        scale *= d_inv_sqrt[odd][block.indices]
+        scale *= block.data  # the normalised block shares the block's index arrays
+        normalised = sp.csr_array((scale, block.indices, block.indptr), shape=block.shape)
         pairs = sparse_singular_pairs(normalised, config.n_clusters, rng)
     if pairs is not None:
         vectors = np.zeros((n_active, config.n_clusters))
