@@ -92,10 +92,27 @@ class _Estimator:
             out["n_jobs"] = check_n_jobs(params["n_jobs"], scheduler=out.get("scheduler"))
         return out
 
-    def _graph_inputs(self, network, params: dict[str, Any]):
-        weights = as_weights(network)
-        kernels, builder = graph_inputs(weights, params["norm"], params["drop_dead_ends"])
-        return weights, kernels, builder
+    def _prepare(self, network) -> tuple[dict[str, Any], list[np.ndarray], Any, SpectralConfig]:
+        """What both estimators' ``fit`` start with: the checked parameters, the network read
+        (``weights_``) and its graph built (``graph_``, which checks the kernels), the kernels
+        and graph builder, and the spectral configuration."""
+        params = self._validated()
+        self.weights_: NetworkWeights = as_weights(network)
+        kernels, builder = graph_inputs(self.weights_, params["norm"], params["drop_dead_ends"])
+        self.graph_: Graph = builder(kernels)
+        return params, kernels, builder, SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"])
+
+    @property
+    def labels_(self) -> np.ndarray:
+        return self.clustering_.labels
+
+    @property
+    def ncut_(self) -> float:
+        return self.clustering_.ncut
+
+    @property
+    def labels_by_layer_(self) -> list[np.ndarray]:
+        return self._fitted("graph_").split_by_layer(self.labels_)
 
 
 class SpectralNCut(_Estimator):
@@ -164,13 +181,8 @@ class SpectralNCut(_Estimator):
 
         ``y`` is ignored (scikit-learn's signature). Returns the fitted estimator.
         """
-        params = self._validated()
-        weights, kernels, builder = self._graph_inputs(network, params)
-        graph = builder(kernels)
-        spectral = SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"])
-        self.weights_: NetworkWeights = weights
-        self.graph_: Graph = graph
-        self.clustering_: Clustering = observed_clustering(graph, spectral, params["random_state"])
+        params, _, _, spectral = self._prepare(network)
+        self._clustering = observed_clustering(self.graph_, spectral, params["random_state"])
         return self
 
     def fit_predict(self, network, y=None) -> np.ndarray:
@@ -178,16 +190,8 @@ class SpectralNCut(_Estimator):
         return self.fit(network).labels_
 
     @property
-    def labels_(self) -> np.ndarray:
-        return self._fitted("clustering_").labels
-
-    @property
-    def ncut_(self) -> float:
-        return self._fitted("clustering_").ncut
-
-    @property
-    def labels_by_layer_(self) -> list[np.ndarray]:
-        return self._fitted("graph_").split_by_layer(self.labels_)
+    def clustering_(self) -> Clustering:
+        return self._fitted("_clustering")
 
 
 class ShuffleTest(_Estimator):
@@ -230,6 +234,8 @@ class ShuffleTest(_Estimator):
         The unshuffled network's clustering (equal to ``SpectralNCut(random_state=...)``'s).
     labels_ : ndarray of shape (n_nodes,)
         Its labels, -1 for nodes without edges.
+    labels_by_layer_ : list of ndarray
+        ``labels_`` split by layer.
     ncut_ : float
         Its n-cut.
     shuffled_ncuts_ : ndarray of shape (n_shuffles,)
@@ -272,28 +278,15 @@ class ShuffleTest(_Estimator):
 
     def fit(self, network, y=None) -> ShuffleTest:
         """Cluster ``network`` and ``n_shuffles`` shuffles of it; ``y`` is ignored."""
-        params = self._validated()
-        weights, kernels, builder = self._graph_inputs(network, params)
-        graph = builder(kernels)  # checks the kernels before any shuffle runs
-        spectral = SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"])
+        params, kernels, builder, spectral = self._prepare(network)  # the kernels checked before any shuffle
         config = ShuffleConfig(params["n_shuffles"], params["method"], params["random_state"], params["n_jobs"],
                                params["scheduler"])
-        self.weights_: NetworkWeights = weights
-        self.graph_: Graph = graph
         self.result_: ShuffleTestResult = shuffle_test(kernels, spectral, config, builder, params["progress"])
         return self
 
     @property
     def clustering_(self) -> Clustering:
         return self._fitted("result_").clustering
-
-    @property
-    def labels_(self) -> np.ndarray:
-        return self.clustering_.labels
-
-    @property
-    def ncut_(self) -> float:
-        return self.clustering_.ncut
 
     @property
     def shuffled_ncuts_(self) -> np.ndarray:

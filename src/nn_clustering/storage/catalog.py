@@ -86,14 +86,14 @@ def config_record(spec: Any, instance: int, seed: int, profile: str, **extra: An
 def instance_metrics(histories: dict[Stage, dict], seconds: float) -> dict[str, Any]:
     """The content of ``metrics.json`` from each stage's history (a Keras ``fit`` history, with
     the inference-mode training accuracy under :attr:`Metric.TRAIN_ACCURACY_INFERENCE`)."""
-    out: dict[str, Any] = {}
-    histories = {stage: dict(history) for stage, history in histories.items()}
+    out: dict[str, Any] = {"seconds": seconds}
     for stage, history in histories.items():
+        history = dict(history)  # the caller's history keeps its inference-mode accuracy
         out[metric_key(stage, Metric.TEST_ACCURACY)] = (history.get(HISTORY_KEYS["test"]) or [None])[-1]
         out[metric_key(stage, Metric.TRAIN_ACCURACY)] = (history.get(HISTORY_KEYS["train"]) or [None])[-1]
-    for stage, history in histories.items():
         out[metric_key(stage, Metric.TRAIN_ACCURACY_INFERENCE)] = history.pop(Metric.TRAIN_ACCURACY_INFERENCE, None)
-    return {**out, **{str(stage): history for stage, history in histories.items()}, "seconds": seconds}
+        out[str(stage)] = history
+    return out
 
 
 def network_files(folder: Path) -> dict[str, str]:
@@ -146,6 +146,8 @@ class TrainedInstance:
     metrics: dict
     #: ``{file name: SHA-256}`` the files must match (config.json's record, else INDEX.json's)
     recorded: dict = field(default_factory=dict)
+    #: digests already verified, by (path, size, mtime): a file is hashed once per change
+    _verified: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def arch(self) -> Architecture:
@@ -186,6 +188,10 @@ class TrainedInstance:
         fix = f"delete {self.path} and re-run `make models TAGS={self.tag}` (training is deterministic)"
         if not path.is_file():
             raise ModelError(f"{path} is missing: the model folder is incomplete; {fix}")
+        state = path.stat()
+        key = (path, state.st_size, state.st_mtime_ns)
+        if key in self._verified:
+            return self._verified[key]
         digest = file_digest(path, "sha256")
         expected = self.recorded.get(path.name)
         if expected is not None and digest != expected:
@@ -193,6 +199,7 @@ class TrainedInstance:
                 f"{path} does not match the SHA-256 recorded when it was trained ({digest[:12]}... != "
                 f"{expected[:12]}...): it was replaced or damaged; restore it, or {fix}"
             )
+        self._verified[key] = digest
         return digest
 
     def verify(self) -> None:
