@@ -177,8 +177,8 @@ def test_single_lesion_test_covers_every_conv_layer():
 @pytest.mark.parametrize("bad, message", [
     (lambda h: keras.layers.LayerNormalization(name="odd_norm")(h), "'odd_norm' (LayerNormalization) is not supported"),
     (lambda h: keras.layers.BatchNormalization(name="late_bn")(keras.layers.ReLU(name="relu_x")(h)),
-     "BatchNormalization 'late_bn' sits after 'relu_x'"),
-    (lambda h: keras.layers.Add(name="skip")([h, h]), "'skip' (Add) is not supported"),
+     "batch normalisation 'late_bn' sits after 'relu_x'"),
+    (lambda h: keras.layers.Multiply(name="gate")([h, h]), "'gate' (Multiply) is not supported"),
 ])
 def test_unsupported_layers_get_a_clear_error_naming_them(bad, message, tmp_path):
     inputs = keras.Input((6, 6, 1))

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import GraphError
+from .dag import dag_graph
 from .enums import Architecture, SliceNorm
 from .weights import NetworkWeights
 
@@ -196,10 +197,10 @@ def _sparse_adjacency(blocks: Sequence[np.ndarray]) -> sp.csr_matrix:
     return sp.csr_matrix(sp.bmat(grid, format="csr"))
 
 
-def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel") -> list[np.ndarray]:
-    """Validate a chain of 2-D weight matrices: real numbers, finite, non-empty, not all zero,
-    shapes that chain. Returns them as float64 arrays. Raises :class:`GraphError` naming the
-    first bad matrix."""
+def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel", chain: bool = True) -> list[np.ndarray]:
+    """Validate 2-D weight matrices: real numbers, finite, non-empty, not all zero, and (with
+    ``chain``) shapes that chain. Returns them as float64 arrays. Raises :class:`GraphError`
+    naming the first bad matrix."""
     if len(kernels) == 0:
         raise GraphError(f"no {what}s given; pass at least one weight matrix")
     out = []
@@ -223,7 +224,7 @@ def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel") -> list[n
             )
         if not arr.any():
             raise GraphError(f"{what} {i} is all zeros; the layer disconnects the network, so there is nothing to cluster")
-        if out and out[-1].shape[1] != arr.shape[0]:
+        if chain and out and out[-1].shape[1] != arr.shape[0]:
             raise GraphError(
                 f"{what}s do not chain: {what} {i - 1} has {out[-1].shape[1]} outputs but {what} {i} "
                 f"has {arr.shape[0]} inputs; pass the kernels in layer order"
@@ -285,7 +286,10 @@ def graph_inputs(
     """The kernels that form the graph and its builder: all MLP kernels, or the conv-to-conv
     kernels of a CNN (method.md §3); with ``drop_dead_ends`` the builder also removes the
     nodes on no input-to-output path (:meth:`Graph.without_dead_ends`, method.md §8)."""
-    if weights.kind == Architecture.CNN:
+    if weights.wiring is not None:
+        kernels = [weights.kernels[i] for i in weights.wiring.kernels]
+        builder = partial(dag_graph, wiring=weights.wiring, norm=norm)
+    elif weights.kind == Architecture.CNN:
         conv = weights.conv_kernels
         if len(conv) < 2:
             raise GraphError(
@@ -296,6 +300,17 @@ def graph_inputs(
     else:
         kernels, builder = list(weights.kernels), mlp_graph
     return kernels, partial(_live_graph, builder) if drop_dead_ends else builder
+
+
+def group_names(weights: NetworkWeights) -> list[str]:
+    """The name of each group of nodes of the network's graph, in node order: the network
+    input (``input``) and each weighted layer's outputs under the layer's name (method.md §3)."""
+    if weights.wiring is not None:
+        return list(weights.wiring.names)
+    if weights.kind == Architecture.CNN:
+        conv = [i for i, k in enumerate(weights.kernels) if np.ndim(k) == 4]
+        return [weights.layer_name(i) for i in conv]
+    return ["input"] + [weights.layer_name(i) for i in range(len(weights.kernels))]
 
 
 def _live_graph(builder: GraphBuilder, kernels: Sequence[np.ndarray]) -> Graph:

@@ -31,6 +31,7 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg
 
+from .dag import DagGraph
 from .graph import Graph
 from .kmeans import kmeans
 from .ncut import ncut, ncut_bipartite
@@ -170,7 +171,7 @@ def _general_top_eigvecs(
     # M + I has eigenvalues in [0, 2], so 'largest algebraic' is well posed even for
     # (near-)bipartite graphs whose spectrum is symmetric about 0.
     shifted = scale @ adjacency @ scale + sp.identity(n, format="csr")
-    _, vectors = scipy.sparse.linalg.eigsh(shifted, k=k, which="LA", v0=rng.uniform(-1, 1, n))
+    _, vectors = scipy.sparse.linalg.eigsh(shifted, k=k, which="LA", tol=LANCZOS_TOL, v0=rng.uniform(-1, 1, n))
     return vectors
 
 
@@ -254,17 +255,32 @@ def choose_solver(graph: Graph) -> Literal["dense", "sparse"]:
     return "dense" if entries <= DENSE_BLOCK_LIMIT and edges > SPARSE_DENSITY * entries else "sparse"
 
 
+def cluster_dag(
+    graph: DagGraph, config: SpectralConfig, rng: np.random.Generator, solver: EigenSolver = "auto"
+) -> Clustering:
+    """Cluster a :class:`DagGraph` (not bipartite in general) from its normalised adjacency:
+    a dense eigensolver up to :data:`DENSE_LIMIT` connected nodes, Lanczos on the sparse
+    adjacency above (``solver`` forces either)."""
+    n_active = int(graph.active.sum())
+    dense = solver == "dense" or (solver == "auto" and n_active <= DENSE_LIMIT)
+    adjacency, _ = graph.without_isolated(dense=dense)
+    embedding = spectral_embedding(adjacency, config.n_clusters, None, rng)
+    labels, _ = kmeans(embedding, config.n_clusters, rng, config.n_init, config.max_iter, config.tol)
+    return Clustering(graph.expand_labels(labels), ncut(adjacency, labels), config.n_clusters)
+
+
 def cluster_graph(
-    graph: Graph,
+    graph: Graph | DagGraph,
     config: SpectralConfig | None = None,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
     solver: EigenSolver = "auto",
 ) -> Clustering:
     """Cluster a network graph: isolated nodes removed, labels mapped back (-1), n-cut scored.
 
-    A network graph is bipartite between even and odd layers by construction, so everything
+    A chain's graph is bipartite between even and odd layers by construction, so everything
     works on the even-by-odd block alone: dense up to :data:`DENSE_LIMIT` connected nodes,
-    sparse above (see the module's docstring).
+    sparse above (see the module's docstring). A :class:`DagGraph` (residual sums,
+    concatenations) is clustered from its adjacency (:func:`cluster_dag`).
     """
     config = config or SpectralConfig()
     n_active = int(graph.active.sum())
@@ -272,6 +288,8 @@ def cluster_graph(
     rng = np.random.default_rng(seed)
     if solver not in ("auto", "dense", "sparse"):
         raise ValueError(f"solver = {solver!r}: use 'auto', 'dense' or 'sparse'")
+    if isinstance(graph, DagGraph):
+        return cluster_dag(graph, config, rng, solver)
     dense = (choose_solver(graph) if solver == "auto" else solver) == "dense"
     block, even, odd = graph.bipartite_block() if dense else graph.sparse_bipartite_block()
     d_inv_sqrt = 1.0 / np.sqrt(graph.degrees[graph.active])

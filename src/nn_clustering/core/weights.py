@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ModelError
+from .dag import Wiring
 from .enums import Architecture
 
 
@@ -19,19 +20,27 @@ class NetworkWeights:
     """Kernels (and biases where known) in layer order, and the network kind.
 
     ``kind`` is :attr:`Architecture.MLP` for Dense kernels (in, out) only and
-    :attr:`Architecture.CNN` when conv kernels (h, w, in, out) come first.
+    :attr:`Architecture.CNN` when conv kernels (h, w, in, out) come first. ``names`` are the
+    layers' names where the file records them. ``wiring`` describes a network that is not a
+    single chain (residual sums, concatenations); None for a chain of layers.
     """
 
     kernels: list[np.ndarray]
     biases: list[np.ndarray] = field(default_factory=list)
     kind: Architecture = Architecture.MLP
     source: str = ""
+    names: list[str] = field(default_factory=list)
+    wiring: Wiring | None = None
 
     @classmethod
     def from_arrays(cls, kernels, biases=(), source: str = "") -> NetworkWeights:
         """Weights from kernels in layer order (the kind follows from their ranks)."""
         kernels = [np.asarray(k) for k in kernels]
         return cls(kernels, [np.asarray(b) for b in biases], network_kind(kernels, source), source)
+
+    def layer_name(self, i: int) -> str:
+        """The name of weighted layer i (``layer_i`` where the file records none)."""
+        return self.names[i] if i < len(self.names) else f"layer_{i}"
 
     @property
     def conv_kernels(self) -> list[np.ndarray]:

@@ -1,13 +1,17 @@
 """One way in for a network's weights: a file path, a Keras model, a list of arrays or the
 weights type itself, converted by :func:`as_weights`.
 
-Files are chosen by suffix: ``.npz`` (:mod:`nn_clustering.formats.npz`), ``.keras``/``.h5``
-(:mod:`nn_clustering.keras_edge.weights`, which imports Keras only when such a file is read).
+A file's format is told by its first bytes where they say it, else by its suffix
+(:func:`file_format`): ``.npz`` (:mod:`~nn_clustering.formats.npz`), ``.keras``/``.h5``
+(:mod:`nn_clustering.keras_edge.weights`, which imports Keras only when such a file is read),
+``.onnx`` (:mod:`~nn_clustering.formats.onnx`), ``.safetensors`` and PyTorch ``.pt``/``.pth``
+state_dicts (:mod:`~nn_clustering.formats.state_dict`).
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,23 +22,68 @@ from ..errors import ModelError
 from .npz import load_npz_weights
 
 KERAS_SUFFIXES = (".keras", ".h5")
+SUFFIXES = {".npz": "npz", ".keras": "keras", ".h5": "keras", ".onnx": "onnx",
+            ".safetensors": "safetensors", ".pt": "torch", ".pth": "torch"}
+FORMATS_HINT = "pass a .npz of kernels, a .keras model, an .onnx file or a PyTorch state_dict (.safetensors, .pt)"
+
+
+def sniff_format(path: Path) -> str | None:
+    """The format that a file's first bytes show: a zip archive's members tell ``npz``,
+    ``keras`` or ``torch``; HDF5 is ``keras``; a length-prefixed JSON header is ``safetensors``;
+    a bare pickle is ``torch``. None where the bytes do not say (ONNX, a protobuf, has no
+    signature)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            return None
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        if "config.json" in names or "metadata.json" in names:
+            return "keras"
+        return "npz" if names and all(n.endswith(".npy") for n in names) else None
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "keras"
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "torch"
+    return None
+
+
+def file_format(path: Path) -> str:
+    """A model file's format: from its content (:func:`sniff_format`), else its suffix."""
+    found = sniff_format(path) or SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise ModelError(f"{path}: unknown model format {path.suffix.lower() or '(no suffix)'!r}; {FORMATS_HINT}")
+    return found
 
 
 def load_weights(path: str | Path) -> NetworkWeights:
-    """Load weights from ``.npz`` or ``.keras``/``.h5``; a clear error for anything else."""
+    """Load weights from any supported model file (:func:`file_format`); a clear error for
+    anything else."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path} not found; check the path or train it with `make models`")
     if not path.is_file():
-        raise ModelError(f"{path} is not a file; pass a .npz of kernels or a .keras model")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
+        raise ModelError(f"{path} is not a file; {FORMATS_HINT}")
+    kind = file_format(path)
+    if kind == "npz":
         return load_npz_weights(path)
-    if suffix in KERAS_SUFFIXES:
+    if kind == "keras":
         from ..keras_edge.weights import load_keras_weights
 
         return load_keras_weights(path)
-    raise ModelError(f"{path}: unknown model format {suffix!r}; pass a .npz of kernels or a .keras model")
+    if kind == "onnx":
+        from .onnx import load_onnx_weights
+
+        return load_onnx_weights(path)
+    from .state_dict import load_safetensors_weights, load_torch_weights
+
+    return load_safetensors_weights(path) if kind == "safetensors" else load_torch_weights(path)
 
 
 def _is_keras_model(obj) -> bool:
@@ -62,6 +111,6 @@ def as_weights(network) -> NetworkWeights:
     ):
         return NetworkWeights.from_arrays(network, source="arrays")
     raise ModelError(
-        f"cannot read a network from a {type(network).__name__}; pass a .npz or .keras path, a Keras "
-        "model, a list of kernel arrays in layer order, or NetworkWeights"
+        f"cannot read a network from a {type(network).__name__}; pass a model file's path (.npz, .keras, "
+        ".onnx, .safetensors, .pt), a Keras model, a list of kernel arrays in layer order, or NetworkWeights"
     )

@@ -133,6 +133,79 @@ def folded_layers(model) -> list[FoldedLayer]:
     return out
 
 
+#: Layer classes of a functional model that neither mix units nor carry graph weights.
+DAG_PASS_THROUGH = PASS_THROUGH | {"ZeroPadding2D", "Cropping2D", "Identity"}
+DAG_SUPPORTED = sorted(DAG_PASS_THROUGH | WEIGHTED | {"BatchNormalization", "Add", "Concatenate"})
+
+
+def _node(layer, model):
+    """The one call of ``layer`` inside ``model`` (a layer called twice is refused)."""
+    nodes = layer._inbound_nodes
+    if len(nodes) != 1:
+        raise ModelError(f"layer {layer.name!r} is called {len(nodes)} times; shared layers are not "
+                         "supported (each weighted layer must be one group of units)")
+    return nodes[0]
+
+
+def functional_weights(model, source: str = "") -> NetworkWeights:
+    """A functional Keras model read as a directed acyclic network (method.md §3): its layers
+    in topological order reported to a :class:`~nn_clustering.formats.wiring.WiringRecorder`."""
+    from ..formats.wiring import WiringRecorder
+
+    if len(model.inputs) != 1:
+        raise ModelError(f"{source}: model {model.name!r} has {len(model.inputs)} inputs; only "
+                         "single-input networks form a graph")
+    rec = WiringRecorder(source)
+    units: dict[int, object] = {}  # id of a KerasTensor -> Units
+    readers: dict[int, int] = {}  # id of a KerasTensor -> how many layers read it
+    for layer in model.layers:
+        for t in _node(layer, model).input_tensors:
+            readers[id(t)] = readers.get(id(t), 0) + 1
+    try:
+        for layer in model.layers:
+            kind = type(layer).__name__
+            node = _node(layer, model)
+            inputs = [units[id(t)] for t in node.input_tensors]
+            shape = tuple(node.output_tensors[0].shape)
+            if kind == "InputLayer":
+                out = rec.input(int(shape[-1]))
+            elif kind in WEIGHTED:
+                if kind == "Conv2D":
+                    _conv_check(layer)
+                bias = np.asarray(layer.bias, np.float64) if layer.use_bias else None
+                out = rec.weighted(layer.name, np.asarray(layer.kernel, np.float64), bias, inputs[0],
+                                   _is_linear(layer))
+            elif kind == "BatchNormalization":
+                scale, shift = _batchnorm_scale(layer, int(shape[-1]))
+                source_tensor = node.input_tensors[0]
+                out = rec.batchnorm(layer.name, inputs[0], scale, shift, readers.get(id(source_tensor), 0) == 1,
+                                    after=source_tensor._keras_history[0].name)
+            elif kind == "Add":
+                out = rec.add(layer.name, inputs)
+            elif kind == "Concatenate":
+                rank = len(shape)
+                if layer.axis not in (-1, rank - 1):
+                    raise ModelError(f"Concatenate {layer.name!r} joins along axis {layer.axis}; only the "
+                                     "channel (last) axis is supported")
+                out = rec.concat(layer.name, inputs)
+            elif kind == "Flatten":
+                in_shape = tuple(node.input_tensors[0].shape)
+                out = rec.flatten(inputs[0], int(np.prod(shape[1:])), len(in_shape) > 2)
+            elif kind in DAG_PASS_THROUGH:
+                out = rec.passthrough(inputs[0])
+                if kind.startswith("Global") and len(node.input_tensors[0].shape) > 2:
+                    out = rec.flatten(out, int(shape[-1]), True)
+            else:
+                raise ModelError(f"layer {layer.name!r} ({kind}) is not supported by the graph builder; "
+                                 f"supported: {', '.join(DAG_SUPPORTED)}")
+            for t in node.output_tensors:
+                units[id(t)] = out
+    except ModelError as exc:
+        text = str(exc)
+        raise ModelError(text if text.startswith(f"{source}:") or not source else f"{source}: {text}") from None
+    return rec.finish()
+
+
 def load_keras_model(path: str | Path):
     """A saved Keras model (not compiled), or a clear error for a missing or unreadable file."""
     path = Path(path)
@@ -155,8 +228,17 @@ def load_keras_weights(path: Path) -> NetworkWeights:
 
 def weights_of_keras_model(model, source: str = "") -> NetworkWeights:
     """Kernels and biases of a Keras model's Dense and Conv2D layers in order, batch
-    normalisation folded in (:func:`folded_layers`); a clear error naming any
-    unsupported layer."""
+    normalisation folded in; a clear error naming any unsupported layer.
+
+    A functional model whose layers are not models themselves is read as a directed acyclic
+    network (:func:`functional_weights`: residual ``Add`` and ``Concatenate`` included); a
+    ``Sequential`` model, or one with nested models, as a chain of layers (:func:`folded_layers`).
+    """
+    import keras
+
+    nested = any(isinstance(layer, keras.Model) for layer in model.layers)
+    if not isinstance(model, keras.Sequential) and not nested and getattr(model, "inputs", None):
+        return functional_weights(model, source)
     try:
         layers = folded_layers(model)
     except ModelError as exc:

@@ -1,0 +1,234 @@
+"""Graphs of directed acyclic networks (method.md §3): residual sums and concatenations.
+
+A network that is not a single chain of layers is described by its :class:`Wiring`: the
+groups of nodes (the network input and the output units or channels of each weighted layer)
+and, for each weighted layer that forms part of the graph, which group's units reach which
+slice of its input units (:class:`Piece`). A sum (a residual ``Add``) gives a layer's input
+units several sources: each summand's units connect to the layer's units with the layer's
+weights. A concatenation gives each source its own slice of the input units. The edge block
+between a source group and a layer holds |W| of the rows that source feeds (conv kernels
+reduced to channel weights first), so a shuffle of the kernel moves every block derived from
+it. A wiring that is a plain chain gives exactly the layered :class:`~.graph.Graph`. Pure
+numpy/scipy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import GraphError
+from .enums import SliceNorm
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Units ``[start, start + length)`` of group ``group`` arrive at input units
+    ``[offset, offset + length)`` of a weighted layer."""
+
+    group: int
+    start: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Feed:
+    """The input of one weighted layer of the graph: the group its output units form
+    (``target``) and the pieces its input units are made of."""
+
+    target: int
+    pieces: tuple[Piece, ...]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The groups of a network's graph (names and sizes, in order), one :class:`Feed` per
+    graph kernel, in kernel order, and (``kernels``) the position of each graph kernel among
+    the network's kernels."""
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    feeds: tuple[Feed, ...]
+    kernels: tuple[int, ...] = ()
+
+    def is_chain(self) -> bool:
+        """Whether the graph is a plain chain: kernel i joins all of group i to group i + 1."""
+        return len(self.sizes) == len(self.feeds) + 1 and all(
+            feed.target == i + 1 and feed.pieces == (Piece(i, 0, 0, self.sizes[i]),)
+            for i, feed in enumerate(self.feeds)
+        )
+
+    @property
+    def n_sums(self) -> int:
+        """Input units with more than one source (residual sums), counted per layer."""
+        return sum(_has_sum(feed) for feed in self.feeds)
+
+
+def _has_sum(feed: Feed) -> bool:
+    """Whether two pieces of ``feed`` overlap in the layer's input units (a sum)."""
+    spans = sorted((p.offset, p.offset + p.length) for p in feed.pieces)
+    return any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
+
+
+@dataclass(frozen=True, eq=False)
+class DagGraph:
+    """A weighted graph over the groups of a directed acyclic network.
+
+    ``edges`` holds ``(source, target, block)`` with ``block`` (n_source, n_target) non-negative;
+    nodes are ordered group by group. Unlike a chain's :class:`~.graph.Graph` it need not be
+    bipartite, so it is clustered from its normalised adjacency.
+    """
+
+    sizes: tuple[int, ...]
+    edges: tuple[tuple[int, int, np.ndarray], ...]
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Number of nodes per group, in order."""
+        return self.sizes
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of nodes, isolated ones included."""
+        return int(sum(self.sizes))
+
+    @cached_property
+    def layer_of_node(self) -> np.ndarray:
+        """Group index of every node."""
+        return np.repeat(np.arange(len(self.sizes)), self.sizes)
+
+    @cached_property
+    def adjacency(self) -> sp.csr_array:
+        """The symmetric (n, n) sparse adjacency (blocks between the same pair of groups add)."""
+        starts = np.concatenate([[0], np.cumsum(self.sizes)])
+        rows, cols, values = [], [], []
+        for source, target, block in self.edges:
+            r, c = np.nonzero(block)
+            w = block[r, c]
+            r, c = r + starts[source], c + starts[target]
+            rows += [r, c]
+            cols += [c, r]
+            values += [w, w]
+        n = self.n_nodes
+        if not rows:
+            return sp.csr_array((n, n))
+        return sp.csr_array(
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+        )
+
+    @cached_property
+    def degrees(self) -> np.ndarray:
+        """Weighted degree of every node."""
+        return np.asarray(self.adjacency.sum(axis=1)).ravel()
+
+    @cached_property
+    def active(self) -> np.ndarray:
+        """Boolean mask of the nodes with non-zero degree (the ones that get clustered)."""
+        return self.degrees > 0
+
+    @property
+    def n_edges(self) -> int:
+        """Number of distinct edges (node pairs joined by a non-zero weight)."""
+        return int(self.adjacency.nnz // 2)
+
+    def without_isolated(self, dense: bool = False) -> tuple[sp.csr_array | np.ndarray, np.ndarray]:
+        """Adjacency restricted to non-isolated nodes (dense array or CSR), and their groups."""
+        keep = np.flatnonzero(self.active)
+        sub = self.adjacency[keep][:, keep]
+        return (sub.toarray() if dense else sp.csr_array(sub)), self.layer_of_node[keep]
+
+    def expand_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Map labels of the non-isolated nodes back to every node, -1 for isolated ones."""
+        keep = self.active
+        if len(labels) != int(keep.sum()):
+            raise ValueError(f"{len(labels)} labels for {int(keep.sum())} non-isolated nodes")
+        full = np.full(self.n_nodes, -1, dtype=np.int64)
+        full[keep] = labels
+        return full
+
+    def split_by_layer(self, values: np.ndarray) -> list[np.ndarray]:
+        """Split a per-node array into one array per group."""
+        return np.split(np.asarray(values), np.cumsum(self.sizes)[:-1])
+
+    def without_dead_ends(self) -> DagGraph:
+        """The graph without the edges of nodes on no input-to-output path (method.md §8).
+
+        Inputs are the groups that no edge enters, outputs those that no edge leaves; a node of
+        any other group with edges on one side only is cut off, until none is left."""
+        blocks = [(s, t, b.copy()) for s, t, b in self.edges]
+        hidden = {t for _, t, _ in blocks} & {s for s, _, _ in blocks}
+        changed = True
+        while changed:
+            changed = False
+            for g in sorted(hidden):
+                has_in = np.zeros(self.sizes[g], bool)
+                has_out = np.zeros(self.sizes[g], bool)
+                for s, t, b in blocks:
+                    if t == g:
+                        has_in |= b.any(axis=0)
+                    if s == g:
+                        has_out |= b.any(axis=1)
+                dead = has_in != has_out
+                if dead.any():
+                    for s, t, b in blocks:
+                        if t == g:
+                            b[:, dead] = 0.0
+                        if s == g:
+                            b[dead, :] = 0.0
+                    changed = True
+        return DagGraph(self.sizes, tuple(blocks))
+
+
+def check_wiring(wiring: Wiring, matrices: Sequence[np.ndarray]) -> None:
+    """The (in, out) weight matrices must match the wiring: one per feed, as many outputs as
+    the target group has units, and every piece inside its group and the layer's inputs."""
+    if len(matrices) != len(wiring.feeds):
+        raise GraphError(f"{len(matrices)} kernels for a wiring of {len(wiring.feeds)} layers; pass one "
+                         "kernel per weighted layer of the graph")
+    for i, (feed, m) in enumerate(zip(wiring.feeds, matrices, strict=True)):
+        name = wiring.names[feed.target]
+        if m.shape[1] != wiring.sizes[feed.target]:
+            raise GraphError(f"kernel {i} ({name}) has {m.shape[1]} outputs but its group has "
+                             f"{wiring.sizes[feed.target]} units")
+        for p in feed.pieces:
+            if p.start + p.length > wiring.sizes[p.group] or p.offset + p.length > m.shape[0]:
+                raise GraphError(f"kernel {i} ({name}): a piece of {wiring.names[p.group]} reaches "
+                                 f"past its units or the kernel's {m.shape[0]} inputs")
+
+
+def dag_blocks(matrices: Sequence[np.ndarray], wiring: Wiring) -> list[tuple[int, int, np.ndarray]]:
+    """The edge blocks of a wiring from its (non-negative) weight matrices: per feed and source
+    group, the rows of the matrix that group feeds, placed at the group's units (blocks of the
+    same pair of groups summed)."""
+    blocks: dict[tuple[int, int], np.ndarray] = {}
+    for feed, m in zip(wiring.feeds, matrices, strict=True):
+        for p in feed.pieces:
+            key = (p.group, feed.target)
+            if key not in blocks:
+                blocks[key] = np.zeros((wiring.sizes[p.group], m.shape[1]))
+            blocks[key][p.start : p.start + p.length] += m[p.offset : p.offset + p.length]
+    return [(s, t, b) for (s, t), b in blocks.items()]
+
+
+def dag_graph(kernels: Sequence[np.ndarray], wiring: Wiring, norm: SliceNorm | str = SliceNorm.L1):
+    """The graph of a directed acyclic network from its graph kernels and wiring.
+
+    Conv kernels (h, w, in, out) become (in, out) channel weights (``norm`` of each slice) as in
+    a chain's channel graph. A chain wiring gives exactly :func:`~.graph.layered_graph`'s
+    :class:`~.graph.Graph`; anything else a :class:`DagGraph`.
+    """
+    from .graph import check_kernels, conv_channel_weights, exact_scale, layered_graph
+
+    matrices = [conv_channel_weights(k, norm) if np.ndim(k) == 4 else k for k in kernels]
+    if wiring.is_chain():
+        return layered_graph(matrices)
+    checked = check_kernels(matrices, chain=False)
+    check_wiring(wiring, checked)
+    shift = exact_scale(checked)
+    absolute = [np.ldexp(np.abs(m), shift) if shift else np.abs(m) for m in checked]
+    return DagGraph(tuple(wiring.sizes), tuple(dag_blocks(absolute, wiring)))
