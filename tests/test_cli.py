@@ -26,7 +26,7 @@ def test_cluster_prints_summary_and_writes_json(kernels_npz, tmp_path, capsys):
                      "--output", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "n-cut" in printed and "layer 2: cluster sizes" in printed
+    assert "n-cut" in printed and "layer 2 kernel_1: cluster sizes" in printed
     record = json.loads(out.read_text())
     assert len(record["labels"]) == 24 + 16 + 16 + 5
     assert record["labels"][3] == -1 and min(record["labels"][:3] + record["labels"][4:]) >= 0

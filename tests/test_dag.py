@@ -381,3 +381,39 @@ def test_format_is_told_by_content_before_suffix(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ModelError, match="unknown model format '.txt'"):
         load_weights(tmp_path / "notes.txt")
+
+
+def test_cli_and_api_report_labels_per_named_layer_of_an_onnx_model(tmp_path, capsys):
+    import json
+
+    from nn_clustering import cli
+
+    model = keras_residual()
+    path = onnx_twin(model, tmp_path / "res.onnx")
+    out = tmp_path / "res.json"
+    assert cli.main(["cluster", str(path), "--k", "2", "--shuffles", "3", "--output", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "residual/concatenating CNN, 20 nodes" in printed and "layer 3 d: cluster sizes" in printed
+    record = json.loads(out.read_text())
+    layers = record["layers"]
+    assert [layer["name"] for layer in layers] == ["a", "b", "c", "d", "e"]
+    assert [layer["size"] for layer in layers] == [4, 4, 4, 3, 5]
+    assert sum((layer["labels"] for layer in layers), []) == record["labels"]
+    fit = SpectralNCut(n_clusters=2, random_state=42).fit(path)
+    np.testing.assert_array_equal(fit.labels_by_name_["d"], layers[3]["labels"])
+    assert fit.layer_names_ == ["a", "b", "c", "d", "e"]
+
+
+def test_functional_keras_chain_reads_as_the_chain_it_is(tmp_path):
+    keras = pytest.importorskip("keras")
+    kernels, biases = mlp_arrays()
+    x = keras.Input((12,))
+    h = x
+    for i, k in enumerate(kernels):
+        h = keras.layers.Dense(k.shape[1], activation="relu", name=f"d{i}")(h)
+    model = keras.Model(x, h)
+    for i, (k, b) in enumerate(zip(kernels, biases, strict=True)):
+        model.get_layer(f"d{i}").set_weights([k, b])
+    weights = load_weights_of(model)
+    assert weights.wiring is None and weights.names == ["d0", "d1", "d2"]
+    same_graph(graph_of(weights), graph_of(NetworkWeights.from_arrays(kernels)))

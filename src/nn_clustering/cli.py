@@ -85,7 +85,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     with _option_names(CLUSTER_FLAGS):
         test.fit(args.path)  # checks the options before it reads the model
     weights, graph, stats = test.weights_, test.graph_, test.stats_
-    print(f"{args.path}: {weights.kind.upper()}, {graph.n_nodes} nodes in layers {list(graph.layer_sizes)}")
+    shape = "residual/concatenating " if weights.wiring is not None else ""
+    print(f"{args.path}: {shape}{weights.kind.upper()}, {graph.n_nodes} nodes in layers {list(graph.layer_sizes)}")
     if args.drop_dead_ends:
         kernels, builder = graph_inputs(weights, args.norm)
         print(f"dropped {int(builder(kernels).active.sum() - graph.active.sum())} nodes on no input-to-output path")
@@ -95,8 +96,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         f"p {stats.p_value:.4g} -> {'significantly' if stats.significant else 'not significantly'} "
         "more clusterable than its shuffles"
     )
-    for i, row in enumerate(test.clustering_.sizes_by_layer(graph)):
-        print(f"  layer {i}: cluster sizes {row}")
+    for i, (name, row) in enumerate(zip(test.layer_names_, test.clustering_.sizes_by_layer(graph), strict=True)):
+        print(f"  layer {i} {name}: cluster sizes {row}")
     note = tiny_cluster_note(test.clustering_.smallest_cluster, int(np.sum(test.labels_ >= 0)))
     if note:
         print(f"{note.strip()}, under 1% of them: check its nodes (a cluster of a few weakly "

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from .core.enums import ShuffleMethod, SliceNorm
-from .core.graph import Graph, graph_inputs
+from .core.dag import DagGraph
+from .core.graph import Graph, graph_inputs, group_names
 from .core.shuffle import ShuffleConfig, ShuffleTestResult, observed_clustering, shuffle_test
 from .core.spectral import Clustering, SpectralConfig
 from .core.stats import ShuffleStats
@@ -99,7 +100,7 @@ class _Estimator:
         params = self._validated()
         self.weights_: NetworkWeights = as_weights(network)
         kernels, builder = graph_inputs(self.weights_, params["norm"], params["drop_dead_ends"])
-        self.graph_: Graph = builder(kernels)
+        self.graph_: Graph | DagGraph = builder(kernels)
         return params, kernels, builder, SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"])
 
     @property
@@ -113,6 +114,14 @@ class _Estimator:
     @property
     def labels_by_layer_(self) -> list[np.ndarray]:
         return self._fitted("graph_").split_by_layer(self.labels_)
+
+    @property
+    def layer_names_(self) -> list[str]:
+        return group_names(self._fitted("weights_"))
+
+    @property
+    def labels_by_name_(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.layer_names_, self.labels_by_layer_, strict=True))
 
 
 class SpectralNCut(_Estimator):
@@ -144,11 +153,18 @@ class SpectralNCut(_Estimator):
         Cluster of every node, layer by layer (inputs first); -1 for nodes without edges.
     labels_by_layer_ : list of ndarray
         ``labels_`` split by layer (a CNN's layers are its conv layers).
+    layer_names_ : list of str
+        The name of each group of nodes: ``input``, then each weighted layer's name as the
+        model file records it (Keras layer names, PyTorch module paths in ONNX and
+        state_dict files); a CNN's groups are its conv layers.
+    labels_by_name_ : dict of str to ndarray
+        ``labels_by_layer_`` keyed by those names: unit i of layer ``name`` is in cluster
+        ``labels_by_name_[name][i]``.
     ncut_ : float
         The partition's normalised cut, in [0, k].
     clustering_ : Clustering
         Labels, n-cut and k together.
-    graph_ : Graph
+    graph_ : Graph or DagGraph
         The weight graph that was clustered.
     weights_ : NetworkWeights
         The network's kernels as read.
@@ -236,6 +252,13 @@ class ShuffleTest(_Estimator):
         Its labels, -1 for nodes without edges.
     labels_by_layer_ : list of ndarray
         ``labels_`` split by layer.
+    layer_names_ : list of str
+        The name of each group of nodes: ``input``, then each weighted layer's name as the
+        model file records it (Keras layer names, PyTorch module paths in ONNX and
+        state_dict files); a CNN's groups are its conv layers.
+    labels_by_name_ : dict of str to ndarray
+        ``labels_by_layer_`` keyed by those names: unit i of layer ``name`` is in cluster
+        ``labels_by_name_[name][i]``.
     ncut_ : float
         Its n-cut.
     shuffled_ncuts_ : ndarray of shape (n_shuffles,)
@@ -246,7 +269,7 @@ class ShuffleTest(_Estimator):
         One-sided empirical p-value and z-score of the observed n-cut.
     significant_ : bool
         Whether the observed n-cut is below every shuffled one.
-    graph_ : Graph
+    graph_ : Graph or DagGraph
         The weight graph of the unshuffled network.
     weights_ : NetworkWeights
         The network's kernels as read.
@@ -315,6 +338,8 @@ class ShuffleTest(_Estimator):
         return {
             **self._fitted("result_").as_dict(),
             "layer_sizes": list(graph.layer_sizes),
+            "layers": [{"name": name, "size": int(len(labels)), "labels": labels.tolist()}
+                       for name, labels in self.labels_by_name_.items()],
             "cluster_sizes_by_layer": self.clustering_.sizes_by_layer(graph),
             "seed": self.random_state,
             "drop_dead_ends": self.drop_dead_ends,

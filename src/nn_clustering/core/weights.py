@@ -39,8 +39,8 @@ class NetworkWeights:
         return cls(kernels, [np.asarray(b) for b in biases], network_kind(kernels, source), source)
 
     def layer_name(self, i: int) -> str:
-        """The name of weighted layer i (``layer_i`` where the file records none)."""
-        return self.names[i] if i < len(self.names) else f"layer_{i}"
+        """The name of weighted layer i (``kernel_i`` where the file records none)."""
+        return self.names[i] if i < len(self.names) else f"kernel_{i}"
 
     @property
     def conv_kernels(self) -> list[np.ndarray]:
