@@ -176,9 +176,10 @@ all: ## The full reproduction: datasets, models and every analysis (PROFILE=pape
 	$(MAKE) --no-print-directory models PROFILE=$(PROFILE)
 	$(MAKE) --no-print-directory mlp-plots mlp-lesion mlp-double-lesion cnn-clustering cnn-lesion PROFILE=$(PROFILE)
 
-bench: $(STAMP) ## Run the benchmarks (clustering, scaling, training, mask update, lesion; about an hour)
+bench: $(STAMP) ## Run the benchmarks (clustering, scaling, architectures, training, mask update, lesion; over an hour)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_clustering.py
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_scaling.py --shuffles 320
+	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_architectures.py
 	$(PY) benchmarks/bench_training.py
 	KERAS_BACKEND=jax $(PY) benchmarks/bench_train_step.py
 	KERAS_BACKEND=jax $(PY) benchmarks/bench_mask_update.py
