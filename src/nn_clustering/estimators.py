@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .core.enums import ShuffleMethod, SliceNorm
 from .core.dag import DagGraph
+from .core.enums import ShuffleMethod, SliceNorm
 from .core.graph import Graph, graph_inputs, group_names
 from .core.shuffle import ShuffleConfig, ShuffleTestResult, observed_clustering, shuffle_test
 from .core.spectral import Clustering, SpectralConfig
