@@ -417,3 +417,31 @@ def test_functional_keras_chain_reads_as_the_chain_it_is(tmp_path):
     weights = load_weights_of(model)
     assert weights.wiring is None and weights.names == ["d0", "d1", "d2"]
     same_graph(graph_of(weights), graph_of(NetworkWeights.from_arrays(kernels)))
+
+
+def test_pytorch_exporter_idioms_read_like_their_plain_forms(tmp_path):
+    """PyTorch's exporters write global average pooling as ReduceMean over axes 2 and 3 and may
+    pass a weight through an Identity node: the same graph as GlobalAveragePool and a plain
+    initialiser."""
+    kernels, biases = cnn_arrays()
+    plain = onnx_cnn(tmp_path / "plain.onnx", kernels, biases)
+    model = onnx.load(str(plain))
+    nodes = list(model.graph.node)
+    gemm = nodes[-1]
+    nodes[-2] = helper.make_node("ReduceMean", ["r2", "axes"], ["flat"], keepdims=0)
+    nodes.insert(0, helper.make_node("Identity", ["fc.weight"], ["fc.weight.shared"]))
+    gemm.input[1] = "fc.weight.shared"
+    fc = [t for t in model.graph.initializer if t.name == "fc.weight"][0]
+    fc.CopyFrom(onnx.numpy_helper.from_array(np.ones((4, 5), np.float32), "fc.weight"))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(tmp_path / "exported.onnx"))
+    same_graph(graph_of(load_weights(plain)), graph_of(load_weights(tmp_path / "exported.onnx")))
+    nodes[-2] = helper.make_node("ReduceMean", ["r2", "axes1"], ["flat"], keepdims=0)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1], np.int64), "axes1"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(tmp_path / "mixing.onnx"))
+    with pytest.raises(ModelError, match=r"\(ReduceMean\) reduces over axes \[1\], which mixes units"):
+        load_weights(tmp_path / "mixing.onnx")

@@ -107,10 +107,11 @@ class DagGraph:
         """The symmetric (n, n) sparse adjacency (blocks between the same pair of groups add)."""
         starts = np.concatenate([[0], np.cumsum(self.sizes)])
         rows, cols, values = [], [], []
-        for source, target, block in self.edges:
-            r, c = np.nonzero(block)
+        for source, target, block in self.edges:  # int32 indices: half the memory of int64
+            r, c = (i.astype(np.int32) for i in np.nonzero(block))
             w = block[r, c]
-            r, c = r + starts[source], c + starts[target]
+            r += np.int32(starts[source])
+            c += np.int32(starts[target])
             rows += [r, c]
             cols += [c, r]
             values += [w, w]
@@ -139,7 +140,7 @@ class DagGraph:
     def without_isolated(self, dense: bool = False) -> tuple[sp.csr_array | np.ndarray, np.ndarray]:
         """Adjacency restricted to non-isolated nodes (dense array or CSR), and their groups."""
         keep = np.flatnonzero(self.active)
-        sub = self.adjacency[keep][:, keep]
+        sub = self.adjacency if len(keep) == self.n_nodes else self.adjacency[keep][:, keep]
         return (sub.toarray() if dense else sp.csr_array(sub)), self.layer_of_node[keep]
 
     def expand_labels(self, labels: np.ndarray) -> np.ndarray:

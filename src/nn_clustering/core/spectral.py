@@ -167,11 +167,14 @@ def _general_top_eigvecs(
         norm_adj = adjacency * d_inv_sqrt[:, None] * d_inv_sqrt[None, :]
         _, vectors = scipy.linalg.eigh(norm_adj, subset_by_index=[n - k, n - 1])
         return vectors
-    scale = sp.diags(d_inv_sqrt)
     # M + I has eigenvalues in [0, 2], so 'largest algebraic' is well posed even for
-    # (near-)bipartite graphs whose spectrum is symmetric about 0.
-    shifted = scale @ adjacency @ scale + sp.identity(n, format="csr")
-    _, vectors = scipy.sparse.linalg.eigsh(shifted, k=k, which="LA", tol=LANCZOS_TOL, v0=rng.uniform(-1, 1, n))
+    # (near-)bipartite graphs whose spectrum is symmetric about 0; as an operator, no copy of A
+    def shifted(x: np.ndarray) -> np.ndarray:
+        x = np.ravel(x)
+        return d_inv_sqrt * (adjacency @ (d_inv_sqrt * x)) + x
+
+    operator = scipy.sparse.linalg.LinearOperator((n, n), matvec=shifted, dtype=np.float64)
+    _, vectors = scipy.sparse.linalg.eigsh(operator, k=k, which="LA", tol=LANCZOS_TOL, v0=rng.uniform(-1, 1, n))
     return vectors
 
 

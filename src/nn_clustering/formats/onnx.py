@@ -28,7 +28,10 @@ PASS_THROUGH = frozenset({
     "AveragePool", "Pad", "Cast",
 })
 GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool"})
-SUPPORTED = sorted(PASS_THROUGH | GLOBAL_POOLS | {
+#: Reductions that pool over spatial axes when the channel axis is kept (PyTorch's exporter
+#: writes adaptive average pooling to 1 x 1 as ReduceMean over axes 2 and 3).
+REDUCTIONS = frozenset({"ReduceMean", "ReduceMax", "ReduceSum"})
+SUPPORTED = sorted(PASS_THROUGH | GLOBAL_POOLS | REDUCTIONS | {
     "Gemm", "MatMul", "Conv", "BatchNormalization", "Add", "Sum", "Concat", "Flatten", "Reshape", "Constant",
 })
 
@@ -97,6 +100,9 @@ def weights_of_onnx_graph(graph, source: str, to_array) -> NetworkWeights:
                 continue
             raise ModelError(f"{source}: node {_label(node)} (Constant) holds no tensor value")
         live = [n for n in node.input if n in units]
+        if not live and op in ("Identity", "Cast") and node.input[0] in constants:
+            constants[out_name] = constants[node.input[0]]  # the legacy exporter's shared weights
+            continue
         if not live:
             raise ModelError(f"{source}: node {_label(node)} ({op}) reads no tensor computed from the input; "
                              "fold constant subgraphs before exporting (do_constant_folding=True)")
@@ -166,6 +172,16 @@ def weights_of_onnx_graph(graph, source: str, to_array) -> NetworkWeights:
                 raise ModelError(f"{source}: node {_label(node)} ({op}) flattens the input of unknown shape; "
                                  "export with a fixed input size")
             out, out_rank = rec.flatten(x, -1 if size is None else size, rank > 2), 2
+        elif op in REDUCTIONS:
+            axes = attrs.get("axes")
+            if axes is None and len(node.input) > 1 and node.input[1]:
+                axes = weight(node, 1).astype(int).tolist()
+            axes = sorted({int(a) % rank for a in (axes if axes is not None else range(rank))})
+            if 0 in axes or 1 in axes:
+                raise ModelError(f"{source}: node {_label(node)} ({op}) reduces over axes {axes}, which mixes "
+                                 "units or samples; only reductions over spatial axes (pooling) are supported")
+            out = rec.flatten(rec.passthrough(x), x.size, True) if rank > 2 else rec.passthrough(x)
+            out_rank = rank if attrs.get("keepdims", 1) else rank - len(axes)
         elif op in GLOBAL_POOLS:
             out, out_rank = rec.flatten(rec.passthrough(x), x.size, True), rank
         elif op in PASS_THROUGH:
