@@ -8,14 +8,16 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from nn_clustering.core.graph import mlp_graph
 from nn_clustering.core.shuffle import (
     ShuffleConfig,
     nonzero_is_layer,
+    shuffle_kernels,
     shuffle_test,
     shuffle_weights,
     shuffled_ncuts,
 )
-from nn_clustering.core.spectral import SpectralConfig
+from nn_clustering.core.spectral import SpectralConfig, cluster_graph
 from nn_clustering.core.stats import cohens_d, empirical_p, shuffle_stats
 
 
@@ -133,3 +135,78 @@ def test_layer_shuffle_of_a_matrix_is_the_permutation_of_its_entries():
     w[w < 0.3] = 0.0
     expected = w.ravel()[np.random.default_rng(4).permutation(w.size)].reshape(w.shape)
     np.testing.assert_array_equal(shuffle_weights(w, "layer", np.random.default_rng(4)), expected)
+
+
+def pruned_net_with_dead_units(seed: int = 0) -> list[np.ndarray]:
+    """A small pruned MLP: dead input pixels (rows of zeros), a fully pruned hidden unit."""
+    rng = np.random.default_rng(seed)
+    kernels = [rng.normal(size=(30, 12)), rng.normal(size=(12, 10)), rng.normal(size=(10, 4))]
+    for k in kernels:
+        k[rng.random(k.shape) < 0.3] = 0.0
+    kernels[0][[0, 1, 2, 29]] = 0.0  # dead input pixels
+    kernels[0][:, 5] = 0.0  # hidden unit 5 of layer 1: no weight in, none out
+    kernels[1][5] = 0.0
+    return kernels
+
+
+def test_layer_shuffles_keep_the_trained_node_set_and_each_reduced_kernels_values():
+    from nn_clustering.core.shuffle import live_units
+
+    kernels = pruned_net_with_dead_units()
+    graph = mlp_graph(kernels)
+    live = live_units(graph)
+    assert not graph.active[[0, 1, 2, 29]].any() and not graph.active[30 + 5]
+    for i in range(20):
+        rng = np.random.default_rng(i)
+        shuffled = shuffle_kernels(kernels, "layer", rng, live)
+        np.testing.assert_array_equal(mlp_graph(shuffled).active, graph.active)
+        for k, s, (rows, cols) in zip(kernels, shuffled, live, strict=True):
+            reduced, moved = k[np.ix_(rows, cols)], s[np.ix_(rows, cols)]
+            np.testing.assert_array_equal(np.sort(moved.ravel()), np.sort(reduced.ravel()))
+            assert not s[~rows].any() and not s[:, ~cols].any()
+        full = shuffle_kernels(kernels, "layer_full", np.random.default_rng(i))
+        assert mlp_graph(full).active[[0, 1, 2, 29]].any()  # the old order gives dead pixels weights
+
+
+def test_layer_shuffle_of_a_net_without_dead_units_is_the_full_kernel_shuffle():
+    """Where no node is isolated, the reduced kernel is the kernel: same draws as layer_full."""
+    rng = np.random.default_rng(3)
+    kernels = [rng.normal(size=(8, 6)), rng.normal(size=(6, 3))]
+    live = [(np.ones(8, bool), np.ones(6, bool)), (np.ones(6, bool), np.ones(3, bool))]
+    a = shuffle_kernels(kernels, "layer", np.random.default_rng(1), live)
+    b = shuffle_kernels(kernels, "layer_full", np.random.default_rng(1))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_conv_layer_shuffles_move_slices_among_live_channels_only():
+    from nn_clustering.core.graph import cnn_graph
+    from nn_clustering.core.shuffle import live_units
+
+    rng = np.random.default_rng(4)
+    kernels = [rng.normal(size=(3, 3, 5, 6)), rng.normal(size=(3, 3, 6, 4))]
+    kernels[0][:, :, 1] = 0.0  # input channel 1 is dead
+    kernels[0][:, :, :, 2] = 0.0  # channel 2 of the middle layer is dead
+    kernels[1][:, :, 2] = 0.0
+    graph = cnn_graph(kernels)
+    live = live_units(graph)
+    shuffled = shuffle_kernels(kernels, "layer", np.random.default_rng(0), live)
+    np.testing.assert_array_equal(cnn_graph(shuffled).active, graph.active)
+    slices = lambda k: sorted(map(tuple, k.reshape(9, -1).T.round(12)))  # noqa: E731
+    for k, s in zip(kernels, shuffled, strict=True):
+        assert slices(k) == slices(s)  # whole slices move, zero slices stay at dead channels
+
+
+def test_shuffle_test_uses_the_reduced_kernels_of_the_trained_net():
+    """The shuffled n-cuts are those of graphs built from reduced-kernel shuffles drawn from
+    children 1..N of the root seed."""
+    from nn_clustering.core.shuffle import live_units, shuffle_seeds
+
+    kernels = pruned_net_with_dead_units(1)
+    spectral = SpectralConfig(3)
+    result = shuffle_test(kernels, spectral, ShuffleConfig(n_shuffles=3, method="layer", seed=5), progress=False)
+    live = live_units(mlp_graph(kernels))
+    for value, seed in zip(result.shuffled_ncuts, shuffle_seeds(5, 3), strict=True):
+        rng = np.random.default_rng(seed)
+        graph = mlp_graph(shuffle_kernels(kernels, "layer", rng, live))
+        assert value == cluster_graph(graph, spectral, rng).ncut

@@ -80,12 +80,13 @@ class DagGraph:
     """A weighted graph over the groups of a directed acyclic network.
 
     ``edges`` holds ``(source, target, block)`` with ``block`` (n_source, n_target) non-negative;
-    nodes are ordered group by group. Unlike a chain's :class:`~.graph.Graph` it need not be
+    nodes are ordered group by group. ``wiring`` is the network's, which maps kernels to groups. Unlike a chain's :class:`~.graph.Graph` it need not be
     bipartite, so it is clustered from its normalised adjacency.
     """
 
     sizes: tuple[int, ...]
     edges: tuple[tuple[int, int, np.ndarray], ...]
+    wiring: Wiring | None = None
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -182,7 +183,21 @@ class DagGraph:
                         if s == g:
                             b[dead, :] = 0.0
                     changed = True
-        return DagGraph(self.sizes, tuple(blocks))
+        return DagGraph(self.sizes, tuple(blocks), self.wiring)
+
+    def kernel_units(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per graph kernel, which of its input units (fed by at least one non-isolated node)
+        and output units (its group's nodes) are non-isolated."""
+        if self.wiring is None:
+            raise GraphError("this graph was built without its wiring; build it with dag_graph")
+        active = self.split_by_layer(self.active)
+        out = []
+        for feed in self.wiring.feeds:
+            rows = np.zeros(max(p.offset + p.length for p in feed.pieces), bool)
+            for p in feed.pieces:
+                rows[p.offset : p.offset + p.length] |= active[p.group][p.start : p.start + p.length]
+            out.append((rows, active[feed.target]))
+        return out
 
 
 def check_wiring(wiring: Wiring, matrices: Sequence[np.ndarray]) -> None:
@@ -232,4 +247,4 @@ def dag_graph(kernels: Sequence[np.ndarray], wiring: Wiring, norm: SliceNorm | s
     check_wiring(wiring, checked)
     shift = exact_scale(checked)
     absolute = [np.ldexp(np.abs(m), shift) if shift else np.abs(m) for m in checked]
-    return DagGraph(tuple(wiring.sizes), tuple(dag_blocks(absolute, wiring)))
+    return DagGraph(tuple(wiring.sizes), tuple(dag_blocks(absolute, wiring)), wiring)

@@ -41,8 +41,9 @@ class Choice(StrEnum):
 class ShuffleMethod(Choice):
     """How the shuffle test permutes each kernel (method.md §5)."""
 
-    LAYER = "layer"  #: every entry of the matrix, zeros included
+    LAYER = "layer"  #: every entry among the units of non-isolated nodes, zeros included (the paper's)
     LAYER_NONZERO = "layer_nonzero"  #: the non-zero values among the non-zero positions
+    LAYER_FULL = "layer_full"  #: every entry of the whole kernel, dead units' rows and columns included
 
     @classmethod
     def label(cls) -> str:

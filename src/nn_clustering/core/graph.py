@@ -142,6 +142,12 @@ class Graph:
         parity = self.layer_of_node[self.active] % 2
         return out, np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
 
+    def kernel_units(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per block (kernel) l, which of its input units (layer l) and output units (layer
+        l + 1) are non-isolated nodes."""
+        active = self.split_by_layer(self.active)
+        return [(active[i], active[i + 1]) for i in range(len(self.blocks))]
+
     def expand_labels(self, labels: np.ndarray) -> np.ndarray:
         """Map labels of the non-isolated nodes back to every node, -1 for isolated ones."""
         keep = self.active

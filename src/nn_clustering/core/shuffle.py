@@ -1,6 +1,7 @@
 """The shuffle test (method.md §5): is the network more clusterable than its shuffles?
 
-Each weight matrix (or conv kernel, slice by slice) is permuted independently, the graph rebuilt, isolated
+Each weight matrix (or conv kernel, slice by slice) is permuted independently (``layer``: the
+kernel reduced to the units of the trained graph's non-isolated nodes), the graph rebuilt, isolated
 nodes removed, the graph re-clustered from scratch with the same k and its n-cut computed.
 Shuffle i draws everything from child i + 1 of ``numpy.random.SeedSequence(seed)`` (child 0
 clusters the unshuffled network), and the work is cut into fixed chunks by shuffle index, so
@@ -24,7 +25,10 @@ from .spectral import Clustering, SpectralConfig, cluster_graph
 from .stats import ShuffleStats, shuffle_stats
 from .validation import check_choice, check_int, check_n_jobs, check_scheduler, check_seed
 
-SHUFFLE_METHODS: tuple[ShuffleMethod, ...] = tuple(ShuffleMethod)
+#: The methods an experiment runs by default (``layer_full`` on request only).
+SHUFFLE_METHODS: tuple[ShuffleMethod, ...] = (ShuffleMethod.LAYER, ShuffleMethod.LAYER_NONZERO)
+#: Per graph kernel, the (input units, output units) that belong to non-isolated nodes.
+LiveUnits = list[tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,17 @@ class ShuffleTestResult:
         }
 
 
-def shuffle_weights(weights: np.ndarray, method: ShuffleMethod, rng: np.random.Generator) -> np.ndarray:
+def shuffle_weights(
+    weights: np.ndarray, method: ShuffleMethod, rng: np.random.Generator,
+    live: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Permute one weight matrix, or the kernel slices of one conv kernel.
 
-    ``layer``: a uniform permutation of all entries, zeros included. ``layer_nonzero``: the
+    ``layer``: a uniform permutation of the entries of the reduced kernel, zeros included: the
+    rows and columns of the input and output units in ``live`` (the units of non-isolated
+    nodes; all when None). Dead units' rows and columns, all zero, stay zero, so the shuffled
+    graph has the trained graph's node set, as in the paper's code (method.md §5).
+    ``layer_full``: the same over the whole kernel, dead units included. ``layer_nonzero``: the
     non-zero values permuted among the non-zero positions (keeps the sparsity pattern).
     A conv kernel (h, w, in, out) is shuffled as the (in, out) matrix of its slices
     K[:, :, i, j]: whole slices move together, so the channel graph's edge weights are
@@ -82,19 +93,38 @@ def shuffle_weights(weights: np.ndarray, method: ShuffleMethod, rng: np.random.G
     """
     w = np.asarray(weights)
     method = check_choice(method, ShuffleMethod, "method")
+    if method == ShuffleMethod.LAYER and live is not None and not (live[0].all() and live[1].all()):
+        return _shuffle_reduced(w, live, rng)
     units = _units(w)
-    if method == ShuffleMethod.LAYER and w.ndim == 2:
+    if method != ShuffleMethod.LAYER_NONZERO and w.ndim == 2:
         # shuffling a copy in place applies exactly the swaps of rng.permutation(n), so
         # out[j] = w[perm[j]] as below, without the n-long index array and the gather
         out = w.ravel().copy()
         rng.shuffle(out)
         return out.reshape(w.shape)
-    if method == ShuffleMethod.LAYER:
+    if method != ShuffleMethod.LAYER_NONZERO:
         return units[:, rng.permutation(units.shape[1])].reshape(w.shape)
     out = np.zeros_like(units)
     positions = np.flatnonzero(units.any(axis=0))
     out[:, positions] = units[:, rng.permutation(positions)]
     return out.reshape(w.shape)
+
+
+def _shuffle_reduced(w: np.ndarray, live: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """A ``layer`` shuffle of the kernel restricted to the live input and output units."""
+    rows, cols = (np.asarray(m, bool) for m in live)
+    if (len(rows), len(cols)) != w.shape[-2:]:
+        raise ValueError(f"live units ({len(rows)}, {len(cols)}) do not match a kernel of shape {w.shape}")
+    out = np.zeros_like(w)
+    if w.ndim == 2:
+        sub = w[np.ix_(rows, cols)].ravel().copy()
+        rng.shuffle(sub)
+        out[np.ix_(rows, cols)] = sub.reshape(int(rows.sum()), int(cols.sum()))
+        return out
+    units, moved = _units(w), _units(out)
+    positions = np.flatnonzero(np.outer(rows, cols).ravel())
+    moved[:, positions] = units[:, positions[rng.permutation(positions.size)]]
+    return out
 
 
 def _units(w: np.ndarray) -> np.ndarray:
@@ -113,10 +143,20 @@ def nonzero_is_layer(kernels: Sequence[np.ndarray]) -> bool:
 
 
 def shuffle_kernels(
-    kernels: Sequence[np.ndarray], method: ShuffleMethod, rng: np.random.Generator
+    kernels: Sequence[np.ndarray], method: ShuffleMethod, rng: np.random.Generator,
+    live: LiveUnits | None = None,
 ) -> list[np.ndarray]:
-    """Shuffle every kernel independently (biases are never part of the graph)."""
-    return [shuffle_weights(k, method, rng) for k in kernels]
+    """Shuffle every kernel independently (biases are never part of the graph); ``live``: the
+    live units of each kernel for ``layer`` shuffles (:func:`live_units`)."""
+    if live is None:
+        return [shuffle_weights(k, method, rng) for k in kernels]
+    return [shuffle_weights(k, method, rng, units) for k, units in zip(kernels, live, strict=True)]
+
+
+def live_units(graph) -> LiveUnits:
+    """Per graph kernel, the (input, output) units of the graph's non-isolated nodes: what a
+    ``layer`` shuffle permutes (method.md §5)."""
+    return graph.kernel_units()
 
 
 def shuffled_ncut(
@@ -125,12 +165,13 @@ def shuffled_ncut(
     spectral: SpectralConfig,
     seed: np.random.SeedSequence,
     builder: GraphBuilder = mlp_graph,
+    live: LiveUnits | None = None,
 ) -> float:
     """n-cut of one shuffled network, everything drawn from ``seed`` (child i of the root seed
     for shuffle i). A shuffle that leaves too few connected nodes for k clusters is a
     :class:`ClusteringError` naming that shuffle."""
     rng = np.random.default_rng(seed)
-    graph = builder(shuffle_kernels(kernels, method, rng))
+    graph = builder(shuffle_kernels(kernels, method, rng, live))
     n_active = int(graph.active.sum())
     if spectral.n_clusters >= n_active:
         raise ClusteringError(
@@ -147,9 +188,10 @@ def _chunk(
     spectral: SpectralConfig,
     seeds: Sequence[np.random.SeedSequence],
     builder: GraphBuilder,
+    live: LiveUnits | None,
 ) -> list[float]:
     with threadpool_limits(limits=1):  # small dense problems: one BLAS thread is fastest
-        return [shuffled_ncut(kernels, method, spectral, s, builder) for s in seeds]
+        return [shuffled_ncut(kernels, method, spectral, s, builder, live) for s in seeds]
 
 
 def shuffle_seeds(seed: int, n_shuffles: int) -> list[np.random.SeedSequence]:
@@ -175,11 +217,14 @@ def shuffled_ncuts(
     builder: GraphBuilder = mlp_graph,
     progress: bool = True,
     chunk_size: int = 4,
+    graph: Graph | None = None,
 ) -> np.ndarray:
-    """The N shuffled n-cuts, in shuffle order, computed locally or on a dask cluster."""
+    """The N shuffled n-cuts, in shuffle order, computed locally or on a dask cluster
+    (``graph``: the unshuffled network's, when already built)."""
     seeds = shuffle_seeds(config.seed, config.n_shuffles)
     chunks = [seeds[i : i + chunk_size] for i in range(0, len(seeds), chunk_size)]
     kernels = [np.asarray(k) for k in kernels]
+    live = live_units(graph if graph is not None else builder(kernels)) if config.method == ShuffleMethod.LAYER else None
     from tqdm.auto import tqdm
 
     out: list[float] = []
@@ -191,7 +236,7 @@ def shuffled_ncuts(
         ) as bar,
     ):
         parallel = joblib.Parallel(return_as="generator", **parallel_kwargs)
-        tasks = (joblib.delayed(_chunk)(kernels, config.method, spectral, c, builder) for c in chunks)
+        tasks = (joblib.delayed(_chunk)(kernels, config.method, spectral, c, builder, live) for c in chunks)
         for values in parallel(tasks):
             out.extend(values)
             bar.update(len(values))
@@ -208,6 +253,7 @@ def shuffle_test(
     """Cluster the network and compare its n-cut with ``config.n_shuffles`` shuffles of it."""
     spectral = spectral or SpectralConfig()
     config = config or ShuffleConfig()
-    clustering = observed_clustering(builder(kernels), spectral, config.seed)
-    values = shuffled_ncuts(kernels, spectral, config, builder, progress)
+    graph = builder(kernels)
+    clustering = observed_clustering(graph, spectral, config.seed)
+    values = shuffled_ncuts(kernels, spectral, config, builder, progress, graph=graph)
     return ShuffleTestResult(clustering, values, shuffle_stats(clustering.ncut, values), config, spectral)

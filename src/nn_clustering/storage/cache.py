@@ -19,7 +19,7 @@ from typing import Any
 
 from .files import write_text_atomic
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 ENTRY_FIELDS = ("format", "key", "sha256", "value")
 
 
