@@ -49,7 +49,7 @@ define run_notebook
 endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
-        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion \
+        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion random-init-ncuts \
         cnn-clustering cnn-lesion jupyter test-install push-models pull-models push-datasets \
         pull-datasets push-results pull-results
 
@@ -108,6 +108,12 @@ mlp-plots: $(NB_OUT)/mlp-plots.ipynb ## The paper's MLP figures -> results/figur
 $(NB_OUT)/mlp-plots.ipynb: notebooks/mlp-plots.ipynb $(NB_OUT)/mlp-clustering.ipynb \
     $(NB_OUT)/mlp-learning-curve.ipynb $(foreach k,$(STABILITY_KS),$(NB_OUT)/mlp-clustering-stability-k$(k).ipynb)
 	$(call run_notebook,mlp-plots,mlp-plots)
+
+random-init-ncuts: $(NB_OUT)/random-init-ncuts.ipynb ## n-cut of 100 untrained MLPs at k = 12 against the trained ones -> results/random-init-ncuts-k12.csv + figure
+
+# no trained models needed: those present (their index) are placed against the untrained nets
+$(NB_OUT)/random-init-ncuts.ipynb: notebooks/random-init-ncuts.ipynb $(wildcard $(MODELS_INDEX)) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,random-init-ncuts,random-init-ncuts)
 
 mlp-lesion: $(NB_OUT)/mlp-lesion-test.ipynb ## Single lesion test of each cluster -> results/mlp-lesion.xlsx
 

@@ -2,7 +2,7 @@
 write tables and figures under ``results/`` (the notebooks call these): the model tags and
 training profiles (:mod:`.registry`), the profile's folders (:mod:`.paths`), clustering and
 shuffle tests of trained instances (:mod:`.clustering`), stability across instances
-(:mod:`.stability`), learning curves (:mod:`.learning_curve`), lesion tests (:mod:`.lesion`),
+(:mod:`.stability`), learning curves (:mod:`.learning_curve`), untrained nets' n-cuts (:mod:`.random_init`), lesion tests (:mod:`.lesion`),
 the figures (:mod:`.plots`, :mod:`.mlp_plots`) and the summary (:mod:`.summary`).
 """
 
@@ -22,6 +22,7 @@ from .lesion import (
 )
 from .mlp_plots import run_mlp_plots
 from .paths import ExperimentPaths
+from .random_init import run_random_init_ncuts
 from .registry import default_shuffles, load_profile
 from .stability import run_mlp_stability
 from .summary import summary
@@ -30,5 +31,6 @@ __all__ = [
     "CNN_LESION_TAGS", "LESION_TAGS", "ClusteringConfig", "ExperimentPaths", "architecture_comparison",
     "default_shuffles", "load_profile", "run_cnn_clustering", "run_cnn_lesion", "run_mlp_clustering",
     "run_mlp_double_lesion", "run_mlp_learning_curve", "run_mlp_lesion", "run_mlp_plots", "run_mlp_stability",
+    "run_random_init_ncuts",
     "summary",
 ]
