@@ -49,7 +49,7 @@ define run_notebook
 endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
-        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion random-init-ncuts \
+        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion random-init-ncuts compare \
         cnn-clustering cnn-lesion jupyter test-install push-models pull-models push-datasets \
         pull-datasets push-results pull-results
 
@@ -134,6 +134,9 @@ cnn-lesion: $(NB_OUT)/cnn-lesion-test.ipynb ## Single lesion test of each CNN ch
 
 $(NB_OUT)/cnn-lesion-test.ipynb: notebooks/cnn-lesion-test.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
 	$(call run_notebook,cnn-lesion-test,cnn-lesion-test,-p DATA_DIR $(abspath $(DATASETS_DIR)))
+
+compare: $(STAMP) ## Your results beside the committed reference record, tag by tag (results/reference/<profile>)
+	$(PY) -m nn_clustering compare $(RESULTS_DIR) --profile $(PROFILE)
 
 jupyter: $(STAMP) ## Jupyter Lab on the notebooks with the project's kernel (JUPYTER_PORT=8888)
 	@$(PY) -m ipykernel install --sys-prefix --name nn-clustering --display-name "Python (nn-clustering)" >/dev/null

@@ -132,6 +132,18 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .experiments.compare import compare_results, write_reference
+
+    if args.write_reference:
+        out = write_reference(args.results_dir, args.profile, args.write_reference, args.reference)
+        print(f"wrote the reference record {out}")
+        return 0
+    text, reproduced = compare_results(args.results_dir, args.profile, args.reference)
+    print(text)
+    return 0 if reproduced else 1
+
+
 def _cmd_s3(args: argparse.Namespace) -> int:
     from .storage.s3 import pull, push
 
@@ -203,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=None, help="models folder (default: the profile's)")
     p.add_argument("--results-dir", default=None, help="results folder (default: the profile's)")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("compare", help="set your results beside the project's reference record, tag by tag "
+                       "(exit 1 when a difference passes the instance-to-instance spread)")
+    p.add_argument("results_dir", help="your results folder, e.g. results/quick")
+    p.add_argument("--profile", default="quick", help="the profile of the reference to compare with (default: quick)")
+    p.add_argument("--reference", default=None, help="reference folder (default: results/reference/<profile>)")
+    p.add_argument("--write-reference", metavar="COMMAND", default=None,
+                   help="instead, record results_dir's tables as the reference, made by COMMAND")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("s3", help="sync a folder with S3-compatible storage (only changed files move)")
     p.add_argument("direction", choices=["push", "pull"], help="push: local -> bucket; pull: bucket -> local")

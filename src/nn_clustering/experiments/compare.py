@@ -1,0 +1,155 @@
+"""Did I reproduce it? A user's clustering table set beside the project's reference record.
+
+The reference record (``results/reference/<profile>/``, committed) holds the result tables this
+project produced (``mlp-clustering.csv``) and ``PROVENANCE.json`` (command, profile, code
+version, date). :func:`compare_tables` groups both tables by tag, stage, shuffle method and k,
+restricts the reference to the instances the user ran, and reports per group the mean n-cut and
+mean z of each, their differences, the significance counts, and whether each difference lies
+within the reference's instance-to-instance spread: the SD across its instances, or, for a tag
+with one instance, the SD of its shuffled n-cuts (for n-cuts) and 1 (for z).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from ..core.rows import Row
+from ..errors import NnClusteringError
+from ..storage.files import write_text_atomic
+from ..storage.provenance import code_version
+from ..storage.tables import read_table, write_csv
+from .paths import project_root
+
+#: The tables a reference record holds, and the target that makes each.
+REFERENCE_TABLES = {"mlp-clustering.csv": "mlp-clustering"}
+GROUP = ["tag", "stage", "method", "k"]
+#: Differences below this are rounding (the CSVs keep 8 significant digits).
+ROUNDING = 1e-6
+
+
+@dataclass(frozen=True)
+class ComparisonRow(Row):
+    """One tag, stage, shuffle method and k: yours against the reference."""
+
+    tag: str
+    stage: str
+    method: str
+    k: int
+    instances: int
+    ncut: float
+    reference_ncut: float
+    ncut_difference: float
+    ncut_spread: float
+    ncut_within: bool
+    z: float
+    reference_z: float
+    z_difference: float
+    z_spread: float
+    z_within: bool
+    significant: int
+    reference_significant: int
+
+    @property
+    def reproduced(self) -> bool:
+        """Both differences within the reference's spread (a borderline net may still change
+        its significance; the counts are shown beside)."""
+        return self.ncut_within and self.z_within
+
+
+def reference_dir(profile: str, root: Path | None = None) -> Path:
+    """``results/reference/<profile>`` of the project."""
+    return (root or project_root()) / "results" / "reference" / profile
+
+
+def _spread(values: np.ndarray, fallback: float) -> float:
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else float(fallback)
+
+
+def _finite_mean(values) -> float:
+    values = np.asarray(values, float)
+    return float(np.mean(np.clip(values, -1e300, 1e300)))
+
+
+def compare_tables(mine, reference) -> tuple[list[ComparisonRow], list[str]]:
+    """Per group of ``GROUP``: yours against the reference (see the module docstring); and the
+    groups found in one table only, as lines."""
+    notes, rows = [], []
+    ref_groups = dict(list(reference.groupby(GROUP, sort=False)))
+    for key, g in mine.groupby(GROUP, sort=False):
+        ref_all = ref_groups.get(key)
+        if ref_all is None:
+            notes.append(f"{' '.join(map(str, key))}: not in the reference")
+            continue
+        ref = ref_all[ref_all["instance"].isin(g["instance"])]
+        ref = ref if len(ref) else ref_all
+        ncut, ref_ncut = float(g["ncut"].mean()), float(ref["ncut"].mean())
+        z, ref_z = _finite_mean(g["z"]), _finite_mean(ref["z"])
+        ncut_spread = _spread(ref_all["ncut"].to_numpy(), ref_all["shuffled_sd"].mean())
+        z_spread = _spread(np.clip(ref_all["z"].to_numpy(float), -1e300, 1e300), 1.0)
+        rows.append(ComparisonRow(
+            *map(str, key[:3]), int(key[3]), len(g), ncut, ref_ncut, ncut - ref_ncut, ncut_spread,
+            abs(ncut - ref_ncut) <= ncut_spread + ROUNDING, z, ref_z, z - ref_z, z_spread,
+            abs(z - ref_z) <= z_spread + ROUNDING if math.isfinite(z - ref_z) else z == ref_z,
+            int(g["significant"].sum()), int(ref["significant"].sum()),
+        ))
+    seen = {tuple(k) for k, _ in mine.groupby(GROUP, sort=False)}
+    notes += [f"{' '.join(map(str, k))}: in the reference, not in your results" for k in ref_groups if k not in seen]
+    return rows, notes
+
+
+def compare_results(results_dir: str | Path, profile: str, reference: str | Path | None = None) -> tuple[str, bool]:
+    """The printed comparison of ``results_dir`` with the profile's reference, and whether every
+    group was reproduced."""
+    results_dir = Path(results_dir)
+    ref_dir = Path(reference) if reference else reference_dir(profile)
+    if not (ref_dir / "PROVENANCE.json").exists():
+        raise NnClusteringError(f"{ref_dir} holds no reference record; the committed ones are under "
+                                f"{reference_dir(profile).parent}")
+    provenance = json.loads((ref_dir / "PROVENANCE.json").read_text())
+    lines = [f"{results_dir} against the reference {ref_dir} ({provenance['profile']} profile, code "
+             f"{provenance['code_version']}, {provenance['date']})"]
+    ok = True
+    for name, target in REFERENCE_TABLES.items():
+        mine = read_table(results_dir / name, target)
+        theirs = read_table(ref_dir / name, target)
+        rows, notes = compare_tables(mine, theirs)
+        lines.append(f"\n{name}: n-cut and z, yours - reference (spread: the reference's instance-to-instance SD)")
+        for r in rows:
+            verdict = "reproduced" if r.reproduced else "DIFFERS"
+            if r.significant != r.reference_significant:
+                verdict += " (significance count differs)"
+            ok &= r.reproduced
+            lines.append(
+                f"  {r.tag:16s} {r.stage:6s} {r.method:13s} k={r.k:<2d} n={r.instances:<2d}"
+                f" n-cut {r.ncut:.4f} vs {r.reference_ncut:.4f} ({r.ncut_difference:+.4f}, spread {r.ncut_spread:.4f}"
+                f"{'' if r.ncut_within else ', OUTSIDE'})"
+                f"  z {r.z:7.2f} vs {r.reference_z:7.2f} ({r.z_difference:+.2f}, spread {r.z_spread:.2f}"
+                f"{'' if r.z_within else ', OUTSIDE'})"
+                f"  significant {r.significant}/{r.instances} vs {r.reference_significant}/{r.instances}  {verdict}"
+            )
+        lines += [f"  {note}" for note in notes]
+    lines.append("=> every group reproduced the reference" if ok else
+                 "=> some groups differ from the reference beyond its instance-to-instance spread (DIFFERS)")
+    return "\n".join(lines), ok
+
+
+def write_reference(results_dir: str | Path, profile: str, command: str, out: str | Path | None = None) -> Path:
+    """Copy the reference tables of ``results_dir`` into the reference record with their
+    provenance (the command that made them, profile, code version, date)."""
+    results_dir, out = Path(results_dir), Path(out) if out else reference_dir(profile)
+    out.mkdir(parents=True, exist_ok=True)
+    versions = set()
+    for name, target in REFERENCE_TABLES.items():
+        table = read_table(results_dir / name, target)
+        versions |= set(table["code_version"].astype(str))
+        write_csv(table, out / name)
+    provenance = {"profile": profile, "command": command, "code_version": ", ".join(sorted(versions)) or code_version(),
+                  "date": date.today().isoformat(), "tables": sorted(REFERENCE_TABLES)}
+    write_text_atomic(out / "PROVENANCE.json", json.dumps(provenance, indent=2) + "\n")
+    return out

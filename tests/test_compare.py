@@ -1,0 +1,66 @@
+"""`nn-clustering compare`: a results folder beside the reference record, tag by tag."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from nn_clustering import cli
+from nn_clustering.experiments.clustering import CLUSTERING_COLUMNS
+from nn_clustering.experiments.compare import compare_tables, reference_dir
+from nn_clustering.experiments.paths import ExperimentPaths, project_root
+from nn_clustering.experiments.summary import summary
+
+QUICK = reference_dir("quick")
+
+
+def test_committed_quick_reference_is_the_readme_demo_summary():
+    """The record is what `make demo` printed: its summary lines are the README's, number for number."""
+    table = pd.read_csv(QUICK / "mlp-clustering.csv")
+    assert list(table.columns) == CLUSTERING_COLUMNS
+    provenance = json.loads((QUICK / "PROVENANCE.json").read_text())
+    assert {"profile", "command", "code_version", "date", "tables"} <= set(provenance)
+    readme = (project_root() / "README.md").read_text()
+    lines = summary(ExperimentPaths(QUICK, QUICK)).splitlines()[1:]
+    assert len(lines) == 9 and all(line in readme for line in lines)
+
+
+def test_identical_results_reproduce_and_exit_0(tmp_path, capsys):
+    shutil.copy(QUICK / "mlp-clustering.csv", tmp_path / "mlp-clustering.csv")
+    assert cli.main(["compare", str(tmp_path), "--profile", "quick"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("reproduced") == 17 and "DIFFERS" not in out
+
+
+def test_a_tampered_table_reports_the_difference_and_exits_1(tmp_path, capsys):
+    table = pd.read_csv(QUICK / "mlp-clustering.csv")
+    hit = (table.tag == "FASHION") & (table.stage == "pruned") & (table.method == "layer")
+    table.loc[hit, "ncut"] += 0.05
+    table.to_csv(tmp_path / "mlp-clustering.csv", index=False)
+    assert cli.main(["compare", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    [line] = [x for x in out.splitlines() if x.endswith("DIFFERS")]
+    assert line.split()[:3] == ["FASHION", "pruned", "layer"] and "(+0.0500, spread 0.0191, OUTSIDE)" in line
+
+
+def test_spread_is_the_instance_sd_and_only_your_instances_are_compared():
+    rows = [{"tag": "T", "stage": "pruned", "method": "layer", "k": 4, "instance": i, "ncut": n,
+             "z": z, "shuffled_sd": 0.01, "significant": s}
+            for i, n, z, s in ((0, 2.0, -3.0, True), (1, 2.2, -1.0, False), (2, 2.1, -2.0, True))]
+    reference = pd.DataFrame(rows)
+    mine = reference[reference.instance == 1].assign(ncut=2.25)
+    [row], notes = compare_tables(mine, reference)
+    assert row.reference_ncut == 2.2 and row.ncut_difference == pytest.approx(0.05)
+    assert row.ncut_spread == pytest.approx(0.1) and row.ncut_within  # SD of 2.0, 2.2, 2.1
+    assert row.z_spread == pytest.approx(1.0) and row.significant == row.reference_significant == 0
+    assert notes == []
+
+
+def test_missing_reference_or_table_is_one_error_line(tmp_path, capsys):
+    assert cli.main(["compare", str(tmp_path), "--reference", str(tmp_path / "none")]) == 2
+    assert cli.main(["compare", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "holds no reference record" in err[0] and "mlp-clustering.csv is missing; run `make mlp-clustering`" in err[1]
