@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from ..errors import GraphError
 from .enums import SliceNorm
+from .nodes import LayeredNodes
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def _has_sum(feed: Feed) -> bool:
 
 
 @dataclass(frozen=True, eq=False)
-class DagGraph:
+class DagGraph(LayeredNodes):
     """A weighted graph over the groups of a directed acyclic network.
 
     ``edges`` holds ``(source, target, block)`` with ``block`` (n_source, n_target) non-negative;
@@ -92,16 +93,6 @@ class DagGraph:
     def layer_sizes(self) -> tuple[int, ...]:
         """Number of nodes per group, in order."""
         return self.sizes
-
-    @property
-    def n_nodes(self) -> int:
-        """Number of nodes, isolated ones included."""
-        return int(sum(self.sizes))
-
-    @cached_property
-    def layer_of_node(self) -> np.ndarray:
-        """Group index of every node."""
-        return np.repeat(np.arange(len(self.sizes)), self.sizes)
 
     @cached_property
     def adjacency(self) -> sp.csr_array:
@@ -143,19 +134,6 @@ class DagGraph:
         keep = np.flatnonzero(self.active)
         sub = self.adjacency if len(keep) == self.n_nodes else self.adjacency[keep][:, keep]
         return (sub.toarray() if dense else sp.csr_array(sub)), self.layer_of_node[keep]
-
-    def expand_labels(self, labels: np.ndarray) -> np.ndarray:
-        """Map labels of the non-isolated nodes back to every node, -1 for isolated ones."""
-        keep = self.active
-        if len(labels) != int(keep.sum()):
-            raise ValueError(f"{len(labels)} labels for {int(keep.sum())} non-isolated nodes")
-        full = np.full(self.n_nodes, -1, dtype=np.int64)
-        full[keep] = labels
-        return full
-
-    def split_by_layer(self, values: np.ndarray) -> list[np.ndarray]:
-        """Split a per-node array into one array per group."""
-        return np.split(np.asarray(values), np.cumsum(self.sizes)[:-1])
 
     def without_dead_ends(self) -> DagGraph:
         """The graph without the edges of nodes on no input-to-output path (method.md §8).

@@ -23,13 +23,14 @@ import scipy.sparse as sp
 from ..errors import GraphError
 from .dag import dag_graph
 from .enums import Architecture, SliceNorm
+from .nodes import LayeredNodes
 from .weights import NetworkWeights
 
 GraphBuilder = Callable[[Sequence[np.ndarray]], "Graph"]
 
 
 @dataclass(frozen=True, eq=False)
-class Graph:
+class Graph(LayeredNodes):
     """A layered weighted graph over the neurons (or channels) of a network.
 
     ``blocks[l]`` holds the (non-negative) edge weights between layer l and layer l + 1, of
@@ -44,16 +45,6 @@ class Graph:
     def layer_sizes(self) -> tuple[int, ...]:
         """Number of nodes per layer, in order."""
         return _layer_sizes(self.blocks)
-
-    @property
-    def n_nodes(self) -> int:
-        """Number of nodes, isolated ones included."""
-        return int(sum(self.layer_sizes))
-
-    @cached_property
-    def layer_of_node(self) -> np.ndarray:
-        """Layer index of every node."""
-        return np.repeat(np.arange(len(self.layer_sizes)), self.layer_sizes)
 
     @cached_property
     def degrees(self) -> np.ndarray:
@@ -147,19 +138,6 @@ class Graph:
         l + 1) are non-isolated nodes."""
         active = self.split_by_layer(self.active)
         return [(active[i], active[i + 1]) for i in range(len(self.blocks))]
-
-    def expand_labels(self, labels: np.ndarray) -> np.ndarray:
-        """Map labels of the non-isolated nodes back to every node, -1 for isolated ones."""
-        keep = self.active
-        if len(labels) != int(keep.sum()):
-            raise ValueError(f"{len(labels)} labels for {int(keep.sum())} non-isolated nodes")
-        full = np.full(self.n_nodes, -1, dtype=np.int64)
-        full[keep] = labels
-        return full
-
-    def split_by_layer(self, values: np.ndarray) -> list[np.ndarray]:
-        """Split a per-node array into one array per layer."""
-        return np.split(np.asarray(values), np.cumsum(self.layer_sizes)[:-1])
 
     def without_dead_ends(self) -> Graph:
         """The graph without the edges of nodes that lie on no input-to-output path.
