@@ -120,6 +120,15 @@ def test_clustering_table_matches_a_direct_shuffle_test(tree):
     # the planted pruned nets are all significant; Gaussian dense nets only by chance (p = 1/13 each)
     pruned = on_disk[on_disk.stage == "pruned"]
     assert pruned.significant.all() and on_disk[on_disk.stage == "dense"].significant.mean() <= 0.25
+    # Cohen's d between the two methods' shuffles of every model and stage, by hand for one
+    effects = pd.read_csv(paths.results / "mlp-clustering-cohens-d.csv")
+    assert len(effects) == 2 * 2 * 2  # tags x instances x stages
+    layer = shuffles[(shuffles.tag == "MNIST+DROPOUT") & (shuffles.instance == 1) & (shuffles.stage == "pruned")
+                     & (shuffles.method == "layer")].ncut.to_numpy()
+    a, b = layer, mine.ncut.to_numpy()
+    pooled = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+    d = effects[(effects.tag == "MNIST+DROPOUT") & (effects.instance == 1) & (effects.stage == "pruned")].cohens_d
+    assert d.iloc[0] == pytest.approx((a.mean() - b.mean()) / pooled, rel=1e-5)
 
 
 def test_rerun_uses_the_cache_and_writes_identical_tables(tree):

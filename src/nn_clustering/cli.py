@@ -186,9 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
-        "cluster", help="cluster a model (.keras or .npz of kernels) and run the shuffle test"
+        "cluster", help="cluster a model (.keras, .onnx, .safetensors/.pt state_dict, .npz) and run the shuffle test"
     )
-    p.add_argument("path", help="a saved Keras model or an .npz of kernels in layer order (arr_0, arr_1, ...)")
+    p.add_argument("path", help="a saved Keras model, an ONNX file, a PyTorch state_dict (.safetensors, .pt) or "
+                                "an .npz of kernels in layer order (arr_0, arr_1, ...)")
     p.add_argument("--k", type=int, default=4, help="number of clusters (default: 4)")
     p.add_argument("--shuffles", type=int, default=320, help="number of shuffles (default: 320)")
     p.add_argument("--method", choices=list(ShuffleMethod.values()), default=ShuffleMethod.LAYER.value,

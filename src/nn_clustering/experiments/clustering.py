@@ -309,7 +309,7 @@ def method_effect_sizes(results: Sequence[ModelClustering]):
         by_model.setdefault(key, {})[r.row.method] = r
     rows = []
     for (tag, instance, stage, k), methods in by_model.items():
-        if set(methods) >= set(ShuffleMethod):
+        if set(methods) >= {ShuffleMethod.LAYER, ShuffleMethod.LAYER_NONZERO}:
             a = methods[ShuffleMethod.LAYER].shuffled_ncuts
             b = methods[ShuffleMethod.LAYER_NONZERO].shuffled_ncuts
             rows.append(MethodEffectRow(tag, instance, stage, k, float(a.mean()), float(b.mean()), cohens_d(a, b)))
