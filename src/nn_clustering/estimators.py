@@ -304,7 +304,8 @@ class ShuffleTest(_Estimator):
         params, kernels, builder, spectral = self._prepare(network)  # the kernels checked before any shuffle
         config = ShuffleConfig(params["n_shuffles"], params["method"], params["random_state"], params["n_jobs"],
                                params["scheduler"])
-        self.result_: ShuffleTestResult = shuffle_test(kernels, spectral, config, builder, params["progress"])
+        self.result_: ShuffleTestResult = shuffle_test(kernels, spectral, config, builder, params["progress"],
+                                                       graph=self.graph_)
         return self
 
     @property

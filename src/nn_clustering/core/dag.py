@@ -64,17 +64,6 @@ class Wiring:
             for i, feed in enumerate(self.feeds)
         )
 
-    @property
-    def n_sums(self) -> int:
-        """Input units with more than one source (residual sums), counted per layer."""
-        return sum(_has_sum(feed) for feed in self.feeds)
-
-
-def _has_sum(feed: Feed) -> bool:
-    """Whether two pieces of ``feed`` overlap in the layer's input units (a sum)."""
-    spans = sorted((p.offset, p.offset + p.length) for p in feed.pieces)
-    return any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
-
 
 @dataclass(frozen=True, eq=False)
 class DagGraph(LayeredNodes):
@@ -123,11 +112,6 @@ class DagGraph(LayeredNodes):
     def active(self) -> np.ndarray:
         """Boolean mask of the nodes with non-zero degree (the ones that get clustered)."""
         return self.degrees > 0
-
-    @property
-    def n_edges(self) -> int:
-        """Number of distinct edges (node pairs joined by a non-zero weight)."""
-        return int(self.adjacency.nnz // 2)
 
     def without_isolated(self, dense: bool = False) -> tuple[sp.csr_array | np.ndarray, np.ndarray]:
         """Adjacency restricted to non-isolated nodes (dense array or CSR), and their groups."""

@@ -18,6 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import ClusteringError
+from .dag import DagGraph
 from .enums import ShuffleMethod
 from .graph import Graph, GraphBuilder, mlp_graph
 from .parallel import execution
@@ -217,7 +218,7 @@ def shuffled_ncuts(
     builder: GraphBuilder = mlp_graph,
     progress: bool = True,
     chunk_size: int = 4,
-    graph: Graph | None = None,
+    graph: Graph | DagGraph | None = None,
 ) -> np.ndarray:
     """The N shuffled n-cuts, in shuffle order, computed locally or on a dask cluster
     (``graph``: the unshuffled network's, when already built)."""
@@ -249,11 +250,13 @@ def shuffle_test(
     config: ShuffleConfig | None = None,
     builder: GraphBuilder = mlp_graph,
     progress: bool = True,
+    graph: Graph | DagGraph | None = None,
 ) -> ShuffleTestResult:
-    """Cluster the network and compare its n-cut with ``config.n_shuffles`` shuffles of it."""
+    """Cluster the network and compare its n-cut with ``config.n_shuffles`` shuffles of it
+    (``graph``: ``builder(kernels)`` when the caller has already built it)."""
     spectral = spectral or SpectralConfig()
     config = config or ShuffleConfig()
-    graph = builder(kernels)
+    graph = builder(kernels) if graph is None else graph
     clustering = observed_clustering(graph, spectral, config.seed)
     values = shuffled_ncuts(kernels, spectral, config, builder, progress, graph=graph)
     return ShuffleTestResult(clustering, values, shuffle_stats(clustering.ncut, values), config, spectral)
