@@ -175,14 +175,14 @@ def test_augmented_distance_products_equal_direct_distances():
     scipy's cdist: squared distances, and scores that differ from them by |x|^2 only."""
     from scipy.spatial.distance import cdist
 
-    from nn_clustering.core.kmeans import _scores, _sq_dists
+    from nn_clustering.core.kmeans import _augmented, _scores, _sq_dists
 
     rng = np.random.default_rng(8)
     x = rng.normal(size=(60, 5))
     centres = rng.normal(size=(3, 4, 5))
     direct = np.stack([cdist(x, c, "sqeuclidean") for c in centres], axis=1)  # (n, r, c)
     xx = (x**2).sum(axis=1)
-    np.testing.assert_allclose(_sq_dists(x, xx, centres), direct, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_sq_dists(_augmented(x, xx), centres), direct, rtol=1e-12, atol=1e-12)
     scores = _scores(np.column_stack([x, np.ones(len(x))]), centres)  # (r, c, n)
     np.testing.assert_allclose(scores + xx, direct.transpose(1, 2, 0), rtol=1e-12, atol=1e-12)
 

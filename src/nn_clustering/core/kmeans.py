@@ -11,43 +11,56 @@ from __future__ import annotations
 import numpy as np
 
 
-def _sq_dists(x: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Squared distances between rows of x (n, d) and centres (r, c, d), as (n, r, c).
+def _augmented(x: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """The points as [x, |x|^2, 1], the left factor of :func:`_sq_dists`."""
+    return np.column_stack([x, xx, np.ones(len(x))])
 
-    One BLAS product of [x, |x|^2, 1] with [-2 c, 1, |c|^2], in less time than three steps.
-    A BLAS that accumulates the inner sum in order (OpenBLAS's kernels do) adds -2 x.c, then
-    |x|^2, then |c|^2: the same rounding as the three steps done apart.
+
+def _sq_dists(x_aug: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared distances between the points and centres (r, c, d), as (n, r, c).
+
+    One BLAS product of [x, |x|^2, 1] (``x_aug``, :func:`_augmented`) with [-2 c, 1, |c|^2],
+    in less time than three steps. A BLAS that accumulates the inner sum in order (OpenBLAS's
+    kernels do) adds -2 x.c, then |x|^2, then |c|^2: the same rounding as the three steps
+    done apart.
     """
     r, c, dim = centres.shape
     flat = centres.reshape(r * c, dim)
-    x_aug = np.column_stack([x, xx, np.ones(len(x))])
     c_aug = np.column_stack([-2.0 * flat, np.ones(r * c), np.einsum("kd,kd->k", flat, flat)])
     d = x_aug @ c_aug.T
-    return np.maximum(d, 0.0, out=d).reshape(len(x), r, c)
+    return np.maximum(d, 0.0, out=d).reshape(len(x_aug), r, c)
 
 
-def _first_argmin(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _first_argmin(scores: np.ndarray, hits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``scores.argmin(axis=1)`` and the minima of an (r, c, n) array, faster than argmin
-    along a middle axis: the minimum, then the smallest index attaining it (both reductions
-    run along the contiguous last axis)."""
+    along a middle axis: the minimum, then the smallest index attaining it. Index j is
+    weighted c - j where the score equals the minimum, so the largest weight (a maximum of
+    small unsigned integers along the middle axis) marks the first minimum. Labels come back
+    in the smallest unsigned type that holds c. ``hits`` is an optional boolean (r, c, n)
+    work buffer."""
     best = scores.min(axis=1)
     c = scores.shape[1]
-    index = np.arange(c, dtype=np.min_scalar_type(c))[None, :, None]
-    labels = np.where(scores == best[:, None, :], index, index.dtype.type(c)).min(axis=1)
-    return labels.astype(np.intp), best
+    small = np.min_scalar_type(c)
+    hits = np.equal(scores, best[:, None, :], out=hits)
+    weighted = hits.view(np.uint8)
+    if small != np.uint8:
+        weighted = weighted.astype(small)
+    np.multiply(weighted, np.arange(c, 0, -1, dtype=small)[None, :, None], out=weighted)
+    return np.subtract(small.type(c), weighted.max(axis=1), dtype=small), best
 
 
-def _scores(x1: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def _scores(x1: np.ndarray, centres: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """|c|^2 - 2 x.c for every restart, centre and point, as (r, c, n), from one BLAS product.
 
     ``x1`` is the points with a column of ones appended; the product with [-2 c, |c|^2] takes
     about half the time of adding |c|^2 afterwards, with the same rounding when the BLAS
-    accumulates the inner sum in order (scaling by -2 is exact).
+    accumulates the inner sum in order (scaling by -2 is exact). ``out`` is an optional
+    (r * c, n) buffer for the product.
     """
     r, c, dim = centres.shape
     flat = centres.reshape(r * c, dim)
     c_aug = np.column_stack([-2.0 * flat, np.einsum("kd,kd->k", flat, flat)])
-    return (c_aug @ x1.T).reshape(r, c, -1)
+    return np.matmul(c_aug, x1.T, out=out).reshape(r, c, -1)
 
 
 def _nearest(x1: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,10 +84,11 @@ def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generato
     n, dim = x.shape
     trials = 2 + int(np.log(k))
     xx = np.einsum("nd,nd->n", x, x)
+    x_aug = _augmented(x, xx)
     rows = np.arange(n_init)
     centres = np.empty((n_init, k, dim))
     centres[:, 0] = x[rng.integers(0, n, size=n_init)]
-    closest = _sq_dists(x, xx, centres[:, :1])[:, :, 0].T  # (r, n)
+    closest = _sq_dists(x_aug, centres[:, :1])[:, :, 0].T  # (r, n)
     for c in range(1, k):
         cum = np.cumsum(closest, axis=1)
         draws = rng.random((n_init, trials)) * cum[:, -1:]
@@ -82,7 +96,7 @@ def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generato
         offsets = (rows * (cum[:, -1].max() + 1.0))[:, None]
         flat = np.searchsorted((cum + offsets).ravel(), (draws + offsets).ravel())
         cand = np.minimum(flat.reshape(n_init, trials) - rows[:, None] * n, n - 1)
-        cand_d = _sq_dists(x, xx, x[cand])  # (n, r, t)
+        cand_d = _sq_dists(x_aug, x[cand])  # (n, r, t)
         new_closest = np.minimum(closest.T[:, :, None], cand_d)  # (n, r, t)
         best = new_closest.sum(axis=0).argmin(axis=1)  # (r,)
         centres[:, c] = x[cand[rows, best]]
@@ -90,14 +104,22 @@ def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generato
     return centres
 
 
-def _centre_means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per restart, the mean of each cluster's points (r, k, d) and the counts (r, k)."""
+def _centre_means(
+    x: np.ndarray, labels: np.ndarray, k: int, work: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per restart, the mean of each cluster's points (r, k, d) and the counts (r, k): the
+    0/1 membership matrix (r, k, n) times the points, one BLAS product per restart.
+    ``work`` is an optional pair of (r, k, n) buffers, boolean and float."""
     r, n = labels.shape
-    one_hot = np.zeros((r, k, n))
-    one_hot[np.arange(r)[:, None], labels, np.arange(n)[None, :]] = 1.0
+    member, member_float = work if work is not None else (None, None)
+    member = np.equal(labels[:, None, :], np.arange(k, dtype=labels.dtype)[None, :, None], out=member)
+    if member_float is None:
+        member_float = member.astype(float)
+    else:
+        np.copyto(member_float, member)
     flat = (labels + k * np.arange(r)[:, None]).ravel()
     counts = np.bincount(flat, minlength=r * k).reshape(r, k).astype(float)
-    return (one_hot @ x) / np.maximum(counts, 1.0)[:, :, None], counts
+    return (member_float @ x) / np.maximum(counts, 1.0)[:, :, None], counts
 
 
 def kmeans(
@@ -119,15 +141,21 @@ def kmeans(
     x1 = np.column_stack([x, np.ones(n)])
     centres = kmeans_plus_plus(x, k, n_init, rng)
     tol_abs = tol * float(np.mean(np.var(x, axis=0)))
-    labels = np.full((n_init, n), -1, dtype=np.int64)
+    labels = np.full((n_init, n), k, dtype=np.min_scalar_type(k))  # k: no label yet
+    # work buffers reused by every iteration (fresh multi-megabyte arrays cost page faults)
+    float_work, bool_work = np.empty(n_init * k * n), np.empty(n_init * k * n, dtype=bool)
     active = np.arange(n_init)
     for _ in range(max_iter):
         if active.size == 0:
             break
-        new_labels, best = _first_argmin(_scores(x1, centres[active]))  # (a, n) each
+        size = active.size * k * n
+        floats = float_work[:size].reshape(active.size, k, n)
+        bools = bool_work[:size].reshape(active.size, k, n)
+        scores = _scores(x1, centres[active], out=floats.reshape(active.size * k, n))
+        new_labels, best = _first_argmin(scores, hits=bools)  # (a, n) each
         changed = np.any(new_labels != labels[active], axis=1)
         labels[active] = new_labels
-        new, counts = _centre_means(x, new_labels, k)
+        new, counts = _centre_means(x, new_labels, k, work=(bools, floats))
         empty = np.nonzero(counts == 0)
         if empty[0].size:  # distances only when a cluster needs the farthest point
             dist = _distances(best, xx)
@@ -141,4 +169,4 @@ def kmeans(
     final, dist = _nearest(x1, xx, centres)
     inertia = dist.sum(axis=1)
     best = int(inertia.argmin())
-    return final[best].copy(), float(inertia[best])
+    return final[best].astype(np.intp), float(inertia[best])
