@@ -66,9 +66,13 @@ class Graph(LayeredNodes):
         return _sparse_adjacency(self.blocks)
 
     def active_blocks(self) -> list[np.ndarray]:
-        """The blocks restricted to non-isolated nodes."""
+        """The blocks restricted to non-isolated nodes (a block without isolated nodes is
+        returned itself, not copied: read, do not write)."""
         keep = np.split(self.active, np.cumsum(self.layer_sizes)[:-1])
-        return [b[keep[i]][:, keep[i + 1]] for i, b in enumerate(self.blocks)]
+        return [
+            b if keep[i].all() and keep[i + 1].all() else b[np.ix_(keep[i], keep[i + 1])]
+            for i, b in enumerate(self.blocks)
+        ]
 
     def without_isolated(self, dense: bool = False) -> tuple[sp.csr_matrix | np.ndarray, np.ndarray]:
         """Adjacency restricted to non-isolated nodes (dense array or CSR), and their layers."""

@@ -100,6 +100,14 @@ def smallest_cluster(labels: np.ndarray, k: int) -> int:
 # --------------------------------------------------------------------------- embedding
 
 
+def scaled(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix * rows[:, None] * cols[None, :]`` (a new array, same rounding) with one
+    temporary array instead of two."""
+    out = np.multiply(matrix, rows[:, None])
+    out *= cols[None, :]
+    return out
+
+
 def top_singular_pairs(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Top-k left and right singular vectors of a (normalised) block from its Gram matrix.
 
@@ -151,7 +159,7 @@ def _bipartite_top_eigvecs(
         block = adjacency[np.ix_(left, right)]
     else:
         block = adjacency[left][:, right].toarray()
-    pairs = top_singular_pairs(block * d_inv_sqrt[left, None] * d_inv_sqrt[None, right], k)
+    pairs = top_singular_pairs(scaled(block, d_inv_sqrt[left], d_inv_sqrt[right]), k)
     if pairs is None:
         return None
     vectors = np.zeros((len(side), k))
@@ -164,7 +172,7 @@ def _general_top_eigvecs(
 ) -> np.ndarray:
     n = len(d_inv_sqrt)
     if isinstance(adjacency, np.ndarray):
-        norm_adj = adjacency * d_inv_sqrt[:, None] * d_inv_sqrt[None, :]
+        norm_adj = scaled(adjacency, d_inv_sqrt, d_inv_sqrt)
         _, vectors = scipy.linalg.eigh(norm_adj, subset_by_index=[n - k, n - 1])
         return vectors
     # M + I has eigenvalues in [0, 2], so 'largest algebraic' is well posed even for
@@ -297,7 +305,7 @@ def cluster_graph(
     block, even, odd = graph.bipartite_block() if dense else graph.sparse_bipartite_block()
     d_inv_sqrt = 1.0 / np.sqrt(graph.degrees[graph.active])
     if dense:
-        pairs = top_singular_pairs(block * d_inv_sqrt[even, None] * d_inv_sqrt[None, odd], config.n_clusters)
+        pairs = top_singular_pairs(scaled(block, d_inv_sqrt[even], d_inv_sqrt[odd]), config.n_clusters)
     else:
         scale = np.repeat(d_inv_sqrt[even], np.diff(block.indptr))
         scale *= d_inv_sqrt[odd][block.indices]
