@@ -94,10 +94,12 @@ def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generato
         draws = rng.random((n_init, trials)) * cum[:, -1:]
         # shift row r by r * stride so that all rows form one increasing sequence
         offsets = (rows * (cum[:, -1].max() + 1.0))[:, None]
-        flat = np.searchsorted((cum + offsets).ravel(), (draws + offsets).ravel())
+        cum += offsets
+        draws += offsets
+        flat = np.searchsorted(cum.ravel(), draws.ravel())
         cand = np.minimum(flat.reshape(n_init, trials) - rows[:, None] * n, n - 1)
-        cand_d = _sq_dists(x_aug, x[cand])  # (n, r, t)
-        new_closest = np.minimum(closest.T[:, :, None], cand_d)  # (n, r, t)
+        new_closest = _sq_dists(x_aug, x[cand])  # (n, r, t): each candidate's distances,
+        np.minimum(new_closest, closest.T[:, :, None], out=new_closest)  # then the closest
         best = new_closest.sum(axis=0).argmin(axis=1)  # (r,)
         centres[:, c] = x[cand[rows, best]]
         closest = new_closest[:, rows, best].T
