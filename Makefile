@@ -49,7 +49,7 @@ define run_notebook
 endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
-        mlp-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion random-init-ncuts compare \
+        mlp-clustering mlp-clustering-k12 mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion random-init-ncuts compare \
         cnn-clustering cnn-lesion jupyter test-install push-models pull-models push-datasets \
         pull-datasets push-results pull-results
 
@@ -92,6 +92,11 @@ mlp-clustering: $(NB_OUT)/mlp-clustering.ipynb ## Shuffle test of every MLP, den
 
 $(NB_OUT)/mlp-clustering.ipynb: notebooks/mlp-clustering.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
 	$(call run_notebook,mlp-clustering,mlp-clustering,-p N_JOBS $(N_JOBS))
+
+mlp-clustering-k12: $(NB_OUT)/mlp-clustering-k12.ipynb ## The successor paper's baseline: k = 12, 50 shuffles of both methods -> results/mlp-clustering-k12.csv + Cohen's d
+
+$(NB_OUT)/mlp-clustering-k12.ipynb: notebooks/mlp-clustering.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,mlp-clustering,mlp-clustering-k12,-p N_CLUSTERS 12 -p N_SHUFFLES 50 -p N_JOBS $(N_JOBS))
 
 mlp-clustering-stability: $(foreach k,$(STABILITY_KS),$(NB_OUT)/mlp-clustering-stability-k$(k).ipynb) ## Every instance of the primary tags, k = 4, 2, 7, 10
 

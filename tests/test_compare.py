@@ -64,3 +64,31 @@ def test_missing_reference_or_table_is_one_error_line(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "holds no reference record" in err[0] and "mlp-clustering.csv is missing; run `make mlp-clustering`" in err[1]
+
+
+def test_the_k12_table_is_compared_where_both_have_it_and_written_with_the_record(tmp_path, capsys):
+    """The paper record's k = 12 table: absent from your results it is a note (exit 0), present
+    and tampered it differs (exit 1); write_reference records it when the results have it."""
+    paper = reference_dir("paper")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(paper / "mlp-clustering.csv", mine / "mlp-clustering.csv")
+    assert cli.main(["compare", str(mine), "--profile", "paper"]) == 0
+    assert "mlp-clustering-k12.csv: not in your results" in capsys.readouterr().out
+    k12 = pd.read_csv(paper / "mlp-clustering-k12.csv")
+    assert (k12["k"] == 12).all() and set(k12["tag"]) == {"MNIST", "FASHION", "MNIST+DROPOUT", "FASHION+DROPOUT"}
+    hit = (k12.tag == "MNIST") & (k12.stage == "dense") & (k12.method == "layer")
+    k12.loc[hit, "z"] -= 20.0
+    k12.to_csv(mine / "mlp-clustering-k12.csv", index=False)
+    assert cli.main(["compare", str(mine), "--profile", "paper"]) == 1
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.endswith("DIFFERS")]
+    assert line.split()[:4] == ["MNIST", "dense", "layer", "k=12"] and "(-20.00, spread" in line
+
+    record = tmp_path / "record"
+    assert cli.main(["compare", str(mine), "--write-reference", "test", "--reference", str(record)]) == 0
+    assert json.loads((record / "PROVENANCE.json").read_text())["tables"] == ["mlp-clustering.csv",
+                                                                              "mlp-clustering-k12.csv"]
+    (mine / "mlp-clustering-k12.csv").unlink()
+    assert cli.main(["compare", str(mine), "--write-reference", "test", "--reference", str(record)]) == 0
+    assert json.loads((record / "PROVENANCE.json").read_text())["tables"] == ["mlp-clustering.csv"]
+    assert not (record / "mlp-clustering-k12.csv").exists()

@@ -30,6 +30,10 @@ def test_table_summary_and_figure(tmp_path):
     summary = run_random_init_ncuts(paths, n_nets=3, k=5, first_seed=10, seed=1)
     table = pd.read_csv(paths.results / "random-init-ncuts-k5.csv")
     assert table["init_seed"].tolist() == [10, 11, 12] and (table["k"] == 5).all()
+    import keras
+
+    backend = keras.backend.backend()
+    assert (table["backend"] == backend).all() and summary["backend"][0] == backend
     expected = observed_clustering(mlp_graph(initial_kernels(11)), SpectralConfig(5), 1).ncut
     assert table["ncut"][1] == pytest.approx(expected, rel=1e-6)
     row = summary.iloc[0]

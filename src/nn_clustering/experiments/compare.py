@@ -1,8 +1,9 @@
 """Did I reproduce it? A user's clustering table set beside the project's reference record.
 
 The reference record (``results/reference/<profile>/``, committed) holds the result tables this
-project produced (``mlp-clustering.csv``) and ``PROVENANCE.json`` (command, profile, code
-version, date). :func:`compare_tables` groups both tables by tag, stage, shuffle method and k,
+project produced (``mlp-clustering.csv``; the paper record also ``mlp-clustering-k12.csv``,
+the successor paper's k = 12 baseline) and ``PROVENANCE.json`` (command, profile, code version,
+date, the tables it holds). :func:`compare_tables` groups both tables by tag, stage, shuffle method and k,
 restricts the reference to the instances the user ran, and reports per group the mean n-cut and
 mean z of each, their differences, the significance counts, and whether each difference lies
 within the reference's instance-to-instance spread: the SD across its instances, or, for a tag
@@ -26,8 +27,10 @@ from ..storage.provenance import code_version
 from ..storage.tables import read_table, write_csv
 from .paths import project_root
 
-#: The tables a reference record holds, and the target that makes each.
-REFERENCE_TABLES = {"mlp-clustering.csv": "mlp-clustering"}
+#: The tables a reference record may hold, and the target that makes each; the first is in every
+#: record and every comparison, the others are compared where both sides have them.
+REFERENCE_TABLES = {"mlp-clustering.csv": "mlp-clustering", "mlp-clustering-k12.csv": "mlp-clustering-k12"}
+REQUIRED_TABLE = "mlp-clustering.csv"
 GROUP = ["tag", "stage", "method", "k"]
 #: Differences below this are rounding (the CSVs keep 8 significant digits).
 ROUNDING = 1e-6
@@ -115,7 +118,13 @@ def compare_results(results_dir: str | Path, profile: str, reference: str | Path
     lines = [f"{results_dir} against the reference {ref_dir} ({provenance['profile']} profile, code "
              f"{provenance['code_version']}, {provenance['date']})"]
     ok = True
+    held = provenance.get("tables", [REQUIRED_TABLE])
     for name, target in REFERENCE_TABLES.items():
+        if name not in held:
+            continue
+        if name != REQUIRED_TABLE and not (results_dir / name).exists():
+            lines.append(f"\n{name}: not in your results (`make {target}` makes it), not compared")
+            continue
         mine = read_table(results_dir / name, target)
         theirs = read_table(ref_dir / name, target)
         rows, notes = compare_tables(mine, theirs)
@@ -144,12 +153,16 @@ def write_reference(results_dir: str | Path, profile: str, command: str, out: st
     provenance (the command that made them, profile, code version, date)."""
     results_dir, out = Path(results_dir), Path(out) if out else reference_dir(profile)
     out.mkdir(parents=True, exist_ok=True)
-    versions = set()
+    versions, tables = set(), []
     for name, target in REFERENCE_TABLES.items():
+        if name != REQUIRED_TABLE and not (results_dir / name).exists():
+            (out / name).unlink(missing_ok=True)  # a record holds only what it lists
+            continue
         table = read_table(results_dir / name, target)
         versions |= set(table["code_version"].astype(str))
         write_csv(table, out / name)
+        tables.append(name)
     provenance = {"profile": profile, "command": command, "code_version": ", ".join(sorted(versions)) or code_version(),
-                  "date": date.today().isoformat(), "tables": sorted(REFERENCE_TABLES)}
+                  "date": date.today().isoformat(), "tables": tables}
     write_text_atomic(out / "PROVENANCE.json", json.dumps(provenance, indent=2) + "\n")
     return out

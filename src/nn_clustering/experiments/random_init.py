@@ -4,7 +4,8 @@
 initialises them (Keras' defaults under ``keras.utils.set_random_seed(seed)``, seeds
 ``first_seed`` .. ``first_seed + n_nets - 1``) and clustered at k = 12 without shuffles. The table
 has one row per net and a summary (mean, SD, min, max); the figure places every trained MLP found
-in the profile's models folder (its n-cut at the same k) against that distribution.
+in the profile's models folder (its n-cut at the same k) against that distribution. Keras'
+backends draw different initial weights from the same seed, so every row records its backend.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class RandomInitRow(Row):
     k: int
     seed: int  # root seed of the clustering
     layer_sizes: str
+    backend: str  # Keras backend: each draws its own initial weights from the same seed
     code_version: str
 
 
@@ -51,6 +53,13 @@ class TrainedNcutRow(Row):
     code_version: str
 
 
+def keras_backend() -> str:
+    """The Keras backend in use (``KERAS_BACKEND``), recorded with each untrained net."""
+    import keras
+
+    return keras.backend.backend()
+
+
 def initial_kernels(init_seed: int) -> list[np.ndarray]:
     """The kernels of the paper's MLP as training initialises it under ``init_seed``."""
     import keras
@@ -66,11 +75,12 @@ def random_init_rows(n_nets: int = 100, k: int = 12, first_seed: int = 0, seed: 
     """The n-cut at k of ``n_nets`` untrained MLPs (init seeds ``first_seed`` onwards)."""
     from tqdm.auto import tqdm
 
-    spectral, version, rows = SpectralConfig(n_clusters=k), code_version(), []
+    spectral, version, backend, rows = SpectralConfig(n_clusters=k), code_version(), keras_backend(), []
     for init_seed in tqdm(range(first_seed, first_seed + n_nets), desc="untrained MLPs", disable=not progress):
         graph = mlp_graph(initial_kernels(init_seed))
         ncut = observed_clustering(graph, spectral, seed).ncut
-        rows.append(RandomInitRow(init_seed, ncut, k, seed, "-".join(map(str, graph.layer_sizes)), version))
+        rows.append(RandomInitRow(init_seed, ncut, k, seed, "-".join(map(str, graph.layer_sizes)), backend,
+                                  version))
     return rows
 
 
@@ -102,7 +112,8 @@ def run_random_init_ncuts(paths: ExperimentPaths, n_nets: int = 100, k: int = 12
     values = table["ncut"].to_numpy()
     summary = pd.DataFrame([{
         "n_nets": len(values), "k": k, "mean": values.mean(), "sd": values.std(ddof=1), "min": values.min(),
-        "max": values.max(), "first_seed": first_seed, "seed": seed, "code_version": code_version(),
+        "max": values.max(), "first_seed": first_seed, "seed": seed, "backend": keras_backend(),
+        "code_version": code_version(),
     }])
     write_csv(summary, paths.results / f"{stem}-summary.csv")
     trained = frame(trained_rows(paths, values, k, seed), TrainedNcutRow)
