@@ -128,19 +128,29 @@ def _textbook_lloyd(x, centres, max_iter=300, tol=1e-4):
     return final.argmin(axis=1), final.min(axis=1).sum()
 
 
-@pytest.mark.parametrize("k", [3, 12])
-def test_batched_kmeans_equals_textbook_lloyd_per_restart(k):
-    """All restarts at once (work buffers, weighted first-minimum, membership products) give
-    each restart's textbook Lloyd result from the same k-means++ seeds: the best restart's
-    labels exactly, its inertia to rounding."""
+@pytest.mark.parametrize(("k", "max_iter", "tol", "distinct"),
+                         [(3, 300, 1e-4, None), (12, 300, 1e-4, None), (12, 2, 1e-4, None), (12, 300, 0.5, None),
+                          (7, 300, 1e-4, 5)])
+def test_batched_kmeans_equals_textbook_lloyd_per_restart(k, max_iter, tol, distinct):
+    """All restarts at once (work buffers, weighted first-minimum, membership products, final
+    labels reused from restarts that settled) give each restart's textbook Lloyd result from the
+    same k-means++ seeds: the best restart's labels exactly, its inertia to rounding; also when
+    restarts stop at ``max_iter`` or by a coarse ``tol`` while their labels still change, and with fewer distinct points than clusters (duplicate seeds,
+    empty clusters repaired every iteration)."""
     from nn_clustering.core.kmeans import kmeans_plus_plus
 
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.normal(size=(40, 6)) + 3.0 * rng.normal(size=6) for _ in range(k)])
+    if distinct:
+        x = np.repeat(x[:distinct], 20, axis=0)
     seeds = kmeans_plus_plus(x, k, 7, np.random.default_rng(11))
-    results = [_textbook_lloyd(x, s) for s in seeds]
+    results = [_textbook_lloyd(x, s, max_iter, tol) for s in seeds]
     best = int(np.argmin([inertia for _, inertia in results]))
-    labels, inertia = kmeans(x, k, np.random.default_rng(11), n_init=7)
+    labels, inertia = kmeans(x, k, np.random.default_rng(11), n_init=7, max_iter=max_iter, tol=tol)
+    if distinct:  # every restart reaches inertia 0 (to rounding): the same partition, any labels
+        assert adjusted_rand_score(labels, results[best][0]) == 1.0 and len(np.unique(labels)) == distinct
+        assert inertia == pytest.approx(0.0, abs=1e-9)
+        return
     np.testing.assert_array_equal(labels, results[best][0])
     assert inertia == pytest.approx(results[best][1], rel=1e-10)
 

@@ -63,16 +63,6 @@ def _scores(x1: np.ndarray, centres: np.ndarray, out: np.ndarray | None = None) 
     return np.matmul(c_aug, x1.T, out=out).reshape(r, c, -1)
 
 
-def _nearest(x1: np.ndarray, xx: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centre of every point for each restart: (labels, squared distances), (r, n) each.
-
-    ``x1`` is the points with a column of ones appended (see :func:`_scores`), ``centres``
-    is (r, c, d).
-    """
-    labels, best = _first_argmin(_scores(x1, centres))
-    return labels, _distances(best, xx)
-
-
 def _distances(best: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """Squared distances to the nearest centre, (r, n), from the label step's minimum scores
     ``best`` (|c|^2 - 2 x.c) and the points' squared norms ``xx``."""
@@ -137,6 +127,11 @@ def kmeans(
     A restart stops when its labels no longer change or its centres move less than ``tol``
     (relative to the mean per-feature variance, as in scikit-learn). Empty clusters take the
     point farthest from its centre. Returns (labels, inertia) of the best restart.
+
+    The final labels are those of the final centres. A restart that stopped because its labels
+    did not change, with no cluster empty, already has them: its final centres are the means
+    of the same labels, computed by the same product, so they equal the centres that gave those
+    labels bit for bit, and only the other restarts are scored again.
     """
     n = x.shape[0]
     xx = np.einsum("nd,nd->n", x, x)
@@ -147,6 +142,8 @@ def kmeans(
     # work buffers reused by every iteration (fresh multi-megabyte arrays cost page faults)
     float_work, bool_work = np.empty(n_init * k * n), np.empty(n_init * k * n, dtype=bool)
     active = np.arange(n_init)
+    settled = np.zeros(n_init, dtype=bool)  # stopped with unchanged labels and no empty cluster
+    settled_best = np.empty((n_init, n))  # their minimum scores
     for _ in range(max_iter):
         if active.size == 0:
             break
@@ -167,8 +164,15 @@ def kmeans(
                 dist[r, far] = -1.0
         shift = ((new - centres[active]) ** 2).sum(axis=(1, 2))
         centres[active] = new
+        same = ~changed & (counts > 0).all(axis=1)
+        if same.any():
+            settled[active[same]] = True
+            settled_best[active[same]] = best[same]
         active = active[changed & (shift > tol_abs)]
-    final, dist = _nearest(x1, xx, centres)
-    inertia = dist.sum(axis=1)
+    final = labels.copy()
+    again = np.flatnonzero(~settled)
+    if again.size:
+        final[again], settled_best[again] = _first_argmin(_scores(x1, centres[again]))
+    inertia = _distances(settled_best, xx).sum(axis=1)
     best = int(inertia.argmin())
     return final[best].astype(np.intp), float(inertia[best])

@@ -119,8 +119,9 @@ def top_singular_pairs(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     n_small = b.shape[1]
     if k > n_small:
         return None
-    gram = b.T @ b
-    values, v = scipy.linalg.eigh(gram, subset_by_index=[n_small - k, n_small - 1], driver="evx")
+    gram = b.T @ b  # finite (validated weights, entries of a normalised block): no check, no copy
+    values, v = scipy.linalg.eigh(gram, subset_by_index=[n_small - k, n_small - 1], driver="evx",
+                                  overwrite_a=True, check_finite=False)
     s = np.sqrt(np.clip(values, 0.0, None))
     if np.any(s <= 1e-12):
         return None
