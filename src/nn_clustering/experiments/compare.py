@@ -106,6 +106,12 @@ def compare_tables(mine, reference) -> tuple[list[ComparisonRow], list[str]]:
     return rows, notes
 
 
+def _tables_in(results_dir: Path) -> list[str]:
+    """The reference tables that ``results_dir`` has: the required one always (reading it
+    names its target when it is missing), the others where present."""
+    return [name for name in REFERENCE_TABLES if name == REQUIRED_TABLE or (results_dir / name).exists()]
+
+
 def compare_results(results_dir: str | Path, profile: str, reference: str | Path | None = None) -> tuple[str, bool]:
     """The printed comparison of ``results_dir`` with the profile's reference, and whether every
     group was reproduced."""
@@ -118,11 +124,11 @@ def compare_results(results_dir: str | Path, profile: str, reference: str | Path
     lines = [f"{results_dir} against the reference {ref_dir} ({provenance['profile']} profile, code "
              f"{provenance['code_version']}, {provenance['date']})"]
     ok = True
-    held = provenance.get("tables", [REQUIRED_TABLE])
+    held, yours = provenance.get("tables", [REQUIRED_TABLE]), _tables_in(results_dir)
     for name, target in REFERENCE_TABLES.items():
         if name not in held:
             continue
-        if name != REQUIRED_TABLE and not (results_dir / name).exists():
+        if name not in yours:
             lines.append(f"\n{name}: not in your results (`make {target}` makes it), not compared")
             continue
         mine = read_table(results_dir / name, target)
@@ -153,15 +159,14 @@ def write_reference(results_dir: str | Path, profile: str, command: str, out: st
     provenance (the command that made them, profile, code version, date)."""
     results_dir, out = Path(results_dir), Path(out) if out else reference_dir(profile)
     out.mkdir(parents=True, exist_ok=True)
-    versions, tables = set(), []
+    versions, tables = set(), _tables_in(results_dir)
     for name, target in REFERENCE_TABLES.items():
-        if name != REQUIRED_TABLE and not (results_dir / name).exists():
+        if name not in tables:
             (out / name).unlink(missing_ok=True)  # a record holds only what it lists
             continue
         table = read_table(results_dir / name, target)
         versions |= set(table["code_version"].astype(str))
         write_csv(table, out / name)
-        tables.append(name)
     provenance = {"profile": profile, "command": command, "code_version": ", ".join(sorted(versions)) or code_version(),
                   "date": date.today().isoformat(), "tables": tables}
     write_text_atomic(out / "PROVENANCE.json", json.dumps(provenance, indent=2) + "\n")
