@@ -133,7 +133,7 @@ def _textbook_lloyd(x, centres, max_iter=300, tol=1e-4):
                           (7, 300, 1e-4, 5)])
 def test_batched_kmeans_equals_textbook_lloyd_per_restart(k, max_iter, tol, distinct):
     """All restarts at once (work buffers, weighted first-minimum, membership products, final
-    labels reused from restarts that settled) give each restart's textbook Lloyd result from the
+    cluster sums updated by the moved points) give each restart's textbook Lloyd result from the
     same k-means++ seeds: the best restart's labels exactly, its inertia to rounding; also when
     restarts stop at ``max_iter`` or by a coarse ``tol`` while their labels still change, and with fewer distinct points than clusters (duplicate seeds,
     empty clusters repaired every iteration)."""
@@ -235,7 +235,7 @@ def test_augmented_distance_products_equal_direct_distances():
     centres = rng.normal(size=(3, 4, 5))
     direct = np.stack([cdist(x, c, "sqeuclidean") for c in centres], axis=1)  # (n, r, c)
     xx = (x**2).sum(axis=1)
-    np.testing.assert_allclose(_sq_dists(_augmented(x, xx), centres), direct, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_sq_dists(_augmented(x, xx), centres), direct.transpose(1, 2, 0), rtol=1e-12, atol=1e-12)
     scores = _scores(np.column_stack([x, np.ones(len(x))]), centres)  # (r, c, n)
     np.testing.assert_allclose(scores + xx, direct.transpose(1, 2, 0), rtol=1e-12, atol=1e-12)
 

@@ -17,9 +17,9 @@ def _augmented(x: np.ndarray, xx: np.ndarray) -> np.ndarray:
 
 
 def _sq_dists(x_aug: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Squared distances between the points and centres (r, c, d), as (n, r, c).
+    """Squared distances between the points and centres (r, c, d), as (r, c, n).
 
-    One BLAS product of [x, |x|^2, 1] (``x_aug``, :func:`_augmented`) with [-2 c, 1, |c|^2],
+    One BLAS product of [-2 c, 1, |c|^2] with [x, |x|^2, 1] (``x_aug``, :func:`_augmented`),
     in less time than three steps. A BLAS that accumulates the inner sum in order (OpenBLAS's
     kernels do) adds -2 x.c, then |x|^2, then |c|^2: the same rounding as the three steps
     done apart.
@@ -27,8 +27,8 @@ def _sq_dists(x_aug: np.ndarray, centres: np.ndarray) -> np.ndarray:
     r, c, dim = centres.shape
     flat = centres.reshape(r * c, dim)
     c_aug = np.column_stack([-2.0 * flat, np.ones(r * c), np.einsum("kd,kd->k", flat, flat)])
-    d = x_aug @ c_aug.T
-    return np.maximum(d, 0.0, out=d).reshape(len(x_aug), r, c)
+    d = c_aug @ x_aug.T
+    return np.maximum(d, 0.0, out=d).reshape(r, c, len(x_aug))
 
 
 def _first_argmin(scores: np.ndarray, hits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +78,7 @@ def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generato
     rows = np.arange(n_init)
     centres = np.empty((n_init, k, dim))
     centres[:, 0] = x[rng.integers(0, n, size=n_init)]
-    closest = _sq_dists(x_aug, centres[:, :1])[:, :, 0].T  # (r, n)
+    closest = _sq_dists(x_aug, centres[:, :1])[:, 0]  # (r, n)
     for c in range(1, k):
         cum = np.cumsum(closest, axis=1)
         draws = rng.random((n_init, trials)) * cum[:, -1:]
@@ -88,30 +88,46 @@ def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generato
         draws += offsets
         flat = np.searchsorted(cum.ravel(), draws.ravel())
         cand = np.minimum(flat.reshape(n_init, trials) - rows[:, None] * n, n - 1)
-        new_closest = _sq_dists(x_aug, x[cand])  # (n, r, t): each candidate's distances,
-        np.minimum(new_closest, closest.T[:, :, None], out=new_closest)  # then the closest
-        best = new_closest.sum(axis=0).argmin(axis=1)  # (r,)
+        new_closest = _sq_dists(x_aug, x[cand])  # (r, t, n): each candidate's distances,
+        np.minimum(new_closest, closest[:, None, :], out=new_closest)  # then the closest
+        best = new_closest.sum(axis=2).argmin(axis=1)  # (r,)
         centres[:, c] = x[cand[rows, best]]
-        closest = new_closest[:, rows, best].T
+        closest = new_closest[rows, best]
     return centres
 
 
-def _centre_means(
-    x: np.ndarray, labels: np.ndarray, k: int, work: tuple[np.ndarray, np.ndarray] | None = None
+#: Below one moved label in this many, cluster sums are updated by the moved points alone.
+MOVED_FRACTION = 20
+
+
+def _cluster_sums(
+    x: np.ndarray, labels: np.ndarray, k: int, work: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per restart, the mean of each cluster's points (r, k, d) and the counts (r, k): the
-    0/1 membership matrix (r, k, n) times the points, one BLAS product per restart.
-    ``work`` is an optional pair of (r, k, n) buffers, boolean and float."""
+    """Per restart, the sum of each cluster's points (r, k, d) and its size (r, k): the 0/1
+    membership matrix (r, k, n) times the points, one BLAS product per restart. ``work`` is a
+    pair of (r, k, n) buffers, boolean and float."""
     r, n = labels.shape
-    member, member_float = work if work is not None else (None, None)
-    member = np.equal(labels[:, None, :], np.arange(k, dtype=labels.dtype)[None, :, None], out=member)
-    if member_float is None:
-        member_float = member.astype(float)
-    else:
-        np.copyto(member_float, member)
+    member, member_float = work
+    np.equal(labels[:, None, :], np.arange(k, dtype=labels.dtype)[None, :, None], out=member)
+    np.copyto(member_float, member)
     flat = (labels + k * np.arange(r)[:, None]).ravel()
-    counts = np.bincount(flat, minlength=r * k).reshape(r, k).astype(float)
-    return (member_float @ x) / np.maximum(counts, 1.0)[:, :, None], counts
+    return member_float @ x, np.bincount(flat, minlength=r * k).reshape(r, k).astype(float)
+
+
+def _moved_sums(
+    x: np.ndarray, old: np.ndarray, new: np.ndarray, moved: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The change of :func:`_cluster_sums` when labels ``old`` become ``new`` (both (r, n);
+    ``moved`` marks where they differ): each moved point added to its new cluster and taken
+    from its old one."""
+    r, dim = old.shape[0], x.shape[1]
+    rows, points = np.nonzero(moved)
+    target = np.concatenate([rows * k + new[rows, points], rows * k + old[rows, points]])
+    sign = np.repeat([1.0, -1.0], rows.size)
+    index = (target[:, None] * dim + np.arange(dim)).ravel()
+    points_twice = np.concatenate([x[points], -x[points]]).ravel()
+    sums = np.bincount(index, points_twice, minlength=r * k * dim).reshape(r, k, dim)
+    return sums, np.bincount(target, sign, minlength=r * k).reshape(r, k)
 
 
 def kmeans(
@@ -128,10 +144,10 @@ def kmeans(
     (relative to the mean per-feature variance, as in scikit-learn). Empty clusters take the
     point farthest from its centre. Returns (labels, inertia) of the best restart.
 
-    The final labels are those of the final centres. A restart that stopped because its labels
-    did not change, with no cluster empty, already has them: its final centres are the means
-    of the same labels, computed by the same product, so they equal the centres that gave those
-    labels bit for bit, and only the other restarts are scored again.
+    Cluster sums are kept from one iteration to the next: once fewer than one label in
+    :data:`MOVED_FRACTION` moves, only the moved points update them. The final centres are the
+    means of the final labels computed afresh by the full product (as a restart's first means
+    are), and the final labels and inertias come from scoring them.
     """
     n = x.shape[0]
     xx = np.einsum("nd,nd->n", x, x)
@@ -142,9 +158,8 @@ def kmeans(
     # work buffers reused by every iteration (fresh multi-megabyte arrays cost page faults)
     float_work, bool_work = np.empty(n_init * k * n), np.empty(n_init * k * n, dtype=bool)
     active = np.arange(n_init)
-    settled = np.zeros(n_init, dtype=bool)  # stopped with unchanged labels and no empty cluster
-    settled_best = np.empty((n_init, n))  # their minimum scores
-    for _ in range(max_iter):
+    sums, sizes = np.zeros((n_init, k, x.shape[1])), np.zeros((n_init, k))  # of each restart's clusters
+    for step in range(max_iter):
         if active.size == 0:
             break
         size = active.size * k * n
@@ -152,9 +167,18 @@ def kmeans(
         bools = bool_work[:size].reshape(active.size, k, n)
         scores = _scores(x1, centres[active], out=floats.reshape(active.size * k, n))
         new_labels, best = _first_argmin(scores, hits=bools)  # (a, n) each
-        changed = np.any(new_labels != labels[active], axis=1)
+        before = labels[active]
+        moved = new_labels != before
+        changed = moved.any(axis=1)
         labels[active] = new_labels
-        new, counts = _centre_means(x, new_labels, k, work=(bools, floats))
+        if step == 0 or np.count_nonzero(moved) * MOVED_FRACTION > moved.size:
+            sums[active], sizes[active] = _cluster_sums(x, new_labels, k, (bools, floats))
+        else:
+            delta_sums, delta_sizes = _moved_sums(x, before, new_labels, moved, k)
+            sums[active] += delta_sums
+            sizes[active] += delta_sizes
+        counts = sizes[active]
+        new = sums[active] / np.maximum(counts, 1.0)[:, :, None]
         empty = np.nonzero(counts == 0)
         if empty[0].size:  # distances only when a cluster needs the farthest point
             dist = _distances(best, xx)
@@ -164,15 +188,13 @@ def kmeans(
                 dist[r, far] = -1.0
         shift = ((new - centres[active]) ** 2).sum(axis=(1, 2))
         centres[active] = new
-        same = ~changed & (counts > 0).all(axis=1)
-        if same.any():
-            settled[active[same]] = True
-            settled_best[active[same]] = best[same]
         active = active[changed & (shift > tol_abs)]
-    final = labels.copy()
-    again = np.flatnonzero(~settled)
-    if again.size:
-        final[again], settled_best[again] = _first_argmin(_scores(x1, centres[again]))
-    inertia = _distances(settled_best, xx).sum(axis=1)
-    best = int(inertia.argmin())
-    return final[best].astype(np.intp), float(inertia[best])
+    # final centres afresh from the final labels: the same bits as a restart's own means, whatever
+    # rounding the moved-point updates of the sums carried; empty clusters keep their repair
+    sums, sizes = _cluster_sums(x, labels, k, (bool_work.reshape(n_init, k, n), float_work.reshape(n_init, k, n)))
+    filled = sizes > 0
+    centres[filled] = sums[filled] / sizes[filled][:, None]
+    final, best = _first_argmin(_scores(x1, centres))
+    inertia = _distances(best, xx).sum(axis=1)
+    winner = int(inertia.argmin())
+    return final[winner].astype(np.intp), float(inertia[winner])
