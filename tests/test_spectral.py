@@ -238,6 +238,96 @@ def test_augmented_distance_products_equal_direct_distances():
     np.testing.assert_allclose(_sq_dists(_augmented(x, xx), centres), direct.transpose(1, 2, 0), rtol=1e-12, atol=1e-12)
     scores = _scores(np.column_stack([x, np.ones(len(x))]), centres)  # (r, c, n)
     np.testing.assert_allclose(scores + xx, direct.transpose(1, 2, 0), rtol=1e-12, atol=1e-12)
+    upper = rng.uniform(0.0, 20.0, size=(3, 1, 60))
+    np.testing.assert_allclose(_sq_dists(_augmented(x, xx), centres, upper=upper),
+                               np.minimum(direct.transpose(1, 2, 0), upper), rtol=1e-12, atol=1e-12)
+
+
+def _float64_labels(x, centres):
+    """The float64 label step written out: numpy's argmin (first minimum) of |c|^2 - 2 x.c."""
+    from nn_clustering.core.kmeans import _scores
+
+    return _scores(np.column_stack([x, np.ones(len(x))]), centres).argmin(axis=1)
+
+
+def _label_step(x, centres):
+    from nn_clustering.core.kmeans import _label_step, _Points
+
+    shape = (centres.shape[0], centres.shape[1], len(x))
+    points = _Points(x, np.einsum("nd,nd->n", x, x))
+    return _label_step(points, centres, np.empty(shape, np.float32), np.empty(shape, bool), np.empty(shape))
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "near-ties", "outlier", "tiny", "huge"])
+def test_float32_label_step_gives_the_float64_labels(case):
+    """The label step decided in float32 where a rounding bound proves it gives the float64 first
+    nearest centre everywhere: exact ties (first index), gaps that float32 cannot resolve (where a
+    unique float32 minimum is wrong), a far outlier centre that loosens the bound for
+    every point, and scales that underflow or overflow in float32."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(500, 6))
+    centres = rng.normal(size=(3, 12, 6))
+    if case == "ties":  # integer points and centres: many exact ties, and exact float64 scores
+        x, centres = rng.integers(-2, 3, size=(500, 6)).astype(float), rng.integers(-1, 2, size=(3, 12, 6)).astype(float)
+    elif case == "near-ties":  # a few points almost halfway between centres 0 and 1 of a restart
+        mid = (centres[:, 0] + centres[:, 1]) / 2
+        x = np.concatenate([rng.normal(size=(1500, 6)), mid[rng.integers(0, 3, 60)] + 1e-7 * rng.normal(size=(60, 6))])
+        centres[:, 2:] += 50.0
+    elif case == "outlier":
+        centres[:, 5] = 1e6
+    elif case in ("tiny", "huge"):
+        scale = 1e-25 if case == "tiny" else 1e25
+        x, centres = x * scale, centres * scale
+    expected = _float64_labels(x, centres)
+    np.testing.assert_array_equal(_label_step(x, centres), expected)
+    if case == "near-ties":  # a unique float32 minimum would be wrong for some of these points
+        flat = centres.reshape(-1, 6)
+        c_aug = np.column_stack([-2.0 * flat, (flat**2).sum(axis=1)]).astype(np.float32)
+        scores = (c_aug @ np.column_stack([x, np.ones(len(x))]).astype(np.float32).T).reshape(3, 12, -1)
+        lowest = np.sort(scores, axis=1)
+        assert np.any((scores.argmin(axis=1) != expected) & (lowest[:, 0] < lowest[:, 1]))
+
+
+def test_moved_point_updates_equal_recomputed_cluster_sums():
+    """Cluster sums and sizes updated by the moved points alone against the membership products
+    of the old and the new labels."""
+    from nn_clustering.core.kmeans import _cluster_sums, _moved_sums
+
+    rng = np.random.default_rng(2)
+    r, k, n = 4, 7, 300
+    x = rng.normal(size=(n, 5))
+    old = rng.integers(0, k, size=(r, n)).astype(np.uint8)
+    new = old.copy()
+    moving = rng.random((r, n)) < 0.1
+    new[moving] = rng.integers(0, k, size=moving.sum())
+    work = (np.empty((r, k, n), bool), np.empty((r, k, n)))
+    old_sums, old_sizes = _cluster_sums(x, old, k, work)
+    new_sums, new_sizes = _cluster_sums(x, new, k, work)
+    delta_sums, delta_sizes = _moved_sums(x, old, new, new != old, k)
+    np.testing.assert_allclose(old_sums + delta_sums, new_sums, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(old_sizes + delta_sizes, new_sizes)
+    expected = np.array([[x[new[i] == c].sum(axis=0) for c in range(k)] for i in range(r)])
+    np.testing.assert_allclose(new_sums, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_banded_gram_equals_the_full_gram():
+    """B^T B from the non-zero blocks of a chain's bipartite block (a layer with isolated nodes
+    included) equals the product of the whole block; so does an unstructured matrix split into
+    column groups, where every block is non-zero."""
+    from nn_clustering.core.spectral import banded_gram
+
+    rng = np.random.default_rng(6)
+    kernels = random_kernels(rng, (50, 30, 20, 40, 8), sparsity=0.3)
+    kernels[1][:, :4] = 0.0
+    kernels[2][:4] = 0.0  # the first 4 nodes of layer 2 are isolated
+    graph = mlp_graph(kernels)
+    block, _, _ = graph.bipartite_block()
+    sizes = [int(a.sum()) for a in np.split(graph.active, np.cumsum(graph.layer_sizes)[:-1])]
+    assert sizes[2] == 16
+    for b, cols in ((block, sizes[1::2]), (block.T, sizes[0::2])):
+        np.testing.assert_allclose(banded_gram(b, cols), b.T @ b, rtol=1e-13, atol=1e-13)
+    dense = rng.normal(size=(40, 25))
+    np.testing.assert_allclose(banded_gram(dense, [10, 5, 10]), dense.T @ dense, rtol=1e-13, atol=1e-13)
 
 
 def planted_network(width: int, modules: int, sparsity: float, seed: int = 0, leak: float = 0.02):

@@ -4,49 +4,65 @@ The definition is scikit-learn's: greedy k-means++ seeding (2 + log k local tria
 iterations until the labels stop changing or the centres move less than ``tol`` (relative to
 the mean per-feature variance), an empty cluster takes the point farthest from its centre,
 best inertia of ``n_init`` restarts wins. All restarts run together as batched numpy products.
+
+Three things make it fast without changing the labels: the label step scores in float32 and
+falls back to float64 for the points a rounding bound cannot decide (:func:`_label_step`); the
+cluster sums are updated by the points that moved once few move (:func:`_moved_sums`); and the
+work buffers are reused by every iteration.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+#: Above one point in this many too close to call in float32, the label step is float64 throughout.
+UNSURE_FRACTION = 16
+#: Below one moved label in this many, cluster sums are updated by the moved points alone.
+MOVED_FRACTION = 10
+
 
 def _augmented(x: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """The points as [x, |x|^2, 1], the left factor of :func:`_sq_dists`."""
-    return np.column_stack([x, xx, np.ones(len(x))])
+    """The points as the rows [x, |x|^2, 1], transposed (contiguous), the right factor of
+    :func:`_sq_dists`."""
+    return np.vstack([x.T, xx, np.ones(len(x))])
 
 
-def _sq_dists(x_aug: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Squared distances between the points and centres (r, c, d), as (r, c, n).
+def _sq_dists(x_aug_t: np.ndarray, centres: np.ndarray, upper: np.ndarray | None = None) -> np.ndarray:
+    """Squared distances between the points and centres (r, c, d), as (r, c, n); each capped
+    at ``upper`` (broadcast to (r, c, n)) when given.
 
-    One BLAS product of [-2 c, 1, |c|^2] with [x, |x|^2, 1] (``x_aug``, :func:`_augmented`),
+    One BLAS product of [-2 c, 1, |c|^2] with [x, |x|^2, 1]^T (``x_aug_t``, :func:`_augmented`),
     in less time than three steps. A BLAS that accumulates the inner sum in order (OpenBLAS's
     kernels do) adds -2 x.c, then |x|^2, then |c|^2: the same rounding as the three steps
-    done apart.
+    done apart. Rounding can leave a tiny negative number, which is raised to 0.
     """
     r, c, dim = centres.shape
     flat = centres.reshape(r * c, dim)
     c_aug = np.column_stack([-2.0 * flat, np.ones(r * c), np.einsum("kd,kd->k", flat, flat)])
-    d = c_aug @ x_aug.T
-    return np.maximum(d, 0.0, out=d).reshape(r, c, len(x_aug))
+    d = (c_aug @ x_aug_t).reshape(r, c, -1)
+    return np.maximum(d, 0.0, out=d) if upper is None else np.clip(d, 0.0, upper, out=d)
 
 
-def _first_argmin(scores: np.ndarray, hits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``scores.argmin(axis=1)`` and the minima of an (r, c, n) array, faster than argmin
-    along a middle axis: the minimum, then the smallest index attaining it. Index j is
-    weighted c - j where the score equals the minimum, so the largest weight (a maximum of
-    small unsigned integers along the middle axis) marks the first minimum. Labels come back
-    in the smallest unsigned type that holds c. ``hits`` is an optional boolean (r, c, n)
-    work buffer."""
-    best = scores.min(axis=1)
-    c = scores.shape[1]
+def _first_true(hits: np.ndarray) -> np.ndarray:
+    """The first index along the middle axis of a boolean (r, c, n) array where it is true (c
+    where none is), faster than argmax along a middle axis: index j is weighted c - j where
+    true, so the largest weight (a maximum of small unsigned integers) marks the first. Labels
+    come back in the smallest unsigned type that holds c; ``hits`` is overwritten."""
+    c = hits.shape[1]
     small = np.min_scalar_type(c)
-    hits = np.equal(scores, best[:, None, :], out=hits)
     weighted = hits.view(np.uint8)
     if small != np.uint8:
         weighted = weighted.astype(small)
     np.multiply(weighted, np.arange(c, 0, -1, dtype=small)[None, :, None], out=weighted)
-    return np.subtract(small.type(c), weighted.max(axis=1), dtype=small), best
+    return np.subtract(small.type(c), weighted.max(axis=1), dtype=small)
+
+
+def _first_argmin(scores: np.ndarray, hits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``scores.argmin(axis=1)`` and the minima of an (r, c, n) array, faster than argmin
+    along a middle axis: the minimum, then the first index attaining it (:func:`_first_true`).
+    ``hits`` is an optional boolean (r, c, n) work buffer."""
+    best = scores.min(axis=1)
+    return _first_true(np.equal(scores, best[:, None, :], out=hits)), best
 
 
 def _scores(x1: np.ndarray, centres: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -74,11 +90,11 @@ def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generato
     n, dim = x.shape
     trials = 2 + int(np.log(k))
     xx = np.einsum("nd,nd->n", x, x)
-    x_aug = _augmented(x, xx)
+    x_aug_t = _augmented(x, xx)
     rows = np.arange(n_init)
     centres = np.empty((n_init, k, dim))
     centres[:, 0] = x[rng.integers(0, n, size=n_init)]
-    closest = _sq_dists(x_aug, centres[:, :1])[:, 0]  # (r, n)
+    closest = _sq_dists(x_aug_t, centres[:, :1])[:, 0]  # (r, n)
     for c in range(1, k):
         cum = np.cumsum(closest, axis=1)
         draws = rng.random((n_init, trials)) * cum[:, -1:]
@@ -88,16 +104,76 @@ def kmeans_plus_plus(x: np.ndarray, k: int, n_init: int, rng: np.random.Generato
         draws += offsets
         flat = np.searchsorted(cum.ravel(), draws.ravel())
         cand = np.minimum(flat.reshape(n_init, trials) - rows[:, None] * n, n - 1)
-        new_closest = _sq_dists(x_aug, x[cand])  # (r, t, n): each candidate's distances,
-        np.minimum(new_closest, closest[:, None, :], out=new_closest)  # then the closest
+        new_closest = _sq_dists(x_aug_t, x[cand], upper=closest[:, None, :])  # (r, t, n)
         best = new_closest.sum(axis=2).argmin(axis=1)  # (r,)
         centres[:, c] = x[cand[rows, best]]
         closest = new_closest[rows, best]
     return centres
 
 
-#: Below one moved label in this many, cluster sums are updated by the moved points alone.
-MOVED_FRACTION = 20
+def _float32_error(dim: int) -> float:
+    """Bound on |float32 score - float64 score| per unit of max |c|^2 + 2 |x| max |c|, for
+    points and centres of ``dim`` coordinates: the inputs' rounding to float32 (3 roundings per
+    term), the float32 sum of the dim + 1 terms and the float64 sum's own rounding, with a
+    safety factor of 2 (:func:`_label_step`)."""
+    return 2.0 * ((dim + 4) * 2.0**-24 + (dim + 1) * 2.0**-53)
+
+
+#: Points (hence centres, their means) of at most this size keep float32 scores far from overflow.
+FLOAT32_RANGE = 1e15
+
+
+class _Points:
+    """The points as the label step uses them: float64 with a column of ones, the same in
+    float32 (transposed) and their float32 norms; ``float32`` says whether they are within
+    :data:`FLOAT32_RANGE`."""
+
+    def __init__(self, x: np.ndarray, xx: np.ndarray) -> None:
+        self.float32 = bool(np.abs(x).max(initial=0.0) <= FLOAT32_RANGE)
+        self.x1 = np.column_stack([x, np.ones(len(x))])
+        self.x1_32_t = np.ascontiguousarray(self.x1.T, dtype=np.float32)
+        self.norms_32 = np.sqrt(xx).astype(np.float32)
+        self.error = _float32_error(x.shape[1])
+
+
+def _label_step(
+    points: _Points, centres: np.ndarray, scores_32: np.ndarray, hits: np.ndarray, floats: np.ndarray
+) -> np.ndarray:
+    """The labels (r, n) of the float64 label step (the first nearest centre), decided in float32
+    where a rounding bound proves them.
+
+    A point's float32 score for a centre differs from the float64 one by at most
+    ``E = error * (max |c|^2 + 2 |x| max |c|)`` (:func:`_float32_error`), so the float64 first
+    minimum scores at most 2 E above the float32 minimum in float32. Where no other centre
+    scores within that margin the float32 argmin is it; the other points (ties, near-ties, and
+    anything that underflows in float32) are scored in float64, one by one, or all
+    points by one product when they are more than one in :data:`UNSURE_FRACTION`. ``scores_32``, ``hits`` and
+    ``floats`` are (r, c, n) work buffers: float32, boolean and float64. Points beyond
+    :data:`FLOAT32_RANGE` are scored in float64 throughout.
+    """
+    r, c, dim = centres.shape
+    if not points.float32:
+        return _first_argmin(_scores(points.x1, centres, out=floats.reshape(r * c, -1)), hits)[0]
+    flat = centres.reshape(r * c, dim)
+    sq = np.einsum("kd,kd->k", flat, flat)
+    c_aug = np.column_stack([-2.0 * flat, sq])
+    np.matmul(c_aug.astype(np.float32), points.x1_32_t, out=scores_32.reshape(r * c, -1))
+    threshold = scores_32.min(axis=1)  # (r, n)
+    largest = sq.reshape(r, c).max(axis=1)  # max |c|^2 per restart
+    margin = 2.0 * points.error
+    threshold += np.multiply.outer((2.0 * margin * np.sqrt(largest)).astype(np.float32), points.norms_32)
+    threshold += (margin * largest + np.finfo(np.float32).tiny).astype(np.float32)[:, None]
+    np.less_equal(scores_32, threshold[:, None, :], out=hits)
+    near = np.add.reduce(hits.view(np.uint8), axis=1, dtype=np.min_scalar_type(c))
+    unsure = np.flatnonzero(near != 1)  # flat indices: much faster than a 2-d nonzero
+    if unsure.size * UNSURE_FRACTION > near.size:
+        return _first_argmin(_scores(points.x1, centres, out=floats.reshape(r * c, -1)), hits)[0]
+    labels = _first_true(hits)
+    if unsure.size:
+        rows, cols = np.divmod(unsure, near.shape[1])
+        exact = np.einsum("mcd,md->mc", c_aug.reshape(r, c, dim + 1)[rows], points.x1[cols])
+        labels[rows, cols] = exact.argmin(axis=1)
+    return labels
 
 
 def _cluster_sums(
@@ -121,13 +197,15 @@ def _moved_sums(
     ``moved`` marks where they differ): each moved point added to its new cluster and taken
     from its old one."""
     r, dim = old.shape[0], x.shape[1]
-    rows, points = np.nonzero(moved)
-    target = np.concatenate([rows * k + new[rows, points], rows * k + old[rows, points]])
-    sign = np.repeat([1.0, -1.0], rows.size)
-    index = (target[:, None] * dim + np.arange(dim)).ravel()
-    points_twice = np.concatenate([x[points], -x[points]]).ravel()
-    sums = np.bincount(index, points_twice, minlength=r * k * dim).reshape(r, k, dim)
-    return sums, np.bincount(target, sign, minlength=r * k).reshape(r, k)
+    where = np.flatnonzero(moved)  # flat indices: much faster than a 2-d nonzero
+    rows, points = np.divmod(where, moved.shape[1])
+    into, out_of = rows * k + new.ravel()[where], rows * k + old.ravel()[where]
+    moving = x[points].ravel()
+    columns = np.arange(dim)
+    sums = np.bincount((into[:, None] * dim + columns).ravel(), moving, minlength=r * k * dim)
+    sums -= np.bincount((out_of[:, None] * dim + columns).ravel(), moving, minlength=r * k * dim)
+    sizes = np.bincount(into, minlength=r * k) - np.bincount(out_of, minlength=r * k)
+    return sums.reshape(r, k, dim), sizes.reshape(r, k)
 
 
 def kmeans(
@@ -147,16 +225,17 @@ def kmeans(
     Cluster sums are kept from one iteration to the next: once fewer than one label in
     :data:`MOVED_FRACTION` moves, only the moved points update them. The final centres are the
     means of the final labels computed afresh by the full product (as a restart's first means
-    are), and the final labels and inertias come from scoring them.
+    are), and the final labels and inertias come from scoring them in float64.
     """
     n = x.shape[0]
     xx = np.einsum("nd,nd->n", x, x)
-    x1 = np.column_stack([x, np.ones(n)])
+    points = _Points(x, xx)
     centres = kmeans_plus_plus(x, k, n_init, rng)
     tol_abs = tol * float(np.mean(np.var(x, axis=0)))
     labels = np.full((n_init, n), k, dtype=np.min_scalar_type(k))  # k: no label yet
     # work buffers reused by every iteration (fresh multi-megabyte arrays cost page faults)
     float_work, bool_work = np.empty(n_init * k * n), np.empty(n_init * k * n, dtype=bool)
+    float32_work = np.empty(n_init * k * n, dtype=np.float32)
     active = np.arange(n_init)
     sums, sizes = np.zeros((n_init, k, x.shape[1])), np.zeros((n_init, k))  # of each restart's clusters
     for step in range(max_iter):
@@ -165,8 +244,7 @@ def kmeans(
         size = active.size * k * n
         floats = float_work[:size].reshape(active.size, k, n)
         bools = bool_work[:size].reshape(active.size, k, n)
-        scores = _scores(x1, centres[active], out=floats.reshape(active.size * k, n))
-        new_labels, best = _first_argmin(scores, hits=bools)  # (a, n) each
+        new_labels = _label_step(points, centres[active], float32_work[:size].reshape(bools.shape), bools, floats)
         before = labels[active]
         moved = new_labels != before
         changed = moved.any(axis=1)
@@ -181,7 +259,9 @@ def kmeans(
         new = sums[active] / np.maximum(counts, 1.0)[:, :, None]
         empty = np.nonzero(counts == 0)
         if empty[0].size:  # distances only when a cluster needs the farthest point
-            dist = _distances(best, xx)
+            rows = np.unique(empty[0])
+            dist = np.zeros((active.size, n))
+            dist[rows] = _distances(_first_argmin(_scores(points.x1, centres[active[rows]]))[1], xx)
             for r, c in zip(*empty, strict=True):
                 far = int(dist[r].argmax())
                 new[r, c] = x[far]
@@ -194,7 +274,7 @@ def kmeans(
     sums, sizes = _cluster_sums(x, labels, k, (bool_work.reshape(n_init, k, n), float_work.reshape(n_init, k, n)))
     filled = sizes > 0
     centres[filled] = sums[filled] / sizes[filled][:, None]
-    final, best = _first_argmin(_scores(x1, centres))
+    final, best = _first_argmin(_scores(points.x1, centres))
     inertia = _distances(best, xx).sum(axis=1)
     winner = int(inertia.argmin())
     return final[winner].astype(np.intp), float(inertia[winner])
