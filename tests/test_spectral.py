@@ -53,6 +53,25 @@ def test_ncut_equals_networkx_on_random_bipartitions(seed):
     assert ncut(a, labels) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_bipartite_ncut_equals_networkx(seed):
+    """n-cut from the bipartite block alone against networkx's normalized_cut_size on the whole
+    graph: two clusters, one side's nodes split between both."""
+    from nn_clustering.core.ncut import ncut_bipartite
+
+    rng = np.random.default_rng(seed)
+    block = rng.uniform(0.1, 2.0, size=(12, 9)) * (rng.random((12, 9)) < 0.5)
+    block[0, 0] = 1.0  # no isolated nodes
+    block[np.flatnonzero(block.sum(axis=1) == 0), 0] = 1.0
+    block[0, np.flatnonzero(block.sum(axis=0) == 0)] = 1.0
+    g = nx.Graph()
+    g.add_weighted_edges_from((i, 12 + j, block[i, j]) for i, j in zip(*np.nonzero(block), strict=True))
+    rows, cols = rng.integers(0, 2, 12), rng.integers(0, 2, 9)
+    s = {i for i in range(12) if rows[i] == 0} | {12 + j for j in range(9) if cols[j] == 0}
+    expected = nx.normalized_cut_size(g, s, set(g) - s, weight="weight")
+    assert ncut_bipartite(block, rows, cols) == pytest.approx(expected, rel=1e-12)
+
+
 def test_ncut_ignores_unlabelled_nodes():
     a = np.array([[0, 1, 5], [1, 0, 0], [5, 0, 0]], float)
     assert ncut(a, np.array([0, 1, -1])) == pytest.approx(2.0)  # edge to node 2 left out

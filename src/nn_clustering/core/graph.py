@@ -89,26 +89,31 @@ class Graph(LayeredNodes):
             out[cols, rows] = block.T
         return out, layers
 
-    def bipartite_block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def bipartite_block(self, scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The graph as one bipartite block over its non-isolated nodes.
 
         Returns ``(B, even, odd)``: B[i, j] is the edge weight between the i-th node of the
-        even layers and the j-th node of the odd layers; ``even`` and ``odd`` are those
-        nodes' positions among the non-isolated nodes (layer order).
+        even layers and the j-th node of the odd layers, times ``scale`` of both nodes when
+        given (one factor per non-isolated node, layer order: the row node's factor first,
+        then the column node's, as :func:`~nn_clustering.core.spectral.scaled` multiplies);
+        ``even`` and ``odd`` are those nodes' positions among the non-isolated nodes.
         """
         blocks = self.active_blocks()
+        sizes = _layer_sizes(blocks)
+        factors = None if scale is None else np.split(scale, np.cumsum(sizes)[:-1])
         position = {}  # layer -> slice inside its side
         side_size = [0, 0]
-        for layer, size in enumerate(_layer_sizes(blocks)):
+        for layer, size in enumerate(sizes):
             side = layer % 2
             position[layer] = slice(side_size[side], side_size[side] + size)
             side_size[side] += size
         out = np.zeros((side_size[0], side_size[1]))
         for layer, block in enumerate(blocks):
-            if layer % 2 == 0:
-                out[position[layer], position[layer + 1]] = block
-            else:
-                out[position[layer + 1], position[layer]] = block.T
+            row, col = (layer, layer + 1) if layer % 2 == 0 else (layer + 1, layer)
+            piece = block if layer % 2 == 0 else block.T
+            if factors is not None:
+                piece = piece * factors[row][:, None] * factors[col][None, :]
+            out[position[row], position[col]] = piece
         parity = self.layer_of_node[self.active] % 2
         return out, np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
 

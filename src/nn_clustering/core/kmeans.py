@@ -40,7 +40,8 @@ def _sq_dists(x_aug_t: np.ndarray, centres: np.ndarray, upper: np.ndarray | None
     flat = centres.reshape(r * c, dim)
     c_aug = np.column_stack([-2.0 * flat, np.ones(r * c), np.einsum("kd,kd->k", flat, flat)])
     d = (c_aug @ x_aug_t).reshape(r, c, -1)
-    return np.maximum(d, 0.0, out=d) if upper is None else np.clip(d, 0.0, upper, out=d)
+    np.maximum(d, 0.0, out=d)
+    return d if upper is None else np.minimum(d, upper, out=d)
 
 
 def _first_true(hits: np.ndarray) -> np.ndarray:

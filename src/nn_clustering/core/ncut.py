@@ -48,13 +48,30 @@ def ncut(adjacency: sp.spmatrix | np.ndarray, labels: np.ndarray) -> float:
     return _ncut_from_weights(labels, weight_to)
 
 
-def ncut_bipartite(block: np.ndarray, row_labels: np.ndarray, col_labels: np.ndarray) -> float:
-    """n-cut of a bipartite graph A = [[0, B], [B^T, 0]] given as its block B."""
+def ncut_bipartite(
+    block: np.ndarray,
+    row_labels: np.ndarray,
+    col_labels: np.ndarray,
+    row_weights: np.ndarray | None = None,
+    col_weights: np.ndarray | None = None,
+) -> float:
+    """n-cut of a bipartite graph A = [[0, B], [B^T, 0]] given as its block B, or as a scaled
+    block S with B[i, j] = row_weights[i] * S[i, j] * col_weights[j].
+
+    One pass over B: W = R^T B C, with R and C the row and column nodes' one-hot labels, is the
+    edge weight between row cluster a and column cluster b. Cluster a's volume is the sum of
+    row a and column a of W, and its internal weight 2 W[a, a] (each internal edge seen from
+    both ends), so cut(a) = vol(a) - 2 W[a, a].
+    """
     n_labels = int(max(row_labels.max(initial=-1), col_labels.max(initial=-1))) + 1
     if n_labels == 0:
         return 0.0
-    labels = np.concatenate([row_labels, col_labels])
-    weight_to = np.concatenate(
-        [block @ _one_hot(col_labels, n_labels), block.T @ _one_hot(row_labels, n_labels)]
-    )
-    return _ncut_from_weights(labels, weight_to)
+    rows, cols = _one_hot(row_labels, n_labels), _one_hot(col_labels, n_labels)
+    if row_weights is not None:
+        rows *= row_weights[:, None]
+    if col_weights is not None:
+        cols *= col_weights[:, None]
+    between = rows.T @ (block @ cols)
+    vol = between.sum(axis=1) + between.sum(axis=0)
+    used = vol > 0
+    return float(np.sum((vol[used] - 2.0 * np.diag(between)[used]) / vol[used]))

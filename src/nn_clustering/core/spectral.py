@@ -341,13 +341,16 @@ def cluster_graph(
     if isinstance(graph, DagGraph):
         return cluster_dag(graph, config, rng, solver)
     dense = (choose_solver(graph) if solver == "auto" else solver) == "dense"
-    block, even, odd = graph.bipartite_block() if dense else graph.sparse_bipartite_block()
-    d_inv_sqrt = 1.0 / np.sqrt(graph.degrees[graph.active])
-    if dense:
+    sqrt_degree = np.sqrt(graph.degrees[graph.active])
+    d_inv_sqrt = 1.0 / sqrt_degree
+    if dense:  # the normalised block D^-1/2 B D^-1/2, built so; n-cut weights undo the scaling
+        block, even, odd = graph.bipartite_block(scale=d_inv_sqrt)
+        weights = sqrt_degree[even], sqrt_degree[odd]
         sizes = [int(a.sum()) for a in np.split(graph.active, np.cumsum(graph.layer_sizes)[:-1])]
-        pairs = top_singular_pairs(scaled(block, d_inv_sqrt[even], d_inv_sqrt[odd]), config.n_clusters,
-                                   (sizes[0::2], sizes[1::2]))
+        pairs = top_singular_pairs(block, config.n_clusters, (sizes[0::2], sizes[1::2]))
     else:
+        block, even, odd = graph.sparse_bipartite_block()
+        weights = None, None
         scale = np.repeat(d_inv_sqrt[even], np.diff(block.indptr))
         scale *= d_inv_sqrt[odd][block.indices]
         scale *= block.data  # the normalised block shares the block's index arrays
@@ -358,7 +361,7 @@ def cluster_graph(
         vectors[even], vectors[odd] = pairs
         embedding = vectors * d_inv_sqrt[:, None]  # the 1/sqrt(2) scale does not matter
         labels, _ = kmeans(embedding, config.n_clusters, rng, config.n_init, config.max_iter, config.tol)
-        score = ncut_bipartite(block, labels[even], labels[odd])
+        score = ncut_bipartite(block, labels[even], labels[odd], *weights)
         return Clustering(graph.expand_labels(labels), score, config.n_clusters)
     adjacency, layers = graph.without_isolated(dense=dense)
     labels = cluster_adjacency(adjacency, config, rng, layers)
