@@ -11,7 +11,8 @@ Two things make it fast without changing the answer:
   [B^T, 0]] and its top eigenvectors are (u, v) / sqrt(2) for the top singular triplets
   B v = s u. Up to :data:`DENSE_LIMIT` (2,000) connected nodes (the paper's MLP has 1,818) we take them
   from the dense eigendecomposition of the smaller Gram matrix (B^T B, at most ~520 x 520 for
-  the paper's MLP) instead of a shift-invert Lanczos on the whole graph. Above it, B is built
+  the paper's MLP, computed from B's non-zero layer blocks: :func:`banded_gram`) instead of a
+  shift-invert Lanczos on the whole graph. Above it, B is built
   sparse from the non-zero weights and its top singular vectors come from Lanczos (ARPACK) on
   the Gram operator x -> B^T (B x), which needs only sparse products: time and memory grow
   with the edges, not with the cube or square of the nodes. k-means is invariant to rotations
