@@ -7,7 +7,8 @@ time, predicted from the previous width, would pass --budget), their ratio, the 
 chose, the peak memory of our clustering (traced numpy/Python allocations, in a separate
 untimed call), the mean n-cut of each, and the log-log slope of our time against the number of
 edges from width 512 up. With --shuffles N it then times an N-shuffle `layer` test of a 90%-
-sparse 2048-wide net at k = 4 on --jobs workers.
+sparse 2048-wide net at k = 4 on --jobs workers, after timing 12 of its shuffles in one process
+against a baseline of the same shuffles drawn by full Fisher-Yates shuffles of every kernel.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scaling.py [--widths 256 512 1024 2048 4096]
         [--graphs 2] [--budget 60] [--shuffles 320] [--jobs 2]
@@ -98,8 +99,9 @@ def main() -> None:
                           f"{args.widths[-1]}", flush=True)
 
     if args.shuffles:
-        graph_bench.report_shuffle_test(random_kernels(2048, 0.9, np.random.default_rng(7)), args.shuffles,
-                                        args.jobs, "90%-sparse 2048-wide net")
+        kernels = random_kernels(2048, 0.9, np.random.default_rng(7))
+        graph_bench.report_permutation_ratio(kernels, 12, "90%-sparse 2048-wide net")
+        graph_bench.report_shuffle_test(kernels, args.shuffles, args.jobs, "90%-sparse 2048-wide net")
 
 
 if __name__ == "__main__":

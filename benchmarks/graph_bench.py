@@ -36,6 +36,33 @@ def reference(k: int, seed: int) -> SpectralClustering:
                               eigen_solver="arpack", n_init=25, random_state=seed)
 
 
+def report_permutation_ratio(kernels: Sequence[np.ndarray], n_shuffles: int, what: str) -> None:
+    """Time ``n_shuffles`` k = 4 ``layer`` shuffles of ``kernels`` in this process, alternately with
+    the position draw of large kernels and with a full Fisher-Yates shuffle of every kernel (the
+    baseline, same run), and print one line with their ratio."""
+    from threadpoolctl import threadpool_limits
+
+    from nn_clustering.core import shuffle
+    from nn_clustering.core.graph import mlp_graph
+    from nn_clustering.core.spectral import SpectralConfig
+
+    live = shuffle.live_units(mlp_graph(kernels))
+    seeds = shuffle.shuffle_seeds(1, n_shuffles)
+    threshold, times = shuffle.DRAW_POSITIONS_MIN_ENTRIES, {"draw": 0.0, "full": 0.0}
+    with threadpool_limits(limits=1):
+        for seed in seeds:
+            for name, min_entries in (("draw", threshold), ("full", 2**62)):
+                shuffle.DRAW_POSITIONS_MIN_ENTRIES = min_entries
+                try:
+                    _, t = timed(lambda: shuffle.shuffled_ncut(kernels, "layer", SpectralConfig(4), seed, mlp_graph, live))  # noqa: B023
+                finally:
+                    shuffle.DRAW_POSITIONS_MIN_ENTRIES = threshold
+                times[name] += t / n_shuffles
+    print(f"\none shuffle of the {what} in one process, {n_shuffles} alternating pairs: {times['draw']:.3f} s with the "
+          f"position draw, {times['full']:.3f} s with full Fisher-Yates shuffles (baseline): "
+          f"{times['full'] / times['draw']:.2f}x", flush=True)
+
+
 def report_shuffle_test(kernels: Sequence[np.ndarray], n_shuffles: int, n_jobs: int, what: str) -> None:
     """Time an ``n_shuffles``-shuffle ``layer`` test of ``kernels`` at k = 4 on ``n_jobs``
     workers and print one line about it."""

@@ -210,3 +210,68 @@ def test_shuffle_test_uses_the_reduced_kernels_of_the_trained_net():
         rng = np.random.default_rng(seed)
         graph = mlp_graph(shuffle_kernels(kernels, "layer", rng, live))
         assert value == cluster_graph(graph, spectral, rng).ncut
+
+
+def arrangement_counts(values: np.ndarray, draws: int, seed: int) -> Counter:
+    """How often :func:`permute_entries` gives each arrangement of ``values``."""
+    from nn_clustering.core.shuffle import permute_entries
+
+    rng = np.random.default_rng(seed)
+    return Counter(tuple(permute_entries(values, rng).tolist()) for _ in range(draws))
+
+
+@pytest.mark.parametrize("min_entries", [1, 2**62], ids=["position draw", "full shuffle"])
+def test_both_permutations_give_every_arrangement_equally_often(monkeypatch, min_entries):
+    """The position draw of large kernels and the full shuffle are the same uniform permutation:
+    the 12 arrangements of (0, 0, 1, 2) come out equally often (chi-square against uniform)."""
+    from scipy.stats import chisquare
+
+    from nn_clustering.core import shuffle
+
+    monkeypatch.setattr(shuffle, "DRAW_POSITIONS_MIN_ENTRIES", min_entries)
+    counts = arrangement_counts(np.array([0.0, 0.0, 1.0, 2.0]), 12_000, seed=3)
+    assert len(counts) == 12
+    assert chisquare(list(counts.values())).pvalue > 1e-3
+
+
+def test_position_draw_of_a_large_sparse_kernel_is_a_uniform_permutation(monkeypatch):
+    """Partial Fisher-Yates regime (10% non-zero of 20,000): values kept, each value's position
+    uniform over the array, and any two values equally likely in either order."""
+    from scipy.stats import chisquare
+
+    from nn_clustering.core import shuffle
+
+    rng = np.random.default_rng(0)
+    values = np.zeros(20_000)
+    values[rng.choice(values.size, 2_000, replace=False)] = np.arange(1.0, 2_001.0)
+    first, before = np.zeros(10, int), 0
+    draw = np.random.default_rng(1)
+    monkeypatch.setattr(shuffle, "DRAW_POSITIONS_MIN_ENTRIES", 1)
+    for _ in range(400):
+        out = shuffle.permute_entries(values, draw)
+        np.testing.assert_array_equal(np.sort(out), np.sort(values))
+        where = np.flatnonzero(out)
+        pos = dict(zip(out[where].tolist(), where.tolist(), strict=True))
+        first[pos[1.0] * 10 // values.size] += 1
+        before += pos[1.0] < pos[2.0]
+    assert chisquare(first).pvalue > 1e-3
+    assert 160 < before < 240  # 400 draws of a fair coin: 200 +- 2.5 sd
+
+
+def test_large_kernels_draw_positions_and_dense_ones_keep_the_nonzero_equivalence():
+    """At 2**20 entries a pruned kernel's ``layer`` shuffle draws its non-zero positions (other
+    draws than a full shuffle, the same multiset); a kernel without zeros is still shuffled in
+    full, so ``layer`` and ``layer_nonzero`` agree draw for draw."""
+    from nn_clustering.core.shuffle import DRAW_POSITIONS_MIN_ENTRIES
+
+    rng = np.random.default_rng(2)
+    dense = rng.normal(size=(1024, DRAW_POSITIONS_MIN_ENTRIES // 1024))
+    pruned = np.where(rng.random(dense.shape) < 0.9, 0.0, dense)
+    out = shuffle_weights(pruned, "layer", np.random.default_rng(4))
+    np.testing.assert_array_equal(np.sort(out.ravel()), np.sort(pruned.ravel()))
+    full = pruned.ravel()[np.random.default_rng(4).permutation(pruned.size)].reshape(pruned.shape)
+    assert not np.array_equal(out, full)
+    assert abs(np.count_nonzero(out[:512]) - np.count_nonzero(out[512:])) < 5 * np.sqrt(pruned.size * 0.09)
+    assert nonzero_is_layer([dense])
+    by_method = [shuffle_weights(dense, m, np.random.default_rng(5)) for m in ("layer", "layer_nonzero")]
+    np.testing.assert_array_equal(*by_method)

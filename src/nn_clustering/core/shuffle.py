@@ -30,6 +30,10 @@ from .validation import check_choice, check_int, check_n_jobs, check_scheduler, 
 SHUFFLE_METHODS: tuple[ShuffleMethod, ...] = (ShuffleMethod.LAYER, ShuffleMethod.LAYER_NONZERO)
 #: Per graph kernel, the (input units, output units) that belong to non-isolated nodes.
 LiveUnits = list[tuple[np.ndarray, np.ndarray]]
+#: A matrix of at least this many entries (beyond the paper's nets, whose largest has 200,704)
+#: is permuted by drawing its non-zero values' positions, not by swapping every entry
+#: (:func:`permute_entries`, method.md §5).
+DRAW_POSITIONS_MIN_ENTRIES = 2**20
 
 
 @dataclass(frozen=True)
@@ -98,11 +102,7 @@ def shuffle_weights(
         return _shuffle_reduced(w, live, rng)
     units = _units(w)
     if method != ShuffleMethod.LAYER_NONZERO and w.ndim == 2:
-        # shuffling a copy in place applies exactly the swaps of rng.permutation(n), so
-        # out[j] = w[perm[j]] as below, without the n-long index array and the gather
-        out = w.ravel().copy()
-        rng.shuffle(out)
-        return out.reshape(w.shape)
+        return permute_entries(w.ravel(), rng).reshape(w.shape)
     if method != ShuffleMethod.LAYER_NONZERO:
         return units[:, rng.permutation(units.shape[1])].reshape(w.shape)
     out = np.zeros_like(units)
@@ -118,13 +118,36 @@ def _shuffle_reduced(w: np.ndarray, live: tuple[np.ndarray, np.ndarray], rng: np
         raise ValueError(f"live units ({len(rows)}, {len(cols)}) do not match a kernel of shape {w.shape}")
     out = np.zeros_like(w)
     if w.ndim == 2:
-        sub = w[np.ix_(rows, cols)].ravel().copy()
-        rng.shuffle(sub)
+        sub = permute_entries(w[np.ix_(rows, cols)].ravel(), rng)
         out[np.ix_(rows, cols)] = sub.reshape(int(rows.sum()), int(cols.sum()))
         return out
     units, moved = _units(w), _units(out)
     positions = np.flatnonzero(np.outer(rows, cols).ravel())
     moved[:, positions] = units[:, positions[rng.permutation(positions.size)]]
+    return out
+
+
+def permute_entries(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uniform random permutation of the 1-D array ``values``, as a new array.
+
+    Below :data:`DRAW_POSITIONS_MIN_ENTRIES` entries, or without any zero entry, a copy is
+    shuffled in place: exactly the swaps of ``rng.permutation(n)``, so ``out[j] = values[perm[j]]``
+    (the draws that make ``layer`` and ``layer_nonzero`` shuffles of a dense net identical).
+    Larger arrays with zeros draw a uniformly random ordered sample of m of the n positions
+    (``Generator.choice`` without replacement: a partial Fisher-Yates shuffle, m swaps instead
+    of n) and put the m non-zero values there in their order. Every arrangement of the values
+    is equally likely under both, so the two are the same permutation test; a pruned kernel's
+    shuffle costs a fraction of a full one (method.md §5).
+    """
+    flat = np.asarray(values).ravel()
+    if flat.size >= DRAW_POSITIONS_MIN_ENTRIES:
+        nonzero = np.flatnonzero(flat)
+        if nonzero.size < flat.size:
+            out = np.zeros_like(flat)
+            out[rng.choice(flat.size, nonzero.size, replace=False)] = flat[nonzero]
+            return out
+    out = flat.copy()
+    rng.shuffle(out)
     return out
 
 
