@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 from sklearn.cluster import SpectralClustering
@@ -47,6 +48,7 @@ def report_permutation_ratio(kernels: Sequence[np.ndarray], n_shuffles: int, wha
     from nn_clustering.core.spectral import SpectralConfig
 
     live = shuffle.live_units(mlp_graph(kernels))
+    one = lambda seed: shuffle.shuffled_ncut(kernels, "layer", SpectralConfig(4), seed, mlp_graph, live)  # noqa: E731
     seeds = shuffle.shuffle_seeds(1, n_shuffles)
     threshold, times = shuffle.DRAW_POSITIONS_MIN_ENTRIES, {"draw": 0.0, "full": 0.0}
     with threadpool_limits(limits=1):
@@ -54,7 +56,7 @@ def report_permutation_ratio(kernels: Sequence[np.ndarray], n_shuffles: int, wha
             for name, min_entries in (("draw", threshold), ("full", 2**62)):
                 shuffle.DRAW_POSITIONS_MIN_ENTRIES = min_entries
                 try:
-                    _, t = timed(lambda: shuffle.shuffled_ncut(kernels, "layer", SpectralConfig(4), seed, mlp_graph, live))  # noqa: B023
+                    _, t = timed(partial(one, seed))
                 finally:
                     shuffle.DRAW_POSITIONS_MIN_ENTRIES = threshold
                 times[name] += t / n_shuffles

@@ -134,8 +134,8 @@ def permute_entries(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     shuffled in place: exactly the swaps of ``rng.permutation(n)``, so ``out[j] = values[perm[j]]``
     (the draws that make ``layer`` and ``layer_nonzero`` shuffles of a dense net identical).
     Larger arrays with zeros draw a uniformly random ordered sample of m of the n positions
-    (``Generator.choice`` without replacement: a partial Fisher-Yates shuffle, m swaps instead
-    of n) and put the m non-zero values there in their order. Every arrangement of the values
+    (``Generator.choice`` without replacement: a partial Fisher-Yates shuffle, or Floyd's
+    algorithm below 2% density; about m random draws instead of n) and put the m non-zero values there in their order. Every arrangement of the values
     is equally likely under both, so the two are the same permutation test; a pruned kernel's
     shuffle costs a fraction of a full one (method.md §5).
     """
