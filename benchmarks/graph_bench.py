@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from functools import partial
+from unittest import mock
 
 import numpy as np
 from sklearn.cluster import SpectralClustering
@@ -48,17 +49,14 @@ def report_permutation_ratio(kernels: Sequence[np.ndarray], n_shuffles: int, wha
     from nn_clustering.core.spectral import SpectralConfig
 
     live = shuffle.live_units(mlp_graph(kernels))
-    one = lambda seed: shuffle.shuffled_ncut(kernels, "layer", SpectralConfig(4), seed, mlp_graph, live)  # noqa: E731
-    seeds = shuffle.shuffle_seeds(1, n_shuffles)
-    threshold, times = shuffle.DRAW_POSITIONS_MIN_ENTRIES, {"draw": 0.0, "full": 0.0}
+    ways = {"draw": shuffle.DRAW_POSITIONS_MIN_ENTRIES, "full": 2**62}
+    times = dict.fromkeys(ways, 0.0)
     with threadpool_limits(limits=1):
-        for seed in seeds:
-            for name, min_entries in (("draw", threshold), ("full", 2**62)):
-                shuffle.DRAW_POSITIONS_MIN_ENTRIES = min_entries
-                try:
-                    _, t = timed(partial(one, seed))
-                finally:
-                    shuffle.DRAW_POSITIONS_MIN_ENTRIES = threshold
+        for seed in shuffle.shuffle_seeds(1, n_shuffles):
+            for name, min_entries in ways.items():
+                with mock.patch.object(shuffle, "DRAW_POSITIONS_MIN_ENTRIES", min_entries):
+                    _, t = timed(partial(shuffle.shuffled_ncut, kernels, "layer", SpectralConfig(4), seed,
+                                         mlp_graph, live))
                 times[name] += t / n_shuffles
     print(f"\none shuffle of the {what} in one process, {n_shuffles} alternating pairs: {times['draw']:.3f} s with the "
           f"position draw, {times['full']:.3f} s with full Fisher-Yates shuffles (baseline): "
