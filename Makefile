@@ -36,16 +36,12 @@ STABILITY_KS := 4 2 7 10
 DEMO_TAGS := MNIST MNIST+DROPOUT FASHION FASHION+DROPOUT
 LESION_TAGS := MNIST MNIST+DROPOUT FASHION FASHION+DROPOUT
 
-# run_notebook(template, output name, extra papermill arguments): executes notebooks/<template>
-# into $(NB_OUT)/<output name>.ipynb through a temporary file of this run's own (mktemp), so a
-# failed run leaves none and two runs of one target never share one.
+# run_notebook(template, output name, extra -p arguments): executes notebooks/<template> into
+# $(NB_OUT)/<output name>.ipynb through a temporary file renamed into place only when every cell
+# ran; a cell that stops on the project's own error ends the target with that one error line.
 define run_notebook
-	@mkdir -p $(NB_OUT)
-	@tmp=$$(mktemp $(NB_OUT)/.$(2).XXXXXX.partial.ipynb) && \
-	$(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar notebooks/$(1).ipynb \
-	  $$tmp -p PROFILE $(PROFILE) -p MODELS_DIR $(abspath $(MODELS_DIR)) \
-	  -p RESULTS_DIR $(abspath $(RESULTS_DIR)) $(3) \
-	  && mv $$tmp $(NB_OUT)/$(2).ipynb || { rm -f $$tmp; exit 1; }
+	@$(PY) -m nn_clustering notebook notebooks/$(1).ipynb $(NB_OUT)/$(2).ipynb --cwd notebooks \
+	  -p PROFILE $(PROFILE) -p MODELS_DIR $(abspath $(MODELS_DIR)) -p RESULTS_DIR $(abspath $(RESULTS_DIR)) $(3)
 endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
@@ -151,10 +147,11 @@ jupyter: $(STAMP) ## Jupyter Lab on the notebooks with the project's kernel (JUP
 # S3 sync (only changed files move; pulled files are checked against their recorded SHA-256).
 # S3_URI=s3://bucket/prefix names the bucket; S3_ENDPOINT for non-AWS storage (MinIO, ...).
 # The remote layout mirrors the local one: <S3_URI>/models[/<profile>], /datasets, /results[/<profile>].
+# Results travel without their cache/: a cache entry is trusted only by the installation that wrote it.
 S3_URI ?=
 S3_ENDPOINT ?=
 S3_SYNC = @test -n "$(S3_URI)" || { echo "error: set S3_URI=s3://bucket/prefix (and S3_ENDPOINT for non-AWS storage)" >&2; exit 2; }; \
-	$(PY) -m nn_clustering s3 $(1) $(2) $(S3_URI)/$(3) $(if $(S3_ENDPOINT),--endpoint-url $(S3_ENDPOINT))
+	$(PY) -m nn_clustering s3 $(1) $(2) $(S3_URI)/$(3) $(if $(S3_ENDPOINT),--endpoint-url $(S3_ENDPOINT)) $(4)
 
 push-models: | $(STAMP) ## Upload changed files of MODELS_DIR to S3_URI (S3_ENDPOINT for non-AWS)
 	$(call S3_SYNC,push,$(MODELS_DIR),models$(PROFILE_DIR))
@@ -168,11 +165,11 @@ push-datasets: | $(STAMP) ## Upload changed files of datasets/ to S3_URI
 pull-datasets: | $(STAMP) ## Download changed datasets from S3_URI (checksum-verified)
 	$(call S3_SYNC,pull,$(DATASETS_DIR),datasets)
 
-push-results: | $(STAMP) ## Upload changed files of RESULTS_DIR to S3_URI
-	$(call S3_SYNC,push,$(RESULTS_DIR),results$(PROFILE_DIR))
+push-results: | $(STAMP) ## Upload changed files of RESULTS_DIR to S3_URI (not its cache/)
+	$(call S3_SYNC,push,$(RESULTS_DIR),results$(PROFILE_DIR),--exclude cache)
 
-pull-results: | $(STAMP) ## Download changed results from S3_URI (checksum-verified)
-	$(call S3_SYNC,pull,$(RESULTS_DIR),results$(PROFILE_DIR))
+pull-results: | $(STAMP) ## Download changed results from S3_URI (checksum-verified; not cache/)
+	$(call S3_SYNC,pull,$(RESULTS_DIR),results$(PROFILE_DIR),--exclude cache)
 
 test-install: ## Run the Docker image's install steps in a fresh venv (needs the package index)
 	devops/test-install.sh

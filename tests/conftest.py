@@ -1,13 +1,20 @@
-"""Shared test helpers: tiny raw files in the canonical formats, written by the tests."""
+"""Shared test helpers: tiny raw files in the canonical formats, written by the tests; a
+private config folder (the cache key) for the whole session; a local moto S3 server."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import io
+import json
+import os
 import pickle
+import socket
 import struct
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +94,79 @@ def fake_mirror(tmp_path, monkeypatch):
     monkeypatch.setitem(raw_files.RAW_FILES, "cifar10", cifar)
     monkeypatch.setenv(raw_files.MIRROR_ENV, str(mirror))
     return {"mirror": mirror, "arrays": arrays, "cifar": batches}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_config_dir(tmp_path_factory):
+    """The cache key (``$NN_CLUSTERING_CONFIG_DIR/cache.key``) lives in a temporary folder, never
+    in the real home; set in ``os.environ`` so subprocesses and notebook kernels inherit it."""
+    name = "NN_CLUSTERING_CONFIG_DIR"
+    before = os.environ.get(name)
+    folder = tmp_path_factory.mktemp("nn-clustering-config")
+    os.environ[name] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = before
+
+
+S3_BUCKET = "nn-clustering-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on loopback holding the bucket ``S3_BUCKET``; the first 3 requests are
+    unauthenticated (they create an IAM user with S3 rights), every later one must be signed
+    with that user's key. Yields (endpoint URL, that user's credentials, a client)."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto")
+    port = _free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("moto server did not start")
+        anonymous = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup",
+                     "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", **anonymous)
+        iam.create_user(UserName="researcher")
+        key = iam.create_access_key(UserName="researcher")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="researcher", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        credentials = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                              aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+        client.create_bucket(Bucket=S3_BUCKET)
+        yield url, credentials, client
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def s3_creds(s3_server, monkeypatch, tmp_path):
+    """The standard credential chain sees only the test server's key (no ~/.aws files).
+    Yields (endpoint URL, a client)."""
+    url, credentials, client = s3_server
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
+    return url, client

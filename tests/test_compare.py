@@ -92,3 +92,64 @@ def test_the_k12_table_is_compared_where_both_have_it_and_written_with_the_recor
     assert cli.main(["compare", str(mine), "--write-reference", "test", "--reference", str(record)]) == 0
     assert json.loads((record / "PROVENANCE.json").read_text())["tables"] == ["mlp-clustering.csv"]
     assert not (record / "mlp-clustering-k12.csv").exists()
+
+
+def one_error_line(capsys, code: int) -> str:
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return captured.err
+
+
+def test_results_sharing_no_group_with_the_reference_are_nothing_to_compare(tmp_path, capsys):
+    table = pd.read_csv(QUICK / "mlp-clustering.csv").assign(k=7)  # no group at k = 7 in the record
+    table.to_csv(tmp_path / "mlp-clustering.csv", index=False)
+    err = one_error_line(capsys, cli.main(["compare", str(tmp_path), "--profile", "quick"]))
+    assert "nothing to compare" in err and "reproduced" not in capsys.readouterr().out
+
+
+def broken_reference(tmp_path, how: str):
+    ref = tmp_path / "ref"
+    shutil.copytree(QUICK, ref)
+    table = pd.read_csv(ref / "mlp-clustering.csv")
+    if how == "provenance not json":
+        (ref / "PROVENANCE.json").write_text("{not json")
+    elif how == "provenance a list":
+        (ref / "PROVENANCE.json").write_text("[1, 2]")
+    elif how == "provenance lacks fields":
+        (ref / "PROVENANCE.json").write_text(json.dumps({"profile": "quick"}))
+    elif how == "missing column":
+        table.drop(columns="ncut").to_csv(ref / "mlp-clustering.csv", index=False)
+    elif how == "text in ncut":
+        table.astype({"ncut": object}).assign(ncut="two").to_csv(ref / "mlp-clustering.csv", index=False)
+    elif how == "folder for csv":
+        (ref / "mlp-clustering.csv").unlink()
+        (ref / "mlp-clustering.csv").mkdir()
+    elif how == "binary csv":
+        (ref / "mlp-clustering.csv").write_bytes(b"\xff\xfe\x00garbage\x00" * 10)
+    elif how == "no provenance":
+        (ref / "PROVENANCE.json").unlink()
+    return ref
+
+
+@pytest.mark.parametrize(("how", "said"), [
+    ("provenance not json", "is not readable JSON"), ("provenance a list", "lacks"),
+    ("provenance lacks fields", "lacks"), ("missing column", "lacks the column 'ncut'"),
+    ("text in ncut", "'two', not a number"), ("folder for csv", "is not a file"),
+    ("binary csv", "not a readable CSV"), ("no provenance", "holds no reference record"),
+])
+def test_a_malformed_reference_record_is_one_error_line(tmp_path, capsys, how, said):
+    shutil.copy(QUICK / "mlp-clustering.csv", tmp_path / "mlp-clustering.csv")
+    ref = broken_reference(tmp_path, how)
+    err = one_error_line(capsys, cli.main(["compare", str(tmp_path), "--reference", str(ref)]))
+    assert said in err
+
+
+def test_undefined_z_on_both_sides_agrees():
+    rows = [{"tag": "T", "stage": "pruned", "method": "layer", "k": 4, "instance": 0, "ncut": 1.0,
+             "z": float("nan"), "shuffled_sd": 0.0, "significant": False}]
+    [row], _ = compare_tables(pd.DataFrame(rows), pd.DataFrame(rows))
+    assert row.ncut_within and row.z_within and row.reproduced
+    [row], _ = compare_tables(pd.DataFrame(rows).assign(z=-3.0), pd.DataFrame(rows))
+    assert not row.z_within

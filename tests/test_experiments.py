@@ -110,7 +110,7 @@ def test_clustering_table_matches_a_direct_shuffle_test(tree):
                   & (on_disk.method == "layer_nonzero")].iloc[0]
     assert row.ncut == pytest.approx(direct.clustering.ncut, rel=1e-6)
     assert row.shuffled_mean == pytest.approx(direct.stats.mean, rel=1e-6)
-    assert row.p_value == pytest.approx(direct.stats.p_value) and row.significant == direct.stats.significant
+    assert row.p_value == pytest.approx(direct.stats.p_value) and row.significant == direct.stats.below_all
     assert row.test_accuracy == pytest.approx(instance.accuracy("pruned"))
     assert row.model_seed == instance.seed and row.shuffle_seed == 7
     shuffles = pd.read_csv(paths.results / "mlp-clustering-shuffles.csv.gz")

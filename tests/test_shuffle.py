@@ -60,20 +60,36 @@ def test_nonzero_shuffle_of_a_net_without_zeros_is_the_layer_shuffle():
 
 def test_shuffle_stats_against_hand_values():
     shuffled = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    s = shuffle_stats(2.5, shuffled)
+    s = shuffle_stats(2.5, shuffled, level=0.5)
     assert s.p_value == pytest.approx(3 / 6)  # two below, (2 + 1) / (5 + 1)
     assert s.mean == 3.0 and s.sd == pytest.approx(math.sqrt(2.0))
     assert s.z == pytest.approx(-0.5 / math.sqrt(2.0))
-    assert not s.significant
-    low = shuffle_stats(0.5, shuffled)
-    assert low.p_value == pytest.approx(1 / 6) and low.significant
+    assert s.significant and not s.below_all  # p = 0.5 <= level 0.5, but two shuffles lie below
+    low = shuffle_stats(0.5, shuffled, level=0.2)
+    assert low.p_value == pytest.approx(1 / 6) and low.significant and low.below_all
     assert low.z == pytest.approx(-2.5 / math.sqrt(2.0))
     assert shuffle_stats(5.0, shuffled).p_value == pytest.approx(6 / 6)  # a tie counts against x
-    tied = shuffle_stats(2.0, shuffled)  # one below, one tied: (2 + 1) / 6, not significant
-    assert tied.p_value == pytest.approx(3 / 6) and not tied.significant
+    tied = shuffle_stats(2.0, shuffled, level=0.4)  # one below, one tied: (2 + 1) / 6 > 0.4
+    assert tied.p_value == pytest.approx(3 / 6) and not tied.significant and not tied.below_all
     all_tied = shuffle_stats(0.0, np.zeros(20))
-    assert all_tied.p_value == 1.0 and not all_tied.significant  # p agrees with `significant`
+    assert all_tied.p_value == 1.0 and not all_tied.significant and not all_tied.below_all
+    assert math.isnan(all_tied.z) and all_tied.as_dict()["z"] is None  # sd 0: z undefined, not +-inf
+    assert math.isnan(shuffle_stats(1.0, np.full(20, 2.0)).z)
     assert empirical_p(3.0, np.array([3.0, 3.0])) == pytest.approx(1 / 3)  # lesions: strictly below
+
+
+@pytest.mark.parametrize(("n", "level", "reachable"), [(1, 0.05, False), (2, 0.05, False), (18, 0.05, False),
+                                                       (19, 0.05, True), (320, 0.05, True), (99, 0.01, True),
+                                                       (98, 0.01, False), (1, 0.5, True)])
+def test_below_all_shuffles_is_a_claim_only_where_n_reaches_the_level(n, level, reachable):
+    """x below all N shuffles gives p = 1/(N+1): significant at `level` only when 1/(N+1) <= level."""
+    s = shuffle_stats(0.0, np.arange(1.0, n + 1.0), level=level)
+    assert s.below_all and s.p_value == pytest.approx(1 / (n + 1))
+    assert s.reachable == reachable == s.significant
+    assert ("no significance claim" in s.verdict()) == (not reachable)
+    if not reachable:  # the note names a shuffle count that does reach the level, and no fewer
+        needed = int(s.verdict().split("use at least ")[1].split()[0])
+        assert 1 / (needed + 1) <= level < 1 / needed
 
 
 def test_cohens_d_by_hand():
@@ -93,7 +109,7 @@ def test_planted_network_is_significant_and_shuffles_are_not():
 
     kernels, _ = planted_mlp(np.random.default_rng(0))
     result = shuffle_test(kernels, SpectralConfig(4), ShuffleConfig(n_shuffles=20, seed=3), progress=False)
-    assert result.stats.significant and result.stats.p_value == pytest.approx(1 / 21)
+    assert result.stats.significant and result.stats.below_all and result.stats.p_value == pytest.approx(1 / 21)
     # each cluster keeps 1/4 of a node's weight at full strength and sends 3/4 at 1%:
     # cut/vol = 0.0075 / 0.2575 per cluster, about 0.117 for four clusters
     assert result.clustering.ncut == pytest.approx(4 * 0.0075 / 0.2575, rel=0.15)

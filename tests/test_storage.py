@@ -1,14 +1,12 @@
-"""Sharing folders through S3: tested against a real S3 protocol server (moto's server mode)
-started on loopback, with IAM authentication switched on so bad credentials are refused."""
+"""Sharing folders through S3: tested against a real S3 protocol server (moto's server mode,
+the ``s3_server`` fixture of conftest.py) started on loopback, with IAM authentication switched
+on so bad credentials are refused."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,58 +22,10 @@ BUCKET = "nn-clustering-test"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    """A moto S3 server on loopback; the first 3 requests are unauthenticated (they create an
-    IAM user with S3 rights), every later one must be signed with that user's key."""
-    port = _free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("moto server did not start")
-        anonymous = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup",
-                     "aws_secret_access_key": "setup"}
-        iam = boto3.client("iam", **anonymous)
-        iam.create_user(UserName="researcher")
-        key = iam.create_access_key(UserName="researcher")["AccessKey"]
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-        iam.put_user_policy(UserName="researcher", PolicyName="s3", PolicyDocument=json.dumps(policy))
-        credentials = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
-        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                              aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
-        client.create_bucket(Bucket=BUCKET)
-        yield url, credentials, client
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @pytest.fixture
-def creds(server, monkeypatch, tmp_path):
-    """The standard credential chain sees only the good key (no ~/.aws files)."""
-    url, credentials, client = server
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    for name, value in credentials.items():
-        monkeypatch.setenv(name, value)
-    return url, client
+def creds(s3_creds):
+    """The moto server of conftest.py (bucket ``BUCKET``), credentials in the environment only."""
+    return s3_creds
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -162,7 +112,7 @@ def test_pulled_files_are_checked_against_their_recorded_checksum(creds, tmp_pat
     url, client = creds
     uri = f"s3://{BUCKET}/tampered"
     push(_write(tmp_path / "remote", {"MNIST/0/pruned.npz": b"trained weights"}), uri, url, progress=False)
-    client.put_object(Bucket=BUCKET, Key="tampered/MNIST/0/pruned.npz", Body=b"corrupted in storage")
+    client.put_object(Bucket=BUCKET, Key="tampered/MNIST/0/pruned.npz", Body=b"corrupted here!")  # the same size
     local = tmp_path / "local"
     with pytest.raises(StorageError, match="does not match its recorded SHA-256"):
         pull(uri, local, url, progress=False)

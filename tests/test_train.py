@@ -16,6 +16,7 @@ keras = pytest.importorskip("keras")
 
 from nn_clustering.data import build, synthetic  # noqa: E402
 from nn_clustering.data import raw as raw_files  # noqa: E402
+from nn_clustering.experiments import registry  # noqa: E402
 from nn_clustering.experiments.registry import REGISTRY, TagSpec, load_profile  # noqa: E402
 from nn_clustering.keras_edge.architectures import build_cnn, build_mlp, prunable_layers  # noqa: E402
 from nn_clustering.keras_edge.pruning import MagnitudePruning, PruningSchedule, magnitude_mask  # noqa: E402
@@ -222,6 +223,15 @@ def line_data(tmp_path):
     return tmp_path / "data"
 
 
+@pytest.fixture(autouse=True)
+def tiny_tag_registered(monkeypatch):
+    """A model folder is read back only when its tag is the registry's and its profile a shipped
+    one (storage/catalog.py): the tests' tiny tag and profile are registered for each test."""
+    monkeypatch.setitem(REGISTRY, "TEST", tiny_config().spec)
+    shipped = registry.known_profiles()
+    monkeypatch.setattr(registry, "known_profiles", lambda: [*shipped, "test"])
+
+
 def tiny_config(seed=3, epochs=2, prune_epochs=1):
     spec = TagSpec("TEST", "line", "mlp", 0.0, epochs, prune_epochs, batch_size=100, learning_curve=True)
     return TrainConfig(spec, 0, seed, "test")
@@ -272,12 +282,12 @@ def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "train_pruned", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_instance(tiny_config(), tmp_path / "run", line_data, log=lambda _: None)
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "train_pruned", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train_instance(tiny_config(), tmp_path / "run", line_data, log=lambda _: None)
     assert not (tmp_path / "run" / "TEST" / "0").exists()  # nothing half-done is taken as done
     assert (tmp_path / "run" / "TEST" / ".0.partial" / "dense.keras").exists()
-    monkeypatch.undo()
     lines = []
     resumed = train_instance(tiny_config(), tmp_path / "run", line_data, log=lines.append)
     assert any("resuming" in line for line in lines)
@@ -297,10 +307,10 @@ def test_a_damaged_staged_dense_stage_is_trained_again(line_data, tmp_path, monk
     from nn_clustering.keras_edge import training as train
 
     reference = train_instance(tiny_config(), tmp_path / "ref", line_data, log=lambda _: None)
-    monkeypatch.setattr(train, "train_pruned", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(KeyboardInterrupt):
-        train_instance(tiny_config(), tmp_path / "run", line_data, log=lambda _: None)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "train_pruned", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            train_instance(tiny_config(), tmp_path / "run", line_data, log=lambda _: None)
     staged = tmp_path / "run" / "TEST" / ".0.partial" / "dense.keras"
     staged.write_bytes(staged.read_bytes()[:200])  # truncated
     lines = []
@@ -367,7 +377,7 @@ def test_instances_trained_before_the_inference_accuracy_get_it_added(line_data,
 
 
 @pytest.mark.slow
-def test_a_mixture_records_its_test_accuracy_per_source_dataset(tmp_path):
+def test_a_mixture_records_its_test_accuracy_per_source_dataset(tmp_path, monkeypatch):
     """Each stage of an A-B mixture net gets its test accuracy on the rows from A and from B,
     equal to a count over the saved net's predictions; an instance trained without it gets
     it added, and the clustering table carries both numbers."""
@@ -381,6 +391,7 @@ def test_a_mixture_records_its_test_accuracy_per_source_dataset(tmp_path):
     mixture = synthetic.mix(line, noise, rng)
     build.save_imageset(tmp_path / "data" / "line-random.npz", mixture)
     spec = TagSpec("TEST", "line-random", "mlp", 0.0, 2, 1, batch_size=100)
+    monkeypatch.setitem(REGISTRY, "TEST", spec)
     config = TrainConfig(spec, 0, 3, "test")
     lines = []
     folder = train_instance(config, tmp_path / "m", tmp_path / "data", log=lines.append)

@@ -1,8 +1,10 @@
 """The ``nn-clustering`` command line.
 
 Sub-commands: ``datasets`` (build datasets), ``train`` (make models), ``cluster`` (cluster a
-model and run the shuffle test) and ``summary`` (what the clustering results found). Every
-user-facing problem is printed as one ``error: ...`` line, exit status 2.
+model and run the shuffle test), ``index`` (models/INDEX.json), ``summary`` (what the clustering
+results found), ``compare`` (results beside the reference record), ``notebook`` (run an analysis
+notebook) and ``s3`` (sync a folder with a bucket). Every user-facing problem is printed as one
+``error: ...`` line, exit status 2.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from ._version import __version__
 from .core.enums import ShuffleMethod, SliceNorm
 from .core.validation import check_int
-from .errors import NnClusteringError, ParameterError
+from .errors import NnClusteringError, ParameterError, printable
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -51,7 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 #: The estimator parameter behind each option of ``cluster``, for messages in the user's terms.
 CLUSTER_FLAGS = {"n_clusters": "--k", "n_shuffles": "--shuffles", "method": "--method", "norm": "--norm",
-                 "n_jobs": "--jobs", "scheduler": "--scheduler", "random_state": "--seed"}
+                 "n_jobs": "--jobs", "scheduler": "--scheduler", "random_state": "--seed", "level": "--level"}
 
 
 @contextlib.contextmanager
@@ -73,31 +75,33 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     from .core.graph import graph_inputs
     from .estimators import ShuffleTest
     from .experiments.clustering import tiny_cluster_note
+    from .formats.limits import memory_limit_set
     from .storage.files import check_output, file_digest, write_json_atomic
     from .storage.provenance import code_version, library_versions
 
     output = check_output(args.output, inputs=(args.path,)) if args.output else None
+    bound = memory_limit_set(args.max_model_memory) if args.max_model_memory else contextlib.nullcontext()
     test = ShuffleTest(
         n_clusters=args.k, n_shuffles=args.shuffles, method=args.method, norm=args.norm,
         drop_dead_ends=args.drop_dead_ends, n_jobs=args.jobs, scheduler=args.scheduler,
-        random_state=args.seed, progress=not args.quiet,
+        random_state=args.seed, level=args.level, progress=not args.quiet,
     )
-    with _option_names(CLUSTER_FLAGS):
+    with _option_names(CLUSTER_FLAGS), bound:
         test.fit(args.path)  # checks the options before it reads the model
     weights, graph, stats = test.weights_, test.graph_, test.stats_
     shape = "residual/concatenating " if weights.wiring is not None else ""
-    print(f"{args.path}: {shape}{weights.kind.upper()}, {graph.n_nodes} nodes in layers {list(graph.layer_sizes)}")
+    print(f"{printable(args.path)}: {shape}{weights.kind.upper()}, {graph.n_nodes} nodes in layers "
+          f"{list(graph.layer_sizes)}")
     if args.drop_dead_ends:
         kernels, builder = graph_inputs(weights, args.norm)
         print(f"dropped {int(builder(kernels).active.sum() - graph.active.sum())} nodes on no input-to-output path")
+    z = f"z {stats.z:.2f}" if np.isfinite(stats.z) else "z undefined (the shuffled n-cuts are all equal)"
     print(
         f"n-cut {test.ncut_:.4f} (k = {args.k}); {args.method} shuffles "
-        f"(N = {stats.n}): mean {stats.mean:.4f}, sd {stats.sd:.4f}, z {stats.z:.2f}, "
-        f"p {stats.p_value:.4g} -> {'significantly' if stats.significant else 'not significantly'} "
-        "more clusterable than its shuffles"
+        f"(N = {stats.n}): mean {stats.mean:.4f}, sd {stats.sd:.4f}, {z}, {stats.verdict()}"
     )
     for i, (name, row) in enumerate(zip(test.layer_names_, test.clustering_.sizes_by_layer(graph), strict=True)):
-        print(f"  layer {i} {name}: cluster sizes {row}")
+        print(f"  layer {i} {printable(name)}: cluster sizes {row}")
     note = tiny_cluster_note(test.clustering_.smallest_cluster, int(np.sum(test.labels_ >= 0)))
     if note:
         print(f"{note.strip()}, under 1% of them: check its nodes (a cluster of a few weakly "
@@ -110,7 +114,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
             "versions": library_versions(),
         }
         write_json_atomic(output, record)
-        print(f"wrote {output}")
+        print(f"wrote {printable(output)}")
     return 0
 
 
@@ -144,13 +148,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0 if reproduced else 1
 
 
+def _cmd_notebook(args: argparse.Namespace) -> int:
+    from .experiments.notebook import parse_parameters, run_notebook
+
+    run_notebook(Path(args.template), Path(args.output), parse_parameters(args.parameters or []),
+                 Path(args.cwd) if args.cwd else None)
+    return 0
+
+
 def _cmd_s3(args: argparse.Namespace) -> int:
     from .storage.s3 import pull, push
 
+    exclude = tuple(args.exclude or ())
     if args.direction == "push":
-        push(args.local, args.uri, args.endpoint_url, progress=not args.quiet)
+        push(args.local, args.uri, args.endpoint_url, progress=not args.quiet, exclude=exclude)
     else:
-        pull(args.uri, args.local, args.endpoint_url, progress=not args.quiet)
+        pull(args.uri, args.local, args.endpoint_url, progress=not args.quiet, exclude=exclude)
     return 0
 
 
@@ -196,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shuffle method (default: layer)")
     p.add_argument("--jobs", type=int, default=1, help="local worker processes (default: 1)")
     p.add_argument("--seed", type=int, default=42, help="root seed of the shuffles (default: 42)")
+    p.add_argument("--level", type=float, default=0.05,
+                   help="significance level: significant when p <= level (default: 0.05; needs at least "
+                        "1/level - 1 shuffles)")
     p.add_argument("--scheduler", default=None,
                    help="run on dask.distributed: a scheduler address, or 'local' for a LocalCluster")
     p.add_argument("--norm", choices=list(SliceNorm.values()), default=SliceNorm.L1.value,
@@ -203,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-dead-ends", action="store_true",
                    help="first remove units on no input-to-output path (label -1; method.md §8)")
     p.add_argument("--output", default=None, help="write everything as JSON to this file")
+    p.add_argument("--max-model-memory", metavar="SIZE", default=None,
+                   help="memory that reading the model file may take, e.g. 16G "
+                        "(default: $NN_CLUSTERING_MODEL_MEMORY, else half of the available memory)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_cluster)
 
@@ -226,12 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead, record results_dir's tables as the reference, made by COMMAND")
     p.set_defaults(func=_cmd_compare)
 
+    p = sub.add_parser("notebook", help="run an analysis notebook with papermill into OUTPUT (make's analysis "
+                       "targets do this); a failed cell ends in one error line")
+    p.add_argument("template", help="the notebook template, e.g. notebooks/mlp-clustering.ipynb")
+    p.add_argument("output", help="the executed notebook, written only when every cell ran")
+    p.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter of the tagged parameters cell (values read as papermill's -p does)")
+    p.add_argument("--cwd", default=None, help="working folder of the kernel (default: this one)")
+    p.set_defaults(func=_cmd_notebook)
+
     p = sub.add_parser("s3", help="sync a folder with S3-compatible storage (only changed files move)")
     p.add_argument("direction", choices=["push", "pull"], help="push: local -> bucket; pull: bucket -> local")
     p.add_argument("local", help="the local folder, e.g. models/quick")
     p.add_argument("uri", help="s3://bucket/prefix of the folder's copy")
     p.add_argument("--endpoint-url", default=None,
                    help="endpoint of non-AWS storage (default: AWS_ENDPOINT_URL or AWS itself)")
+    p.add_argument("--exclude", action="append", metavar="NAME", default=None,
+                   help="leave out this top-level folder (repeatable), e.g. --exclude cache; a push also "
+                        "drops it from the bucket's manifest")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_s3)
     return parser
@@ -246,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except NnClusteringError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished files are kept, re-run to continue", file=sys.stderr)

@@ -2,7 +2,25 @@
 
 Every error the command line reports to a user derives from :class:`NnClusteringError`; the
 command line prints ``error: <message>`` and exits with status 2 instead of a traceback.
+Text that came from a file (layer names, tags, keys) is passed through :func:`printable`
+before it reaches the terminal, so a name cannot move the cursor, recolour the screen or start
+a line of its own that looks like the program's.
 """
+
+import unicodedata
+
+#: Unicode categories escaped by :func:`printable`: controls (C0, DEL, C1: newlines, ESC) and
+#: format characters (bidirectional overrides and other invisible reordering marks).
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with every control or format character written as its Python escape
+    (``\\n``, ``\\x1b``, ``\\u202e``), so the result is one line that shows what it holds."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _UNPRINTABLE else ch
+        for ch in str(text)
+    )
 
 
 class NnClusteringError(Exception):

@@ -28,6 +28,7 @@ from .core.validation import (
     check_bool,
     check_choice,
     check_int,
+    check_level,
     check_n_clusters,
     check_n_jobs,
     check_scheduler,
@@ -85,6 +86,7 @@ class _Estimator:
             "drop_dead_ends": lambda v: check_bool(v, "drop_dead_ends"),
             "scheduler": check_scheduler,
             "random_state": check_seed,
+            "level": check_level,
             "progress": lambda v: check_bool(v, "progress"),
         }
         params = self.get_params()
@@ -215,9 +217,11 @@ class ShuffleTest(_Estimator):
 
     Clusters the network as :class:`SpectralNCut` does, then ``n_shuffles`` copies whose
     weight matrices (conv kernels: whole slices) are permuted within each layer, each
-    re-clustered from scratch. The network is significantly clusterable when its n-cut lies
-    below every shuffled one (method.md §5). Shuffle i draws from its own child of the root
-    seed, so the result does not depend on ``n_jobs`` or the scheduler.
+    re-clustered from scratch. The one-sided p-value is (#{shuffled <= observed} + 1) / (N + 1),
+    and the network is significantly more clusterable than its shuffles when p <= ``level``; N
+    shuffles cannot support a claim at a level below 1 / (N + 1), and then none is made
+    (method.md §5). Shuffle i draws from its own child of the root seed, so the result does not
+    depend on ``n_jobs`` or the scheduler.
 
     Parameters
     ----------
@@ -240,6 +244,9 @@ class ShuffleTest(_Estimator):
         Run the shuffles on dask.distributed: ``"local"`` or a scheduler address.
     random_state : int, default=42
         Root seed of the observed clustering and of every shuffle.
+    level : float, default=0.05
+        Significance level: significant when p <= level. Needs at least 1 / level - 1
+        shuffles (19 at 0.05) to be reachable.
     progress : bool, default=True
         Show a progress bar of the shuffles with a time estimate (on stderr; in Jupyter, a
         widget).
@@ -264,11 +271,16 @@ class ShuffleTest(_Estimator):
     shuffled_ncuts_ : ndarray of shape (n_shuffles,)
         The shuffled networks' n-cuts, in shuffle order.
     stats_ : ShuffleStats
-        observed, mean, sd, z, p_value, significant and n together.
+        observed, mean, sd, z, p_value, significant, below_all, level and n together;
+        ``stats_.verdict()`` says it in words.
     p_value_, z_ : float
-        One-sided empirical p-value and z-score of the observed n-cut.
+        One-sided empirical p-value and z-score of the observed n-cut (z is NaN, undefined,
+        when the shuffled n-cuts' SD is 0).
     significant_ : bool
-        Whether the observed n-cut is below every shuffled one.
+        Whether p <= ``level`` (False when ``n_shuffles`` is too small to reach the level).
+    below_all_ : bool
+        The paper's criterion: the observed n-cut lies strictly below every shuffled one
+        (p = 1 / (N + 1)).
     graph_ : Graph or DagGraph
         The weight graph of the unshuffled network.
     weights_ : NetworkWeights
@@ -287,7 +299,7 @@ class ShuffleTest(_Estimator):
 
     def __init__(self, *, n_clusters: int = 4, n_shuffles: int = 320, method: str = "layer", n_init: int = 25,
                  norm: str = "l1", drop_dead_ends: bool = False, n_jobs: int = 1, scheduler: str | None = None,
-                 random_state: int = 42, progress: bool = True):
+                 random_state: int = 42, level: float = 0.05, progress: bool = True):
         self.n_clusters = n_clusters
         self.n_shuffles = n_shuffles
         self.method = method
@@ -297,13 +309,14 @@ class ShuffleTest(_Estimator):
         self.n_jobs = n_jobs
         self.scheduler = scheduler
         self.random_state = random_state
+        self.level = level
         self.progress = progress
 
     def fit(self, network, y=None) -> ShuffleTest:
         """Cluster ``network`` and ``n_shuffles`` shuffles of it; ``y`` is ignored."""
         params, kernels, builder, spectral = self._prepare(network)  # the kernels checked before any shuffle
         config = ShuffleConfig(params["n_shuffles"], params["method"], params["random_state"], params["n_jobs"],
-                               params["scheduler"])
+                               params["scheduler"], params["level"])
         self.result_: ShuffleTestResult = shuffle_test(kernels, spectral, config, builder, params["progress"],
                                                        graph=self.graph_)
         return self
@@ -331,6 +344,10 @@ class ShuffleTest(_Estimator):
     @property
     def significant_(self) -> bool:
         return self.stats_.significant
+
+    @property
+    def below_all_(self) -> bool:
+        return self.stats_.below_all
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-ready values: n-cut, labels (per node and per layer), the

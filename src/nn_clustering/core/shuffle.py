@@ -22,9 +22,17 @@ from .dag import DagGraph
 from .enums import ShuffleMethod
 from .graph import Graph, GraphBuilder, mlp_graph
 from .parallel import execution
+from .progress import progress_bar
 from .spectral import Clustering, SpectralConfig, cluster_graph
-from .stats import ShuffleStats, shuffle_stats
-from .validation import check_choice, check_int, check_n_jobs, check_scheduler, check_seed
+from .stats import DEFAULT_LEVEL, ShuffleStats, shuffle_stats
+from .validation import (
+    check_choice,
+    check_int,
+    check_level,
+    check_n_jobs,
+    check_scheduler,
+    check_seed,
+)
 
 #: The methods an experiment runs by default (``layer_full`` on request only).
 SHUFFLE_METHODS: tuple[ShuffleMethod, ...] = (ShuffleMethod.LAYER, ShuffleMethod.LAYER_NONZERO)
@@ -45,9 +53,11 @@ class ShuffleConfig:
     seed: int = 42
     n_jobs: int = 1
     scheduler: str | None = None
+    level: float = DEFAULT_LEVEL  # significance level of the claim (method.md §5)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_shuffles", check_int(self.n_shuffles, "n_shuffles", 1))
+        object.__setattr__(self, "level", check_level(self.level))
         object.__setattr__(self, "method", check_choice(self.method, ShuffleMethod, "method"))
         object.__setattr__(self, "seed", check_seed(self.seed, "seed"))
         object.__setattr__(self, "scheduler", check_scheduler(self.scheduler))
@@ -249,15 +259,11 @@ def shuffled_ncuts(
     chunks = [seeds[i : i + chunk_size] for i in range(0, len(seeds), chunk_size)]
     kernels = [np.asarray(k) for k in kernels]
     live = live_units(graph if graph is not None else builder(kernels)) if config.method == ShuffleMethod.LAYER else None
-    from tqdm.auto import tqdm
-
     out: list[float] = []
     with (
         execution(config.n_jobs, config.scheduler) as parallel_kwargs,
-        tqdm(
-            total=config.n_shuffles, desc=f"{config.method} shuffles", unit="shuffle",
-            disable=not progress, leave=False,
-        ) as bar,
+        progress_bar(total=config.n_shuffles, desc=f"{config.method} shuffles", unit="shuffle",
+                     enabled=progress) as bar,
     ):
         parallel = joblib.Parallel(return_as="generator", **parallel_kwargs)
         tasks = (joblib.delayed(_chunk)(kernels, config.method, spectral, c, builder, live) for c in chunks)
@@ -282,4 +288,4 @@ def shuffle_test(
     graph = builder(kernels) if graph is None else graph
     clustering = observed_clustering(graph, spectral, config.seed)
     values = shuffled_ncuts(kernels, spectral, config, builder, progress, graph=graph)
-    return ShuffleTestResult(clustering, values, shuffle_stats(clustering.ncut, values), config, spectral)
+    return ShuffleTestResult(clustering, values, shuffle_stats(clustering.ncut, values, config.level), config, spectral)

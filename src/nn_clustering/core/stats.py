@@ -24,17 +24,37 @@ def shuffle_p(observed: float, shuffled: np.ndarray) -> float:
 
 
 def z_score(observed: float, mean: float, sd: float) -> float:
-    """(observed - mean) / sd; +-inf when sd is 0 and observed differs, 0 when equal."""
+    """(observed - mean) / sd; NaN (undefined) when sd is 0: a spread of zero gives no scale
+    on which to measure the distance, whatever it is."""
     if sd > 0:
         return float((observed - mean) / sd)
-    if observed == mean:
-        return 0.0
-    return math.copysign(math.inf, observed - mean)
+    return math.nan
+
+
+#: The significance level of the shuffle test unless the caller chooses another.
+DEFAULT_LEVEL = 0.05
+
+
+def smallest_p(n: int) -> float:
+    """The smallest p-value that ``n`` shuffles can give, 1 / (N + 1)."""
+    return 1.0 / (n + 1)
+
+
+def shuffles_needed(level: float) -> int:
+    """The fewest shuffles N whose smallest p-value 1 / (N + 1) is at most ``level``."""
+    return max(1, math.ceil(1.0 / level - 1.0 - 1e-9))
 
 
 @dataclass(frozen=True)
 class ShuffleStats:
-    """The observed n-cut against N shuffled n-cuts (method.md §5)."""
+    """The observed n-cut against N shuffled n-cuts (method.md §5).
+
+    ``significant`` is the claim at ``level``: p <= level, which N shuffles can support only
+    when their smallest p-value 1 / (N + 1) is at most the level (``reachable``); with fewer
+    shuffles no claim is made. ``below_all`` is the paper's criterion: the observed n-cut lies
+    strictly below every shuffle, i.e. p = 1 / (N + 1), the test at the strictest level N
+    shuffles can reach. ``z`` is NaN (undefined) when the shuffles' SD is 0.
+    """
 
     observed: float
     mean: float
@@ -43,6 +63,26 @@ class ShuffleStats:
     p_value: float
     significant: bool
     n: int
+    level: float = DEFAULT_LEVEL
+    below_all: bool = False
+
+    @property
+    def reachable(self) -> bool:
+        """Whether N shuffles can reach the level at all: 1 / (N + 1) <= level."""
+        return smallest_p(self.n) <= self.level
+
+    def verdict(self) -> str:
+        """The p-value and the claim it supports, in words; a note instead of a claim when N
+        is too small to reach the level (used by the command line and the notebooks)."""
+        p = f"p {self.p_value:.4g}"
+        if not self.reachable:
+            return (f"{p}, no significance claim: {self.n} shuffle{'s' if self.n != 1 else ''} cannot reach "
+                    f"p <= {self.level:g} (the smallest p is 1/(N+1) = {smallest_p(self.n):.4g}); use at least "
+                    f"{shuffles_needed(self.level)} shuffles")
+        if not self.significant:
+            return f"{p} > {self.level:g} -> not significantly more clusterable than its shuffles"
+        below = f", below all {self.n} shuffles" if self.below_all else ""
+        return f"{p} <= {self.level:g}{below} -> significantly more clusterable than its shuffles"
 
     def as_dict(self) -> dict[str, float | bool | int | None]:
         """Plain dict with non-finite values as None (JSON-safe)."""
@@ -52,23 +92,26 @@ class ShuffleStats:
         }
 
 
-def shuffle_stats(observed: float, shuffled: np.ndarray) -> ShuffleStats:
-    """p = (#{s_i <= x} + 1) / (N + 1); mean, population sd (ddof 0), z; significant when p is
-    its minimum 1 / (N + 1), i.e. the observed n-cut is strictly below every shuffle."""
+def shuffle_stats(observed: float, shuffled: np.ndarray, level: float = DEFAULT_LEVEL) -> ShuffleStats:
+    """p = (#{s_i <= x} + 1) / (N + 1); mean, population sd (ddof 0), z; significant when
+    p <= ``level`` (never when 1 / (N + 1) > level); below_all when p = 1 / (N + 1)."""
     shuffled = np.asarray(shuffled, dtype=np.float64)
     if shuffled.size == 0:
         raise ValueError("no shuffled values")
     mean = float(shuffled.mean())
     sd = float(shuffled.std(ddof=0))
     p = shuffle_p(observed, shuffled)
+    n = int(shuffled.size)
     return ShuffleStats(
         observed=float(observed),
         mean=mean,
         sd=sd,
         z=z_score(observed, mean, sd),
         p_value=p,
-        significant=bool(p == 1 / (shuffled.size + 1)),
-        n=int(shuffled.size),
+        significant=bool(smallest_p(n) <= level and p <= level),
+        n=n,
+        level=float(level),
+        below_all=bool(np.count_nonzero(shuffled <= observed) == 0),
     )
 
 

@@ -38,6 +38,13 @@ def check_float(value, name: str, minimum: float | None = None, exclusive_minimu
     return value
 
 
+def check_level(value, name: str = "level") -> float:
+    """A significance level: a number strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ParameterError(f"{_said(name, repr(value))} must be a number strictly between 0 and 1, e.g. 0.05")
+    return float(value)
+
+
 def check_bool(value, name: str) -> bool:
     """``value`` if it is a bool; a :class:`ParameterError` otherwise."""
     if not isinstance(value, bool):

@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.progress import progress_bar
 from ..errors import DatasetError, DatasetUnavailable
 from ..storage.files import atomic_path, file_digest
 
@@ -108,9 +109,7 @@ def _download(raw: RawFile, tmp: Path, timeout: float) -> None:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
                 total = int(resp.headers.get("Content-Length") or 0) or None
-                from tqdm.auto import tqdm
-
-                with tqdm(total=total, unit="B", unit_scale=True, desc=raw.name, leave=False) as bar:
+                with progress_bar(total=total, unit="B", unit_scale=True, desc=raw.name) as bar:
                     for chunk in iter(lambda r=resp: r.read(1 << 20), b""):
                         out.write(chunk)
                         bar.update(len(chunk))

@@ -223,7 +223,7 @@ def cluster_instance(
         shuffled_sd=stats["sd"],
         z=stats["z"],
         p_value=stats["p_value"],
-        significant=bool(stats["significant"]),
+        significant=bool(stats["below_all"]),  # the paper's criterion (method.md §5)
         n_shuffles=stats["n"],
         train_accuracy=instance.accuracy(stage, "train"),
         train_accuracy_inference=instance.inference_accuracy(stage),

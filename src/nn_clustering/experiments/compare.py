@@ -32,6 +32,10 @@ from .paths import project_root
 REFERENCE_TABLES = {"mlp-clustering.csv": "mlp-clustering", "mlp-clustering-k12.csv": "mlp-clustering-k12"}
 REQUIRED_TABLE = "mlp-clustering.csv"
 GROUP = ["tag", "stage", "method", "k"]
+#: The columns a table must hold to be compared, and the kind of value in each.
+COLUMNS = {"tag": "text", "stage": "text", "method": "text", "k": "number", "instance": "number",
+           "ncut": "number", "z": "number", "shuffled_sd": "number", "significant": "bool"}
+PROVENANCE_FIELDS = ("profile", "code_version", "date")
 #: Differences below this are rounding (the CSVs keep 8 significant digits).
 ROUNDING = 1e-6
 
@@ -75,8 +79,18 @@ def _spread(values: np.ndarray, fallback: float) -> float:
 
 
 def _finite_mean(values) -> float:
+    """The mean of the defined values (z is undefined, NaN, where the shuffles' SD was 0);
+    NaN when none is."""
     values = np.asarray(values, float)
-    return float(np.mean(np.clip(values, -1e300, 1e300)))
+    values = values[~np.isnan(values)]
+    return float(np.mean(np.clip(values, -1e300, 1e300))) if values.size else math.nan
+
+
+def _within(difference: float, spread: float) -> bool:
+    """A difference within the spread; two undefined values (NaN - NaN) agree."""
+    if math.isnan(difference):
+        return False
+    return abs(difference) <= spread + ROUNDING
 
 
 def compare_tables(mine, reference) -> tuple[list[ComparisonRow], list[str]]:
@@ -94,11 +108,12 @@ def compare_tables(mine, reference) -> tuple[list[ComparisonRow], list[str]]:
         ncut, ref_ncut = float(g["ncut"].mean()), float(ref["ncut"].mean())
         z, ref_z = _finite_mean(g["z"]), _finite_mean(ref["z"])
         ncut_spread = _spread(ref_all["ncut"].to_numpy(), ref_all["shuffled_sd"].mean())
-        z_spread = _spread(np.clip(ref_all["z"].to_numpy(float), -1e300, 1e300), 1.0)
+        z_values = ref_all["z"].to_numpy(float)
+        z_spread = _spread(np.clip(z_values[~np.isnan(z_values)], -1e300, 1e300), 1.0)
         rows.append(ComparisonRow(
             *map(str, key[:3]), int(key[3]), len(g), ncut, ref_ncut, ncut - ref_ncut, ncut_spread,
             abs(ncut - ref_ncut) <= ncut_spread + ROUNDING, z, ref_z, z - ref_z, z_spread,
-            abs(z - ref_z) <= z_spread + ROUNDING if math.isfinite(z - ref_z) else z == ref_z,
+            _within(z - ref_z, z_spread) or (math.isnan(z) and math.isnan(ref_z)),
             int(g["significant"].sum()), int(ref["significant"].sum()),
         ))
     seen = {tuple(k) for k, _ in mine.groupby(GROUP, sort=False)}
@@ -117,13 +132,10 @@ def compare_results(results_dir: str | Path, profile: str, reference: str | Path
     group was reproduced."""
     results_dir = Path(results_dir)
     ref_dir = Path(reference) if reference else reference_dir(profile)
-    if not (ref_dir / "PROVENANCE.json").exists():
-        raise NnClusteringError(f"{ref_dir} holds no reference record; the committed ones are under "
-                                f"{reference_dir(profile).parent}")
-    provenance = json.loads((ref_dir / "PROVENANCE.json").read_text())
+    provenance = read_provenance(ref_dir, profile)
     lines = [f"{results_dir} against the reference {ref_dir} ({provenance['profile']} profile, code "
              f"{provenance['code_version']}, {provenance['date']})"]
-    ok = True
+    ok, compared = True, 0
     held, yours = provenance.get("tables", [REQUIRED_TABLE]), _tables_in(results_dir)
     for name, target in REFERENCE_TABLES.items():
         if name not in held:
@@ -131,9 +143,10 @@ def compare_results(results_dir: str | Path, profile: str, reference: str | Path
         if name not in yours:
             lines.append(f"\n{name}: not in your results (`make {target}` makes it), not compared")
             continue
-        mine = read_table(results_dir / name, target)
-        theirs = read_table(ref_dir / name, target)
+        mine = read_table(results_dir / name, target, COLUMNS)
+        theirs = read_table(ref_dir / name, target, COLUMNS, fix="restore the reference record from git")
         rows, notes = compare_tables(mine, theirs)
+        compared += len(rows)
         lines.append(f"\n{name}: n-cut and z, yours - reference (spread: the reference's instance-to-instance SD)")
         for r in rows:
             verdict = "reproduced" if r.reproduced else "DIFFERS"
@@ -149,9 +162,34 @@ def compare_results(results_dir: str | Path, profile: str, reference: str | Path
                 f"  significant {r.significant}/{r.instances} vs {r.reference_significant}/{r.instances}  {verdict}"
             )
         lines += [f"  {note}" for note in notes]
+    if not compared:
+        raise NnClusteringError(f"nothing to compare: no tag, stage, method and k of {results_dir} is in the "
+                                f"reference {ref_dir}; run the profile's tags (`make mlp-clustering "
+                                f"PROFILE={provenance['profile']}`) or compare with the matching --profile")
     lines.append("=> every group reproduced the reference" if ok else
                  "=> some groups differ from the reference beyond its instance-to-instance spread (DIFFERS)")
     return "\n".join(lines), ok
+
+
+def read_provenance(ref_dir: Path, profile: str) -> dict:
+    """A reference record's ``PROVENANCE.json``, checked to hold what a comparison prints; one
+    clear error for a record that is missing or malformed."""
+    path = Path(ref_dir) / "PROVENANCE.json"
+    if not path.is_file():
+        raise NnClusteringError(f"{ref_dir} holds no reference record (no PROVENANCE.json file); the committed "
+                                f"ones are under {reference_dir(profile).parent}")
+    try:
+        provenance = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise NnClusteringError(f"{path} is not readable JSON ({type(exc).__name__}); restore it from git or "
+                                "write the record again with --write-reference") from None
+    tables = provenance.get("tables", [REQUIRED_TABLE]) if isinstance(provenance, dict) else None
+    if (not isinstance(provenance, dict) or not all(isinstance(provenance.get(f), str) for f in PROVENANCE_FIELDS)
+            or not isinstance(tables, list) or not set(tables) <= set(REFERENCE_TABLES)):
+        raise NnClusteringError(f"{path} lacks {', '.join(PROVENANCE_FIELDS)} or lists tables other than "
+                                f"{', '.join(REFERENCE_TABLES)}; restore it from git or write the record again "
+                                "with --write-reference")
+    return provenance
 
 
 def write_reference(results_dir: str | Path, profile: str, command: str, out: str | Path | None = None) -> Path:

@@ -15,7 +15,7 @@ from importlib import resources
 import numpy as np
 
 from ..core.enums import Architecture, PairSelection
-from ..errors import NnClusteringError
+from ..errors import NnClusteringError, printable
 
 
 @dataclass(frozen=True)
@@ -120,17 +120,17 @@ def get_spec(tag: str) -> TagSpec:
         raise NnClusteringError(f"unknown model tag {tag!r}; known tags: {', '.join(REGISTRY)}") from None
 
 
+def known_profiles() -> list[str]:
+    """The names of the profiles shipped with the package (``profiles/*.json``)."""
+    folder = resources.files(__package__).joinpath("profiles")
+    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+
+
 def load_profile(name: str) -> Profile:
     """Read ``profiles/<name>.json`` shipped with the package."""
-    try:
-        text = resources.files(__package__).joinpath("profiles", f"{name}.json").read_text()
-    except FileNotFoundError:
-        available = sorted(
-            p.name.removesuffix(".json")
-            for p in resources.files(__package__).joinpath("profiles").iterdir()
-            if p.name.endswith(".json")
-        )
-        raise NnClusteringError(f"unknown profile {name!r}; use one of {', '.join(available)}") from None
+    if name not in known_profiles():  # also keeps the name from naming any other file
+        raise NnClusteringError(f"unknown profile {printable(name)!r}; use one of {', '.join(known_profiles())}")
+    text = resources.files(__package__).joinpath("profiles", f"{name}.json").read_text()
     return Profile(**json.loads(text))
 
 

@@ -5,7 +5,9 @@ A file's format is told by its first bytes where they say it, else by its suffix
 (:func:`file_format`): ``.npz`` (:mod:`~nn_clustering.formats.npz`), ``.keras``/``.h5``
 (:mod:`nn_clustering.keras_edge.weights`, which imports Keras only when such a file is read),
 ``.onnx`` (:mod:`~nn_clustering.formats.onnx`), ``.safetensors`` and PyTorch ``.pt``/``.pth``
-state_dicts (:mod:`~nn_clustering.formats.state_dict`).
+state_dicts (:mod:`~nn_clustering.formats.state_dict`, PyTorch's zip files read without PyTorch
+by :mod:`~nn_clustering.formats.torch_pickle`). Every reader checks the sizes a file declares
+against the memory limit of :mod:`~nn_clustering.formats.limits` before it allocates anything.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 
 from ..core.weights import NetworkWeights
 from ..errors import ModelError
-from .npz import load_npz_weights
+from .limits import check_model_path
+from .npz import READ_ERRORS, load_npz_weights
 
 KERAS_SUFFIXES = (".keras", ".h5")
 SUFFIXES = {".npz": "npz", ".keras": "keras", ".h5": "keras", ".onnx": "onnx",
@@ -38,7 +41,7 @@ def sniff_format(path: Path) -> str | None:
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except zipfile.BadZipFile:
+        except READ_ERRORS:
             return None
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
@@ -64,12 +67,10 @@ def file_format(path: Path) -> str:
 
 def load_weights(path: str | Path) -> NetworkWeights:
     """Load weights from any supported model file (:func:`file_format`); a clear error for
-    anything else."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path} not found; check the path or train it with `make models`")
-    if not path.is_file():
-        raise ModelError(f"{path} is not a file; {FORMATS_HINT}")
+    anything else: a path that is not a readable regular file
+    (:func:`~nn_clustering.formats.limits.check_model_path`) or a file whose tensors would pass
+    the memory limit (:mod:`~nn_clustering.formats.limits`)."""
+    path = check_model_path(path)
     kind = file_format(path)
     if kind == "npz":
         return load_npz_weights(path)

@@ -1,6 +1,9 @@
-"""Sequential MLPs and CNNs from PyTorch ``state_dict`` files: ``.safetensors`` (read with
-the ``safetensors`` package) or ``torch.save(model.state_dict(), ...)`` files (``.pt``/``.pth``,
-read with PyTorch, an optional extra).
+"""Sequential MLPs and CNNs from PyTorch ``state_dict`` files: ``.safetensors`` (header parsed
+here, every tensor's dtype, shape and byte range checked before it is read) or
+``torch.save(model.state_dict(), ...)`` files (``.pt``/``.pth``: PyTorch's zip format read
+without PyTorch by :mod:`~nn_clustering.formats.torch_pickle`; the legacy format needs PyTorch,
+an optional extra). bfloat16 tensors are upcast exactly to float32; complex tensors are
+refused with one line naming the tensor.
 
 A state_dict holds parameters by module path, not the order of the forward pass. The order is
 taken from the module paths, numbers compared as numbers (``0, 2, 10`` as in an
@@ -14,6 +17,8 @@ instead. PyTorch's layouts are converted: ``Linear`` (out, in) to (in, out), ``C
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 
@@ -21,6 +26,7 @@ import numpy as np
 
 from ..core.weights import NetworkWeights, network_kind
 from ..errors import ModelError
+from .limits import ModelBudget, brief, element_count, format_size, one_line, shape_text
 
 EXPORT_HINT = ("export the model to ONNX instead: torch.onnx.export(model, example_input, 'model.onnx'), "
                "then pass model.onnx")
@@ -31,35 +37,134 @@ def _natural_key(path: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", path) if p)
 
 
+#: safetensors dtypes read, with their numpy type (``BF16`` is upcast exactly to float32).
+SAFETENSORS_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+    "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+}
+COMPLEX_DTYPES = frozenset({"C64", "C128", "COMPLEX64", "COMPLEX128"})
+#: The longest safetensors JSON header read (the ``safetensors`` package's own bound).
+MAX_SAFETENSORS_HEADER = 100_000_000
+SAVE_SAFETENSORS = "re-save it with safetensors.torch.save_file(model.state_dict(), path)"
+
+
+def complex_refusal(source: str, name: str, dtype) -> ModelError:
+    """The one line for a tensor of complex weights."""
+    return ModelError(f"{source}: tensor {brief(name)} holds complex weights ({dtype}); a graph needs real "
+                      "weights, so save the real weights instead (e.g. tensor.real)")
+
+
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values (their raw 16 bits as unsigned integers) as float32, exactly: a bfloat16
+    is the top half of a float32."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _safetensors_entry(source: str, name: str, entry, data_size: int) -> tuple[str, tuple[int, ...], int, int]:
+    """(dtype, shape, begin, end) of one header entry, after checking that it is well formed,
+    real and numeric, and that its ``data_offsets`` lie inside the file and hold exactly its
+    shape's bytes."""
+    if not isinstance(entry, dict):
+        raise ModelError(f"{source}: tensor {brief(name)} has no dtype/shape/data_offsets entry; {SAVE_SAFETENSORS}")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype in COMPLEX_DTYPES:
+        raise complex_refusal(source, name, dtype)
+    if dtype not in SAFETENSORS_DTYPES:
+        raise ModelError(f"{source}: tensor {brief(name)} has dtype {brief(dtype)}, which is not read (supported: "
+                         f"{', '.join(SAFETENSORS_DTYPES)}); save the weights as float32")
+
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(shape, list) or not all(whole(d) for d in shape):
+        raise ModelError(f"{source}: tensor {brief(name)} has shape {brief(shape)}, not a list of sizes; {SAVE_SAFETENSORS}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(whole(o) for o in offsets)
+            and offsets[0] <= offsets[1] <= data_size):
+        raise ModelError(f"{source}: tensor {brief(name)} has data_offsets {brief(offsets)} outside the file's "
+                         f"{data_size} data bytes; the file is damaged; {SAVE_SAFETENSORS}")
+    needed = element_count(shape) * np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize
+    if offsets[1] - offsets[0] != needed:
+        raise ModelError(f"{source}: tensor {brief(name)} declares shape {shape_text(shape)} of {dtype} ({needed} "
+                         f"bytes) but its data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes; the file "
+                         f"is damaged; {SAVE_SAFETENSORS}")
+    return dtype, tuple(shape), offsets[0], offsets[1]
+
+
+def read_safetensors(path: str | Path, budget: ModelBudget | None = None) -> dict[str, np.ndarray]:
+    """The tensors of a ``.safetensors`` file, read without the ``safetensors`` package: the
+    8-byte header length and the JSON header are parsed and every tensor's dtype, shape and
+    ``data_offsets`` checked (:func:`_safetensors_entry`, and against the memory limit)
+    before any tensor is read. bfloat16 is upcast exactly to float32; complex is refused."""
+    source = str(path)
+    budget = budget or ModelBudget(source)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < length <= min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise ModelError(f"{source}: not a readable safetensors file (its header length {length} does not fit "
+                             f"the file of {size} bytes or passes {MAX_SAFETENSORS_HEADER}); {SAVE_SAFETENSORS}")
+        budget.bytes(f"its {format_size(length)} JSON header", 16 * length)
+        try:
+            header = json.loads(f.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ModelError(f"{source}: not a readable safetensors file (its header is not JSON: "
+                             f"{one_line(exc)}); {SAVE_SAFETENSORS}") from None
+        if not isinstance(header, dict):
+            raise ModelError(f"{source}: not a readable safetensors file (its header is not a JSON object); "
+                             f"{SAVE_SAFETENSORS}")
+        entries = {name: _safetensors_entry(source, name, entry, size - 8 - length)
+                   for name, entry in header.items() if name != "__metadata__"}
+        for name, (_, shape, _, _) in entries.items():
+            budget.tensor(name, shape)
+        tensors = {}
+        for name, (dtype, shape, begin, end) in entries.items():
+            f.seek(8 + length + begin)
+            data = f.read(end - begin)
+            if len(data) != end - begin:
+                raise ModelError(f"{source}: tensor {brief(name)} is cut short; the file is truncated; {SAVE_SAFETENSORS}")
+            array = np.frombuffer(data, SAFETENSORS_DTYPES[dtype])
+            tensors[name] = (bfloat16_to_float32(array) if dtype == "BF16" else array).reshape(shape)
+    return tensors
+
+
 def load_safetensors_weights(path: str | Path) -> NetworkWeights:
-    """A state_dict saved with ``safetensors`` (``safetensors.torch.save_file(model.state_dict(), path)``)."""
-    try:
-        from safetensors.numpy import load_file
-    except ImportError as exc:  # pragma: no cover - safetensors is in the locked environment
-        raise ModelError(f"{path}: reading .safetensors needs the safetensors package") from exc
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises SafetensorError and others for bad files
-        raise ModelError(f"{path}: not a readable safetensors file ({exc}); re-save it with "
-                         "safetensors.torch.save_file(model.state_dict(), path)") from None
-    return weights_of_state_dict(tensors, str(path))
+    """A state_dict saved with ``safetensors`` (``safetensors.torch.save_file(model.state_dict(), path)``),
+    read by :func:`read_safetensors`."""
+    return weights_of_state_dict(read_safetensors(path), str(path))
 
 
 def load_torch_weights(path: str | Path) -> NetworkWeights:
-    """A ``torch.save(model.state_dict(), path)`` file, read with PyTorch (weights only)."""
+    """A ``torch.save(model.state_dict(), path)`` file: PyTorch's zip format is read without
+    PyTorch (:mod:`~nn_clustering.formats.torch_pickle`); the legacy format (before PyTorch
+    1.6) needs PyTorch, and each tensor's size is checked against the memory limit before it
+    is converted."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        from .torch_pickle import read_torch_zip
+
+        return weights_of_state_dict(read_torch_zip(path), str(path))
     try:
         import torch
     except ImportError:
-        raise ModelError(f"{path}: reading PyTorch files needs PyTorch (pip install 'nn-clustering[torch]'); "
-                         "or save the state_dict with safetensors.torch.save_file, or " + EXPORT_HINT) from None
+        raise ModelError(f"{path}: reading PyTorch files of the legacy (non-zip) format needs PyTorch (pip install "
+                         "'nn-clustering[torch]'); or re-save the state_dict with torch.save (PyTorch 1.6 or later), "
+                         "or save it with safetensors.torch.save_file, or " + EXPORT_HINT) from None
+    budget = ModelBudget(path)
+    budget.bytes("the file", 2 * os.path.getsize(path))
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors of many kinds
         raise ModelError(f"{path}: not a readable state_dict ({type(exc).__name__}); save "
                          "model.state_dict() with torch.save, or " + EXPORT_HINT) from None
-    if not isinstance(state, dict) or not all(hasattr(v, "numpy") for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path}: holds a {type(state).__name__}, not a state_dict of tensors; save "
                          "model.state_dict(), or " + EXPORT_HINT)
+    for key, value in state.items():
+        if value.is_complex():
+            raise complex_refusal(str(path), key, value.dtype)
+        budget.tensor(key, tuple(value.shape))
     return weights_of_state_dict({k: v.detach().cpu().double().numpy() for k, v in state.items()}, str(path))
 
 
@@ -67,8 +172,11 @@ def weights_of_state_dict(tensors: dict[str, np.ndarray], source: str) -> Networ
     """Kernels and biases of a sequential network from its parameters by module path."""
     modules: dict[str, dict[str, np.ndarray]] = {}
     for key, value in tensors.items():
+        value = np.asarray(value)
+        if np.iscomplexobj(value):
+            raise complex_refusal(source, key, value.dtype)
         module, _, param = key.rpartition(".")
-        modules.setdefault(module, {})[param] = np.asarray(value)
+        modules.setdefault(module, {})[param] = value
     norms = [m for m, p in modules.items() if "running_mean" in p or "running_var" in p]
     if norms:
         raise ModelError(f"{source}: holds batch normalisation {norms[0]!r}; a state_dict cannot say whether "
@@ -107,5 +215,5 @@ def _check_order(layers: list[tuple[str, np.ndarray, np.ndarray]], source: str) 
         if (flattening and n_in % n_out) or (not flattening and n_in != n_out):
             raise ModelError(
                 f"{source}: the layer order cannot be known from the file: in module-path order {prev!r} "
-                f"({n_out} outputs) comes before {name!r} ({n_in} inputs), which do not chain; {EXPORT_HINT}"
+                f"({n_out} outputs) comes before {brief(name)} ({n_in} inputs), which do not chain; {EXPORT_HINT}"
             )

@@ -207,10 +207,15 @@ def functional_weights(model, source: str = "") -> NetworkWeights:
 
 
 def load_keras_model(path: str | Path):
-    """A saved Keras model (not compiled), or a clear error for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path} not found; train the model with `make models` (or check the path)")
+    """A saved Keras model (not compiled), or a clear error for a missing or unreadable file, a
+    path that is not a regular file, or a file whose declared weights and layers would pass the
+    memory limit (:func:`~nn_clustering.formats.keras_file.check_keras_file`, run before Keras
+    is imported)."""
+    from ..formats.keras_file import check_keras_file
+    from ..formats.limits import check_model_path, one_line
+
+    path = check_model_path(path)
+    check_keras_file(path)
     try:
         import keras
     except ImportError as exc:  # pragma: no cover - keras is in the locked environment
@@ -218,7 +223,8 @@ def load_keras_model(path: str | Path):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # keras raises many types for unreadable files
-        raise ModelError(f"{path}: cannot be loaded as a Keras model ({exc}); re-save it with model.save()") from exc
+        raise ModelError(f"{path}: cannot be loaded as a Keras model ({one_line(exc, 300)}); re-save it with "
+                         "model.save()") from exc
 
 
 def load_keras_weights(path: Path) -> NetworkWeights:

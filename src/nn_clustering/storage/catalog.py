@@ -24,7 +24,7 @@ from typing import Any
 from ..core.enums import Architecture, Choice, Stage
 from ..core.weights import NetworkWeights
 from ..data.build import parse_name
-from ..errors import ModelError
+from ..errors import ModelError, printable
 from ..formats.npz import load_npz_weights
 from .files import file_digest, write_json_atomic
 
@@ -278,12 +278,42 @@ def read_instance(path: Path, index: dict[tuple[str, int], dict[str, str]] | Non
     try:
         config = json.loads((path / CONFIG_FILE).read_text())
         metrics = read_metrics(path)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: incomplete model folder ({exc}); delete it and re-run `make models`") from exc
-    tag = config.get("spec", {}).get("tag", path.parent.name)
-    number = int(config.get("instance", path.name))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: incomplete model folder ({type(exc).__name__}); delete it and re-run "
+                         "`make models`") from None
+    tag, number = _checked_record(path, config, metrics)
     recorded = config.get(FILES_KEY) or (index or {}).get((tag, number), {})
     return TrainedInstance(tag, number, path, config, metrics, dict(recorded))
+
+
+def _checked_record(path: Path, config: Any, metrics: Any) -> tuple[str, int]:
+    """The tag and instance number of a model folder's ``config.json``, once its names are known
+    to be the project's own: the tag one of the registry's (and its folder's name), its dataset
+    and architecture the registry's for that tag, the profile one of the shipped profiles, the
+    instance its folder's number. These names reach tables, file paths and the terminal, so a
+    folder from elsewhere cannot put a formula, a path or an escape sequence there."""
+    from ..experiments.registry import REGISTRY, known_profiles
+
+    fix = "a model folder must come from `make models` of this project: delete it or train it again"
+    if not isinstance(config, dict) or not isinstance(config.get("spec"), dict) or not isinstance(metrics, dict):
+        raise ModelError(f"{path}: config.json or metrics.json is not a record of `make models`; {fix}")
+    spec, tag, profile = config["spec"], config["spec"].get("tag"), config.get("profile", "")
+    if tag not in REGISTRY or tag != path.parent.name:
+        raise ModelError(f"{path}: config.json names the tag {printable(tag)!r}, not a tag of this project's "
+                         f"registry in a folder of that name; {fix}")
+    expected = REGISTRY[tag]
+    for name in ("dataset", "arch"):
+        if spec.get(name) != str(getattr(expected, name)):
+            raise ModelError(f"{path}: config.json gives {tag} the {name} {printable(spec.get(name))!r}, not "
+                             f"{str(getattr(expected, name))!r}; {fix}")
+    if profile not in ("", *known_profiles()):
+        raise ModelError(f"{path}: config.json names the profile {printable(profile)!r}, not one of "
+                         f"{', '.join(known_profiles())}; {fix}")
+    number = config.get("instance")
+    if isinstance(number, bool) or not isinstance(number, int) or str(number) != path.name:
+        raise ModelError(f"{path}: config.json gives the instance {printable(number)!r}, not its folder's "
+                         f"number {path.name}; {fix}")
+    return tag, number
 
 
 def find_instances(
