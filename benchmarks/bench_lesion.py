@@ -62,7 +62,7 @@ def keras_baseline(net: MLP, x: np.ndarray, y: np.ndarray, lesions: list[dict]) 
     """Seconds per lesion: rebuild, set weights, evaluate; and the accuracies."""
     import keras
 
-    from nn_clustering.keras_edge.architectures import build_mlp
+    from nn_clustering.training.architectures import build_mlp
 
     accs = []
     start = time.perf_counter()

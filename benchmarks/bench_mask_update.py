@@ -1,6 +1,6 @@
 """Cost of one pruning mask update, per kernel of the MNIST MLP: one ``top_k`` over the whole
 kernel (the baseline, what the pruning used before) against the two-stage block selection
-(``nn_clustering.keras_edge.pruning.smallest_indices``), in one run, on the backend of KERAS_BACKEND.
+(``nn_clustering.training.pruning.smallest_indices``), in one run, on the backend of KERAS_BACKEND.
 
 For each kernel it draws weights and a 70%-kept mask, checks that both selections return the
 same indices, then times each inside one compiled loop of ``--reps`` updates (so that dispatch
@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from nn_clustering.keras_edge.pruning import PruningSchedule, smallest_indices
+from nn_clustering.training.pruning import PruningSchedule, smallest_indices
 
 SHAPES = [(784, 256), (256, 256), (256, 256), (256, 256), (256, 10)]
 

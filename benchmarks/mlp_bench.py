@@ -6,9 +6,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from nn_clustering.keras_edge.architectures import build_mlp
-from nn_clustering.keras_edge.pruning import MagnitudePruning, PruningSchedule
-from nn_clustering.keras_edge.training import compile_model, make_optimizer
+from nn_clustering.training.architectures import build_mlp
+from nn_clustering.training.pruning import MagnitudePruning, PruningSchedule
+from nn_clustering.training.train import compile_model, make_optimizer
 
 BATCH, STEPS_PER_EPOCH = 128, 469
 

@@ -13,7 +13,7 @@ devops/install.sh project "$venv"
 "$venv/bin/python" - <<'PY'
 import keras, sklearn, boto3, papermill, nn_clustering  # the image's working set
 import numpy as np
-from nn_clustering.experiments.registry import load_profile
+from nn_clustering.registry import load_profile
 rng = np.random.default_rng(0)
 model = nn_clustering.SpectralNCut(n_clusters=2).fit([rng.normal(size=(8, 6)), rng.normal(size=(6, 4))])
 print("clustered:", model.ncut_, "; paper profile:", load_profile("paper").n_shuffles, "shuffles")

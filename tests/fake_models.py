@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_clustering.experiments.registry import get_spec, instance_seed
+from nn_clustering.registry import get_spec, instance_seed
 from nn_clustering.storage.files import save_npz
 
 SIZES = (36, 32, 32, 32, 32, 4)
@@ -115,7 +115,7 @@ def write_fake_cnn_instance(models_dir: Path, tag: str, instance: int, epochs: i
                             profile: str = "quick") -> Path:
     """One finished CNN instance: ``dense.keras`` / ``pruned.keras`` (random / planted two
     channel groups), their ``.npz`` kernels, metrics and config; returns the folder."""
-    from nn_clustering.keras_edge.training import weights_arrays
+    from nn_clustering.training.train import weights_arrays
 
     rng = np.random.default_rng([instance, len(tag), 7])
     folder = Path(models_dir) / tag / str(instance)

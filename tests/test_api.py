@@ -201,5 +201,5 @@ def test_core_modules_import_no_framework():
     for path in core.glob("*.py"):
         source = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+(keras|tensorflow|jax|torch)\b", source, re.M), path
-        assert not re.search(r"^\s*from \.\.(keras_edge|experiments|storage|data|formats)\b", source, re.M), path
+        assert not re.search(r"^\s*from \.\.(training|registry|experiments|storage|data|formats)\b", source, re.M), path
 

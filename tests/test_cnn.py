@@ -21,8 +21,8 @@ from nn_clustering.core.shuffle import shuffle_weights  # noqa: E402
 from nn_clustering.core.spectral import SpectralConfig, cluster_graph  # noqa: E402
 from nn_clustering.errors import ModelError  # noqa: E402
 from nn_clustering.formats import load_weights  # noqa: E402
-from nn_clustering.keras_edge.cnn_lesion import CNNLesionEvaluator, lesion_keras_model  # noqa: E402
-from nn_clustering.keras_edge.weights import weights_of_keras_model  # noqa: E402
+from nn_clustering.formats.keras import weights_of_keras_model  # noqa: E402
+from nn_clustering.training.cnn_lesion import CNNLesionEvaluator, lesion_keras_model  # noqa: E402
 
 
 def small_cnn(channels=(6, 5, 4), n_classes: int = 3, side: int = 8, dropout: bool = True) -> keras.Model:

@@ -10,8 +10,14 @@ import pytest
 from model_files import float32, onnx_conv, onnx_mlp, save_onnx
 
 from nn_clustering import NetworkWeights, SpectralNCut, load_weights
-from nn_clustering.core.dag import DagGraph, Feed, Piece, Wiring, dag_graph
-from nn_clustering.core.graph import Graph, conv_channel_weights, graph_inputs, group_names
+from nn_clustering.core.dag import DagGraph, Feed, Piece, Wiring
+from nn_clustering.core.graph import (
+    Graph,
+    conv_channel_weights,
+    dag_graph,
+    graph_inputs,
+    group_names,
+)
 from nn_clustering.core.shuffle import ShuffleConfig, shuffle_kernels, shuffle_test
 from nn_clustering.core.spectral import SpectralConfig, cluster_graph
 from nn_clustering.errors import ModelError

@@ -32,7 +32,7 @@ from nn_clustering.experiments.clustering import (
 from nn_clustering.experiments.learning_curve import LEARNING_CURVE_COLUMNS
 from nn_clustering.experiments.stability import STABILITY_COLUMNS, pooled_sd_of, stability_table
 from nn_clustering.storage.cache import ResultCache, cache_key
-from nn_clustering.storage.catalog import find_instances, write_index
+from nn_clustering.training.catalog import find_instances, write_index
 
 FAST = ClusteringConfig(n_shuffles=12, seed=7)
 

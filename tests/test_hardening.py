@@ -26,7 +26,7 @@ from nn_clustering.experiments.clustering import (
     shuffle_test_of_file,
 )
 from nn_clustering.storage.cache import ResultCache
-from nn_clustering.storage.catalog import find_instances, write_index
+from nn_clustering.training.catalog import find_instances, write_index
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -68,7 +68,7 @@ def test_lesioned_neurons_output_zero_for_every_input_and_others_are_untouched()
 def test_batched_evaluation_equals_keras_on_the_lesioned_network(lesions):
     import keras
 
-    from nn_clustering.keras_edge.architectures import build_mlp
+    from nn_clustering.training.architectures import build_mlp
 
     net = random_mlp()
     rng = np.random.default_rng(2)

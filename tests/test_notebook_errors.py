@@ -13,7 +13,7 @@ from fake_models import write_fake_models
 
 from nn_clustering import cli
 from nn_clustering.experiments.notebook import parameter_value
-from nn_clustering.storage.catalog import write_index
+from nn_clustering.training.catalog import write_index
 
 pytestmark = pytest.mark.slow  # starts Jupyter kernels
 

@@ -19,7 +19,7 @@ from nn_clustering.core.spectral import SpectralConfig, cluster_graph
 from nn_clustering.experiments.clustering import CLUSTERING_COLUMNS
 from nn_clustering.experiments.learning_curve import LEARNING_CURVE_COLUMNS
 from nn_clustering.experiments.stability import STABILITY_COLUMNS
-from nn_clustering.storage.catalog import find_instances
+from nn_clustering.training.catalog import find_instances
 
 pytestmark = pytest.mark.slow  # every test here runs notebooks under papermill
 
@@ -175,7 +175,7 @@ def test_cnn_lesion_notebook_workbook_matches_direct_calls(executed):
     from nn_clustering.core.graph import graph_inputs
     from nn_clustering.core.lesion import LesionConfig, single_lesion_test
     from nn_clustering.data import load_dataset
-    from nn_clustering.keras_edge.cnn_lesion import CNNLesionEvaluator
+    from nn_clustering.training.cnn_lesion import CNNLesionEvaluator
 
     _, models, results, data = executed
     sheets = pd.read_excel(results / "cnn-lesion.xlsx", sheet_name=None)

@@ -14,13 +14,14 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from nn_clustering import registry  # noqa: E402
 from nn_clustering.data import build, synthetic  # noqa: E402
 from nn_clustering.data import raw as raw_files  # noqa: E402
-from nn_clustering.experiments import registry  # noqa: E402
-from nn_clustering.experiments.registry import REGISTRY, TagSpec, load_profile  # noqa: E402
-from nn_clustering.keras_edge.architectures import build_cnn, build_mlp, prunable_layers  # noqa: E402
-from nn_clustering.keras_edge.pruning import MagnitudePruning, PruningSchedule, magnitude_mask  # noqa: E402
-from nn_clustering.keras_edge.training import TrainConfig, train_instance  # noqa: E402
+from nn_clustering.registry import REGISTRY, TagSpec, load_profile  # noqa: E402
+from nn_clustering.training import catalog  # noqa: E402
+from nn_clustering.training.architectures import build_cnn, build_mlp, prunable_layers  # noqa: E402
+from nn_clustering.training.pruning import MagnitudePruning, PruningSchedule, magnitude_mask  # noqa: E402
+from nn_clustering.training.train import TrainConfig, train_instance  # noqa: E402
 
 
 def easy_task(n=1200, seed=0, inputs=20):
@@ -71,7 +72,7 @@ def test_schedule_values():
 def test_mask_update_drops_exactly_the_smallest_kept_entries():
     """The in-graph update (candidates, then scatters) zeroes exactly the ``count`` kept entries
     of smallest |w| in kernel and mask; slots not dropped only rewrite the spare (masked) entry."""
-    from nn_clustering.keras_edge.pruning import drop_at, first_masked, smallest_kept
+    from nn_clustering.training.pruning import drop_at, first_masked, smallest_kept
 
     rng = np.random.default_rng(0)
     for shape, count in [((30, 20), 7), ((3, 3, 4, 5), 12), ((50,), 0), ((8, 8), 30)]:
@@ -99,7 +100,7 @@ def test_block_selection_equals_one_top_k_ties_included():
     on sizes where it runs in blocks and where it falls back to one top_k, with ties (values
     repeated ~20 times, so blocks' minima differ and ties span blocks; 7 distinct values) and
     masked (infinite) entries."""
-    from nn_clustering.keras_edge.pruning import selection_block, smallest_indices
+    from nn_clustering.training.pruning import selection_block, smallest_indices
 
     rng = np.random.default_rng(1)
     cases = [(200704, 256), (65536, 84), (2560, 4), (4096, 300), (100, 3), (576, 3), (50, 50)]
@@ -229,7 +230,7 @@ def tiny_tag_registered(monkeypatch):
     one (storage/catalog.py): the tests' tiny tag and profile are registered for each test."""
     monkeypatch.setitem(REGISTRY, "TEST", tiny_config().spec)
     shipped = registry.known_profiles()
-    monkeypatch.setattr(registry, "known_profiles", lambda: [*shipped, "test"])
+    monkeypatch.setattr(catalog, "known_profiles", lambda: [*shipped, "test"])
 
 
 def tiny_config(seed=3, epochs=2, prune_epochs=1):
@@ -275,7 +276,7 @@ def test_same_seed_same_weights_and_reload_predicts_identically(line_data, tmp_p
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkeypatch):
-    from nn_clustering.keras_edge import training as train
+    from nn_clustering.training import train
 
     reference = train_instance(tiny_config(), tmp_path / "ref", line_data, log=lambda _: None)
 
@@ -304,7 +305,7 @@ def test_interrupted_run_resumes_to_the_same_weights(line_data, tmp_path, monkey
 def test_a_damaged_staged_dense_stage_is_trained_again(line_data, tmp_path, monkeypatch):
     """An interrupted run whose staged dense.keras was then damaged: the next run says so,
     trains the dense stage again from its seed and ends with the uninterrupted weights."""
-    from nn_clustering.keras_edge import training as train
+    from nn_clustering.training import train
 
     reference = train_instance(tiny_config(), tmp_path / "ref", line_data, log=lambda _: None)
     with monkeypatch.context() as patch:
@@ -343,7 +344,7 @@ def test_a_finished_instance_with_a_missing_file_is_not_skipped(line_data, tmp_p
 
 @pytest.mark.slow
 def test_inference_gap_warning(line_data, tmp_path, monkeypatch):
-    from nn_clustering.keras_edge import training as train
+    from nn_clustering.training import train
 
     assert train.inference_gap_warning("X", 0.90, 0.85) is None
     assert train.inference_gap_warning("X", None, 0.10) is None
@@ -382,8 +383,8 @@ def test_a_mixture_records_its_test_accuracy_per_source_dataset(tmp_path, monkey
     equal to a count over the saved net's predictions; an instance trained without it gets
     it added, and the clustering table carries both numbers."""
     from nn_clustering.experiments.clustering import ClusteringConfig, cluster_instance
-    from nn_clustering.keras_edge import training as train
-    from nn_clustering.storage.catalog import find_instances
+    from nn_clustering.training import train
+    from nn_clustering.training.catalog import find_instances
 
     rng = np.random.default_rng(0)
     line = synthetic.make_line(seed=0, n_train=800, n_test=200)
@@ -436,7 +437,7 @@ from test_train import easy_task, small_mlp, train_then_prune
 from test_train import test_masks_follow_the_schedule_step_by_step as schedule_check
 from test_train import test_pruning_keeps_the_largest_initial_weights_when_weights_do_not_move as zero_lr_check
 from test_train import test_block_selection_equals_one_top_k_ties_included as selection_check
-from nn_clustering.keras_edge.architectures import prunable_layers
+from nn_clustering.training.architectures import prunable_layers
 assert keras.backend.backend() == "jax"
 schedule_check()
 zero_lr_check()
@@ -476,7 +477,7 @@ def test_unknown_tag_and_profile_are_clear_errors(capsys, tmp_path):
 
 
 def test_missing_dataset_tag_is_skipped_with_a_message(tmp_path, monkeypatch, fake_mirror):
-    from nn_clustering.keras_edge import training as train
+    from nn_clustering.training import train
 
     (fake_mirror["mirror"] / "cifar-10" / raw_files.CIFAR_ARCHIVE).unlink()
     lines = []

@@ -96,7 +96,7 @@ def test_a_folder_whose_tag_differs_from_its_name_is_refused(tmp_path):
 
 def test_unknown_profile_names_no_file(capsys):
     from nn_clustering.errors import NnClusteringError
-    from nn_clustering.experiments.registry import known_profiles, load_profile
+    from nn_clustering.registry import known_profiles, load_profile
 
     assert set(known_profiles()) >= {"quick", "paper"}
     for name in ("../profiles/quick", "quick/../paper", "/etc/passwd", "=1"):

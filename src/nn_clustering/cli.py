@@ -38,8 +38,8 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.instances is not None:
         check_int(args.instances, "--instances", 1)  # before Keras is imported
-    from .experiments.registry import REGISTRY
-    from .keras_edge.training import train_tags
+    from .registry import REGISTRY
+    from .training.train import train_tags
 
     tags = args.tags or list(REGISTRY)
     done = train_tags(
@@ -73,6 +73,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .core.graph import graph_inputs
+    from .core.spectral import smallest_cluster
     from .estimators import ShuffleTest
     from .experiments.clustering import tiny_cluster_note
     from .formats.limits import memory_limit_set
@@ -102,7 +103,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     )
     for i, (name, row) in enumerate(zip(test.layer_names_, test.clustering_.sizes_by_layer(graph), strict=True)):
         print(f"  layer {i} {printable(name)}: cluster sizes {row}")
-    note = tiny_cluster_note(test.clustering_.smallest_cluster, int(np.sum(test.labels_ >= 0)))
+    note = tiny_cluster_note(smallest_cluster(test.labels_, args.k), int(np.sum(test.labels_ >= 0)))
     if note:
         print(f"{note.strip()}, under 1% of them: check its nodes (a cluster of a few weakly "
               "attached nodes has nearly all its volume cut and adds about 1 to the n-cut)")
@@ -119,7 +120,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from .storage.catalog import find_instances, write_index
+    from .training.catalog import find_instances, write_index
 
     folder = Path(args.models_dir)
     if not folder.is_dir() or not find_instances(folder, arch=None):
@@ -174,14 +175,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command."""
-    parser = _Parser(
-        prog="nn-clustering", description="Is this trained neural network modular?"
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_datasets(sub) -> None:
+    """The ``datasets`` sub-command: build datasets."""
     p = sub.add_parser("datasets", help="build datasets into datasets/<name>.npz and a MANIFEST")
     p.add_argument("names", nargs="*", help="datasets to build (default: all of method.md §1)")
     p.add_argument("--out", default="datasets", help="output folder (default: datasets)")
@@ -189,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild files that already exist")
     p.set_defaults(func=_cmd_datasets)
 
+
+def _add_train(sub) -> None:
+    """The ``train`` sub-command: train models."""
     p = sub.add_parser("train", help="train and prune the models of method.md §2 (make models)")
     p.add_argument("tags", nargs="*", help="model tags (default: every tag); e.g. MNIST MNIST+DROPOUT")
     p.add_argument("--profile", default="quick", help="training profile: quick or paper (default: quick)")
@@ -198,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train only the first N instances of each tag (default: the profile's count)")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_cluster(sub) -> None:
+    """The ``cluster`` sub-command: cluster a model and run the shuffle test."""
     p = sub.add_parser(
         "cluster", help="cluster a model (.keras, .onnx, .safetensors/.pt state_dict, .npz) and run the shuffle test"
     )
@@ -225,17 +226,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_cluster)
 
+
+def _add_index(sub) -> None:
+    """The ``index`` sub-command: write models/INDEX.json."""
     p = sub.add_parser("index", help="write models/INDEX.json from the trained models (make does this)")
     p.add_argument("--models-dir", default="models", help="models folder (default: models)")
     p.add_argument("--profile", default="quick", help="the profile, for the message when there are none")
     p.set_defaults(func=_cmd_index)
 
+
+def _add_summary(sub) -> None:
+    """The ``summary`` sub-command: print the findings."""
     p = sub.add_parser("summary", help="print what the clustering results found and where they are")
     p.add_argument("--profile", default="quick", help="profile whose results to read (default: quick)")
     p.add_argument("--models-dir", default=None, help="models folder (default: the profile's)")
     p.add_argument("--results-dir", default=None, help="results folder (default: the profile's)")
     p.set_defaults(func=_cmd_summary)
 
+
+def _add_compare(sub) -> None:
+    """The ``compare`` sub-command: compare with the reference record."""
     p = sub.add_parser("compare", help="set your results beside the project's reference record, tag by tag "
                        "(exit 1 when a difference passes the instance-to-instance spread)")
     p.add_argument("results_dir", help="your results folder, e.g. results/quick")
@@ -245,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead, record results_dir's tables as the reference, made by COMMAND")
     p.set_defaults(func=_cmd_compare)
 
+
+def _add_notebook(sub) -> None:
+    """The ``notebook`` sub-command: run an analysis notebook."""
     p = sub.add_parser("notebook", help="run an analysis notebook with papermill into OUTPUT (make's analysis "
                        "targets do this); a failed cell ends in one error line")
     p.add_argument("template", help="the notebook template, e.g. notebooks/mlp-clustering.ipynb")
@@ -254,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cwd", default=None, help="working folder of the kernel (default: this one)")
     p.set_defaults(func=_cmd_notebook)
 
+
+def _add_s3(sub) -> None:
+    """The ``s3`` sub-command: sync a folder with a bucket."""
     p = sub.add_parser("s3", help="sync a folder with S3-compatible storage (only changed files move)")
     p.add_argument("direction", choices=["push", "pull"], help="push: local -> bucket; pull: bucket -> local")
     p.add_argument("local", help="the local folder, e.g. models/quick")
@@ -265,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "drops it from the bucket's manifest")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_s3)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = _Parser(
+        prog="nn-clustering", description="Is this trained neural network modular?"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_datasets, _add_train, _add_cluster, _add_index, _add_summary, _add_compare, _add_notebook, _add_s3):
+        add(sub)
     return parser
 
 

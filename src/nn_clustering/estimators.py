@@ -3,8 +3,9 @@
 
 :class:`SpectralNCut` clusters one network's weight graph; :class:`ShuffleTest` also compares its
 n-cut with shuffled copies of the network. ``fit`` accepts every form of a network that
-:func:`nn_clustering.formats.as_weights` converts: a ``.npz`` or ``.keras`` path, a Keras model,
-a list of kernel arrays in layer order, or :class:`~nn_clustering.core.weights.NetworkWeights`.
+:func:`nn_clustering.formats.as_weights` converts: the path of a model file (``.npz``, ``.keras``,
+``.h5``, ``.onnx``, ``.safetensors``, ``.pt``), a Keras model, a list of kernel arrays in layer
+order, or :class:`~nn_clustering.core.weights.NetworkWeights`.
 Every parameter is checked in one place (:meth:`_Estimator._validated`, through
 :mod:`nn_clustering.core.validation`), and a bad one raises
 :class:`~nn_clustering.errors.ParameterError`, which is both the project's error and a

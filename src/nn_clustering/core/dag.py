@@ -8,8 +8,8 @@ units several sources: each summand's units connect to the layer's units with th
 weights. A concatenation gives each source its own slice of the input units. The edge block
 between a source group and a layer holds |W| of the rows that source feeds (conv kernels
 reduced to channel weights first), so a shuffle of the kernel moves every block derived from
-it. A wiring that is a plain chain gives exactly the layered :class:`~.graph.Graph`. Pure
-numpy/scipy.
+it. The builder is :func:`~.graph.dag_graph`; a wiring that is a plain chain gives exactly
+the layered :class:`~.graph.Graph`. Pure numpy/scipy.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import GraphError
-from .enums import SliceNorm
 from .nodes import LayeredNodes
 
 
@@ -191,22 +190,3 @@ def dag_blocks(matrices: Sequence[np.ndarray], wiring: Wiring) -> list[tuple[int
                 blocks[key] = np.zeros((wiring.sizes[p.group], m.shape[1]))
             blocks[key][p.start : p.start + p.length] += m[p.offset : p.offset + p.length]
     return [(s, t, b) for (s, t), b in blocks.items()]
-
-
-def dag_graph(kernels: Sequence[np.ndarray], wiring: Wiring, norm: SliceNorm | str = SliceNorm.L1):
-    """The graph of a directed acyclic network from its graph kernels and wiring.
-
-    Conv kernels (h, w, in, out) become (in, out) channel weights (``norm`` of each slice) as in
-    a chain's channel graph. A chain wiring gives exactly :func:`~.graph.layered_graph`'s
-    :class:`~.graph.Graph`; anything else a :class:`DagGraph`.
-    """
-    from .graph import check_kernels, conv_channel_weights, exact_scale, layered_graph
-
-    matrices = [conv_channel_weights(k, norm) if np.ndim(k) == 4 else k for k in kernels]
-    if wiring.is_chain():
-        return layered_graph(matrices)
-    checked = check_kernels(matrices, chain=False)
-    check_wiring(wiring, checked)
-    shift = exact_scale(checked)
-    absolute = [np.ldexp(np.abs(m), shift) if shift else np.abs(m) for m in checked]
-    return DagGraph(tuple(wiring.sizes), tuple(dag_blocks(absolute, wiring)), wiring)

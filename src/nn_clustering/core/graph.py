@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import GraphError
-from .dag import dag_graph
+from .dag import DagGraph, Wiring, check_wiring, dag_blocks
 from .enums import Architecture, SliceNorm
 from .nodes import LayeredNodes
 from .weights import NetworkWeights
@@ -271,6 +271,23 @@ def conv_channel_weights(kernel: np.ndarray, norm: SliceNorm | str = SliceNorm.L
 def cnn_graph(conv_kernels: Sequence[np.ndarray], norm: SliceNorm | str = SliceNorm.L1) -> Graph:
     """The channel graph of a CNN from its conv-to-conv kernels in order (method.md §3)."""
     return layered_graph([conv_channel_weights(k, norm) for k in conv_kernels])
+
+
+def dag_graph(kernels: Sequence[np.ndarray], wiring: Wiring, norm: SliceNorm | str = SliceNorm.L1):
+    """The graph of a directed acyclic network from its graph kernels and wiring.
+
+    Conv kernels (h, w, in, out) become (in, out) channel weights (``norm`` of each slice) as in
+    a chain's channel graph. A chain wiring gives exactly :func:`layered_graph`'s
+    :class:`Graph`; anything else a :class:`DagGraph`.
+    """
+    matrices = [conv_channel_weights(k, norm) if np.ndim(k) == 4 else k for k in kernels]
+    if wiring.is_chain():
+        return layered_graph(matrices)
+    checked = check_kernels(matrices, chain=False)
+    check_wiring(wiring, checked)
+    shift = exact_scale(checked)
+    absolute = [np.ldexp(np.abs(m), shift) if shift else np.abs(m) for m in checked]
+    return DagGraph(tuple(wiring.sizes), tuple(dag_blocks(absolute, wiring)), wiring)
 
 
 def graph_inputs(

@@ -125,11 +125,12 @@ FLOAT32_RANGE = 1e15
 
 
 class _Points:
-    """The points as the label step uses them: float64 with a column of ones, the same in
-    float32 (transposed) and their float32 norms; ``float32`` says whether they are within
-    :data:`FLOAT32_RANGE`."""
+    """The points as the Lloyd steps use them: as given (``x``) with their squared norms
+    (``xx``), float64 with a column of ones, the same in float32 (transposed) and their float32
+    norms; ``float32`` says whether they are within :data:`FLOAT32_RANGE`."""
 
     def __init__(self, x: np.ndarray, xx: np.ndarray) -> None:
+        self.x, self.xx = x, xx
         self.float32 = bool(np.abs(x).max(initial=0.0) <= FLOAT32_RANGE)
         self.x1 = np.column_stack([x, np.ones(len(x))])
         self.x1_32_t = np.ascontiguousarray(self.x1.T, dtype=np.float32)
@@ -209,6 +210,178 @@ def _moved_sums(
     return sums.reshape(r, k, dim), sizes.reshape(r, k)
 
 
+class _Work:
+    """Work buffers reused by every iteration (fresh multi-megabyte arrays cost page faults):
+    room for an (r, k, n) float64, boolean and float32 array, for up to ``n_init`` restarts."""
+
+    def __init__(self, n_init: int, k: int, n: int) -> None:
+        self.k, self.n = k, n
+        self.floats, self.bools = np.empty(n_init * k * n), np.empty(n_init * k * n, dtype=bool)
+        self.floats_32 = np.empty(n_init * k * n, dtype=np.float32)
+
+    def views(self, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The float32, boolean and float64 buffers' first r * k * n entries, as (r, k, n)."""
+        size, shape = r * self.k * self.n, (r, self.k, self.n)
+        floats = self.floats[:size].reshape(shape)
+        bools = self.bools[:size].reshape(shape)
+        return self.floats_32[:size].reshape(shape), bools, floats
+
+
+def _update_sums(
+    points: _Points,
+    before: np.ndarray,
+    after: np.ndarray,
+    moved: np.ndarray,
+    first: bool,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray],
+    work: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Bring the active restarts' cluster sums and sizes up to date with their new labels.
+
+    Parameters
+    ----------
+    points : _Points
+        The points.
+    before, after : numpy.ndarray
+        The active restarts' labels before and after the label step, (a, n).
+    moved : numpy.ndarray
+        Where ``before`` and ``after`` differ, boolean (a, n).
+    first : bool
+        Whether this is the first iteration (no sums yet).
+    state : tuple of numpy.ndarray
+        ``(sums, sizes, active)``: every restart's cluster sums (r, k, d) and sizes (r, k),
+        updated in place at the rows ``active`` (a,).
+    work : tuple of numpy.ndarray
+        Boolean and float64 (a, k, n) work buffers (:func:`_cluster_sums`).
+
+    Notes
+    -----
+    On the first iteration, or when more than one label in :data:`MOVED_FRACTION` moved, the
+    sums are recomputed (:func:`_cluster_sums`); otherwise the moved points update them
+    (:func:`_moved_sums`).
+    """
+    sums, sizes, active = state
+    k = sums.shape[1]
+    if first or np.count_nonzero(moved) * MOVED_FRACTION > moved.size:
+        sums[active], sizes[active] = _cluster_sums(points.x, after, k, work)
+    else:
+        delta_sums, delta_sizes = _moved_sums(points.x, before, after, moved, k)
+        sums[active] += delta_sums
+        sizes[active] += delta_sizes
+
+
+def _fill_empty(points: _Points, new: np.ndarray, counts: np.ndarray, centres: np.ndarray) -> None:
+    """Give each empty cluster the point farthest from its centre (scikit-learn's repair).
+
+    Parameters
+    ----------
+    points : _Points
+        The points.
+    new : numpy.ndarray
+        The active restarts' new centres (a, k, d); empty clusters' rows are overwritten.
+    counts : numpy.ndarray
+        The active restarts' cluster sizes (a, k).
+    centres : numpy.ndarray
+        The active restarts' current centres (a, k, d), which the distances are measured to.
+
+    Notes
+    -----
+    Distances are computed only for restarts with an empty cluster. Within a restart the
+    empty clusters take the farthest points in turn, each point at most once.
+    """
+    empty = np.nonzero(counts == 0)
+    if not empty[0].size:
+        return
+    rows = np.unique(empty[0])
+    dist = np.zeros((len(counts), len(points.xx)))
+    dist[rows] = _distances(_first_argmin(_scores(points.x1, centres[rows]))[1], points.xx)
+    for r, c in zip(*empty, strict=True):
+        far = int(dist[r].argmax())
+        new[r, c] = points.x[far]
+        dist[r, far] = -1.0
+
+
+def _lloyd(points: _Points, centres: np.ndarray, max_iter: int, tol_abs: float, work: _Work) -> np.ndarray:
+    """Lloyd iterations of every restart at once.
+
+    Parameters
+    ----------
+    points : _Points
+        The points.
+    centres : numpy.ndarray
+        The restarts' seeds (r, k, d); updated in place to their last centres.
+    max_iter : int
+        Most iterations of a restart.
+    tol_abs : float
+        A restart stops once its centres move (summed squared shift) no more than this.
+    work : _Work
+        Work buffers for r restarts.
+
+    Returns
+    -------
+    numpy.ndarray
+        The restarts' last labels (r, n), in the smallest unsigned type that holds k.
+    """
+    n_init, k, dim = centres.shape
+    labels = np.full((n_init, len(points.xx)), k, dtype=np.min_scalar_type(k))  # k: no label yet
+    active = np.arange(n_init)
+    sums, sizes = np.zeros((n_init, k, dim)), np.zeros((n_init, k))  # of each restart's clusters
+    for step in range(max_iter):
+        if active.size == 0:
+            break
+        scores_32, bools, floats = work.views(active.size)
+        new_labels = _label_step(points, centres[active], scores_32, bools, floats)
+        before = labels[active]
+        moved = new_labels != before
+        changed = moved.any(axis=1)
+        labels[active] = new_labels
+        _update_sums(points, before, new_labels, moved, step == 0, (sums, sizes, active), (bools, floats))
+        counts = sizes[active]
+        new = sums[active] / np.maximum(counts, 1.0)[:, :, None]
+        _fill_empty(points, new, counts, centres[active])
+        shift = ((new - centres[active]) ** 2).sum(axis=(1, 2))
+        centres[active] = new
+        active = active[changed & (shift > tol_abs)]
+    return labels
+
+
+def _best_restart(points: _Points, centres: np.ndarray, labels: np.ndarray, work: _Work) -> tuple[np.ndarray, float]:
+    """The labels and inertia of the restart with the least inertia.
+
+    Parameters
+    ----------
+    points : _Points
+        The points.
+    centres : numpy.ndarray
+        The restarts' last centres (r, k, d); non-empty clusters' are replaced by their means.
+    labels : numpy.ndarray
+        The restarts' last labels (r, n).
+    work : _Work
+        Work buffers for r restarts.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        The winning restart's labels (n,), as ``numpy.intp``.
+    inertia : float
+        Its sum of squared distances to the nearest centre.
+
+    Notes
+    -----
+    The centres are the means of the labels computed afresh by the full product: the same bits
+    as a restart's own means, whatever rounding the moved-point updates of the sums carried;
+    empty clusters keep their repair. Labels and inertias come from scoring them in float64.
+    """
+    k = centres.shape[1]
+    sums, sizes = _cluster_sums(points.x, labels, k, work.views(len(labels))[1:])
+    filled = sizes > 0
+    centres[filled] = sums[filled] / sizes[filled][:, None]
+    final, best = _first_argmin(_scores(points.x1, centres))
+    inertia = _distances(best, points.xx).sum(axis=1)
+    winner = int(inertia.argmin())
+    return final[winner].astype(np.intp), float(inertia[winner])
+
+
 def kmeans(
     x: np.ndarray,
     k: int,
@@ -228,54 +401,9 @@ def kmeans(
     means of the final labels computed afresh by the full product (as a restart's first means
     are), and the final labels and inertias come from scoring them in float64.
     """
-    n = x.shape[0]
-    xx = np.einsum("nd,nd->n", x, x)
-    points = _Points(x, xx)
+    points = _Points(x, np.einsum("nd,nd->n", x, x))
     centres = kmeans_plus_plus(x, k, n_init, rng)
     tol_abs = tol * float(np.mean(np.var(x, axis=0)))
-    labels = np.full((n_init, n), k, dtype=np.min_scalar_type(k))  # k: no label yet
-    # work buffers reused by every iteration (fresh multi-megabyte arrays cost page faults)
-    float_work, bool_work = np.empty(n_init * k * n), np.empty(n_init * k * n, dtype=bool)
-    float32_work = np.empty(n_init * k * n, dtype=np.float32)
-    active = np.arange(n_init)
-    sums, sizes = np.zeros((n_init, k, x.shape[1])), np.zeros((n_init, k))  # of each restart's clusters
-    for step in range(max_iter):
-        if active.size == 0:
-            break
-        size = active.size * k * n
-        floats = float_work[:size].reshape(active.size, k, n)
-        bools = bool_work[:size].reshape(active.size, k, n)
-        new_labels = _label_step(points, centres[active], float32_work[:size].reshape(bools.shape), bools, floats)
-        before = labels[active]
-        moved = new_labels != before
-        changed = moved.any(axis=1)
-        labels[active] = new_labels
-        if step == 0 or np.count_nonzero(moved) * MOVED_FRACTION > moved.size:
-            sums[active], sizes[active] = _cluster_sums(x, new_labels, k, (bools, floats))
-        else:
-            delta_sums, delta_sizes = _moved_sums(x, before, new_labels, moved, k)
-            sums[active] += delta_sums
-            sizes[active] += delta_sizes
-        counts = sizes[active]
-        new = sums[active] / np.maximum(counts, 1.0)[:, :, None]
-        empty = np.nonzero(counts == 0)
-        if empty[0].size:  # distances only when a cluster needs the farthest point
-            rows = np.unique(empty[0])
-            dist = np.zeros((active.size, n))
-            dist[rows] = _distances(_first_argmin(_scores(points.x1, centres[active[rows]]))[1], xx)
-            for r, c in zip(*empty, strict=True):
-                far = int(dist[r].argmax())
-                new[r, c] = x[far]
-                dist[r, far] = -1.0
-        shift = ((new - centres[active]) ** 2).sum(axis=(1, 2))
-        centres[active] = new
-        active = active[changed & (shift > tol_abs)]
-    # final centres afresh from the final labels: the same bits as a restart's own means, whatever
-    # rounding the moved-point updates of the sums carried; empty clusters keep their repair
-    sums, sizes = _cluster_sums(x, labels, k, (bool_work.reshape(n_init, k, n), float_work.reshape(n_init, k, n)))
-    filled = sizes > 0
-    centres[filled] = sums[filled] / sizes[filled][:, None]
-    final, best = _first_argmin(_scores(points.x1, centres))
-    inertia = _distances(best, xx).sum(axis=1)
-    winner = int(inertia.argmin())
-    return final[winner].astype(np.intp), float(inertia[winner])
+    work = _Work(n_init, k, x.shape[0])
+    labels = _lloyd(points, centres, max_iter, tol_abs, work)
+    return _best_restart(points, centres, labels, work)

@@ -330,6 +330,147 @@ def single_lesion_test(
     return rows, randoms
 
 
+def _union(*parts: tuple[int, np.ndarray]) -> Lesion:
+    """One lesion of several (layer, neurons) parts.
+
+    Parameters
+    ----------
+    *parts : tuple of (int, numpy.ndarray)
+        Hidden layer index and neuron indices; parts of one layer are merged.
+
+    Returns
+    -------
+    Lesion
+        Layer -> the sorted union of its parts' neurons (``int64``).
+    """
+    out: dict[int, np.ndarray] = {}
+    for layer, neurons in parts:
+        out[layer] = np.union1d(out.get(layer, np.array([], np.int64)), neurons).astype(np.int64)
+    return out
+
+
+def _joint_random(
+    x_module: SubModule,
+    y_module: SubModule,
+    pools: tuple[np.ndarray, np.ndarray],
+    n_random: int,
+    rng: np.random.Generator,
+) -> list[Lesion]:
+    """Random stand-ins for the joint lesion of X and Y.
+
+    Parameters
+    ----------
+    x_module, y_module : SubModule
+        The sub-modules X and Y.
+    pools : tuple of numpy.ndarray
+        The active neurons of X's layer and of Y's layer (:func:`active_neurons`).
+    n_random : int
+        Number of random lesions.
+    rng : numpy.random.Generator
+        Source of the draws.
+
+    Returns
+    -------
+    list of Lesion
+        In one layer, a random set the size of X's and Y's union; in two layers, a random set
+        the size of X in X's layer and one the size of Y in Y's.
+    """
+    x_pool, y_pool = pools
+    joint_random: list[Lesion] = []
+    for _ in range(n_random):
+        if x_module.layer == y_module.layer:
+            both = rng.choice(x_pool, len(np.union1d(x_module.neurons, y_module.neurons)), replace=False)
+            joint_random.append({x_module.layer: np.sort(both)})
+        else:
+            joint_random.append({x_module.layer: rng.choice(x_pool, x_module.size, replace=False),
+                                 y_module.layer: rng.choice(y_pool, y_module.size, replace=False)})
+    return joint_random
+
+
+def _conditional_random(
+    x_module: SubModule, y_module: SubModule, x_pool: np.ndarray, n_random: int, rng: np.random.Generator
+) -> list[Lesion]:
+    """Random stand-ins for lesioning X once Y is lesioned.
+
+    Parameters
+    ----------
+    x_module, y_module : SubModule
+        The sub-modules X and Y.
+    x_pool : numpy.ndarray
+        The active neurons of X's layer (:func:`active_neurons`).
+    n_random : int
+        Number of random lesions.
+    rng : numpy.random.Generator
+        Source of the draws (:func:`random_sets`).
+
+    Returns
+    -------
+    list of Lesion
+        Y together with a random set of X's size (at most the pool's) in X's layer that
+        excludes Y's neurons.
+    """
+    excluded = np.setdiff1d(x_pool, y_module.neurons) if x_module.layer == y_module.layer else x_pool
+    cond_size = min(x_module.size, excluded.size)
+    return [_union((y_module.layer, y_module.neurons), (x_module.layer, d))
+            for d in random_sets(excluded, cond_size, n_random, rng)]
+
+
+def _joint_fields(acc_xy: float, joint: np.ndarray, n_random: int) -> dict[str, Any]:
+    """The joint lesion's fields of a :class:`DoubleLesionRow`.
+
+    Parameters
+    ----------
+    acc_xy : float
+        Accuracy with X and Y lesioned.
+    joint : numpy.ndarray
+        Accuracies of the random joint lesions (:func:`_joint_random`).
+    n_random : int
+        Their number (the SD is NaN below 2).
+
+    Returns
+    -------
+    dict
+        ``joint_p``, ``joint_random_mean``, ``joint_random_sd`` and ``joint_z``.
+    """
+    sd_joint = float(joint.std(ddof=1)) if n_random > 1 else np.nan
+    return {
+        "joint_p": empirical_p(acc_xy, joint), "joint_random_mean": float(joint.mean()),
+        "joint_random_sd": sd_joint,
+        "joint_z": (acc_xy - float(joint.mean())) / sd_joint if sd_joint > 0 else np.nan,
+    }
+
+
+def _conditional_fields(acc_y: float, acc_xy: float, cond: np.ndarray, n_random: int) -> dict[str, Any]:
+    """The conditional lesion's fields of a :class:`DoubleLesionRow`.
+
+    Parameters
+    ----------
+    acc_y, acc_xy : float
+        Accuracy with Y lesioned, and with X and Y lesioned.
+    cond : numpy.ndarray
+        Accuracies of Y with a random set in X's layer (:func:`_conditional_random`).
+    n_random : int
+        Their number (the SD is NaN below 2; a p-value below 1 / n_random is significant).
+
+    Returns
+    -------
+    dict
+        ``cond_effect`` s(X|Y) = acc(Y) - acc(X and Y), ``cond_p``, ``cond_random_mean``,
+        ``cond_random_sd``, ``cond_z`` (of the effect against the random effects) and
+        ``cond_important`` (significant, and an effect of at least ``-DIFF_THRESHOLD``).
+    """
+    effect = acc_y - acc_xy
+    random_effects = acc_y - cond
+    sd_cond = float(random_effects.std(ddof=1)) if n_random > 1 else np.nan
+    p_cond = empirical_p(acc_xy, cond)
+    return {
+        "cond_effect": effect, "cond_p": p_cond, "cond_random_mean": float(random_effects.mean()),
+        "cond_random_sd": sd_cond,
+        "cond_z": (effect - float(random_effects.mean())) / sd_cond if sd_cond > 0 else np.nan,
+        "cond_important": bool(p_cond < 1 / n_random and effect >= -DIFF_THRESHOLD),
+    }
+
+
 def double_lesion_pair(
     evaluator: LesionEvaluator,
     labels: np.ndarray,
@@ -346,58 +487,29 @@ def double_lesion_pair(
     layer that excludes Y's neurons; effect s(X|Y) = acc(Y) - acc(X and Y).
     """
     sizes = evaluator.net.layer_sizes
-
-    def union(*parts: tuple[int, np.ndarray]) -> Lesion:
-        out: dict[int, np.ndarray] = {}
-        for layer, neurons in parts:
-            out[layer] = np.union1d(out.get(layer, np.array([], np.int64)), neurons).astype(np.int64)
-        return out
-
     x_pool = active_neurons(labels, sizes, x_module.layer)
     y_pool = active_neurons(labels, sizes, y_module.layer)
-    joint_random = []
-    for _ in range(n_random):
-        if x_module.layer == y_module.layer:
-            both = rng.choice(x_pool, len(np.union1d(x_module.neurons, y_module.neurons)), replace=False)
-            joint_random.append({x_module.layer: np.sort(both)})
-        else:
-            joint_random.append({x_module.layer: rng.choice(x_pool, x_module.size, replace=False),
-                                 y_module.layer: rng.choice(y_pool, y_module.size, replace=False)})
-    excluded = np.setdiff1d(x_pool, y_module.neurons) if x_module.layer == y_module.layer else x_pool
-    cond_size = min(x_module.size, excluded.size)
-    cond_random = [union((y_module.layer, y_module.neurons), (x_module.layer, d))
-                   for d in random_sets(excluded, cond_size, n_random, rng)]
+    joint_random = _joint_random(x_module, y_module, (x_pool, y_pool), n_random, rng)
+    cond_random = _conditional_random(x_module, y_module, x_pool, n_random, rng)
     lesions = [
         {y_module.layer: y_module.neurons},
-        union((x_module.layer, x_module.neurons), (y_module.layer, y_module.neurons)),
+        _union((x_module.layer, x_module.neurons), (y_module.layer, y_module.neurons)),
         *joint_random,
         *cond_random,
     ]
     accs, _ = evaluator.evaluate(lesions)
     acc_y, acc_xy = float(accs[0]), float(accs[1])
-    joint, cond = accs[2:2 + n_random], accs[2 + n_random:]
-    sd_joint = float(joint.std(ddof=1)) if n_random > 1 else np.nan
-    effect = acc_y - acc_xy
-    random_effects = acc_y - cond
-    sd_cond = float(random_effects.std(ddof=1)) if n_random > 1 else np.nan
-    p_cond = empirical_p(acc_xy, cond)
     return {
         "x": x_module.name, "y": y_module.name, "x_layer": x_module.layer, "y_layer": y_module.layer,
         "x_size": x_module.size, "y_size": y_module.size,
         "acc_y": acc_y, "acc_xy": acc_xy,
-        "joint_p": empirical_p(acc_xy, joint), "joint_random_mean": float(joint.mean()),
-        "joint_random_sd": sd_joint,
-        "joint_z": (acc_xy - float(joint.mean())) / sd_joint if sd_joint > 0 else np.nan,
-        "cond_effect": effect, "cond_p": p_cond, "cond_random_mean": float(random_effects.mean()),
-        "cond_random_sd": sd_cond,
-        "cond_z": (effect - float(random_effects.mean())) / sd_cond if sd_cond > 0 else np.nan,
-        "cond_important": bool(p_cond < 1 / n_random and effect >= -DIFF_THRESHOLD),
+        **_joint_fields(acc_xy, accs[2:2 + n_random], n_random),
+        **_conditional_fields(acc_y, acc_xy, accs[2 + n_random:], n_random),
     }
 
 
 #: Pairs between two checkpoints of an interruptible double lesion test.
 CHECKPOINT_EVERY = 25
-
 
 
 @dataclass(frozen=True)

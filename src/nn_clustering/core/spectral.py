@@ -64,7 +64,7 @@ class SpectralConfig:
     tol: float = 1e-4
 
     def __post_init__(self) -> None:
-        # k below 2 or above the graph's size is a ClusteringError when clustering (check_k)
+        # k below 2 or above the graph's size is a ClusteringError when clustering (check_n_clusters)
         object.__setattr__(self, "n_clusters", check_int(self.n_clusters, "n_clusters"))
         object.__setattr__(self, "n_init", check_int(self.n_init, "n_init", 1))
         object.__setattr__(self, "max_iter", check_int(self.max_iter, "max_iter", 1))
@@ -79,18 +79,12 @@ class Clustering:
     ncut: float
     n_clusters: int
 
-    @property
-    def smallest_cluster(self) -> int:
-        """Nodes in the smallest of the k clusters (0 if one is empty; isolated nodes not counted)."""
-        return smallest_cluster(self.labels, self.n_clusters)
-
     def sizes_by_layer(self, graph: Graph) -> list[list[int]]:
         """Per layer, the number of nodes in each cluster (isolated nodes not counted)."""
         return [
             np.bincount(layer[layer >= 0], minlength=self.n_clusters).tolist()
             for layer in graph.split_by_layer(self.labels)
         ]
-
 
 
 def smallest_cluster(labels: np.ndarray, k: int) -> int:
@@ -265,14 +259,7 @@ def spectral_embedding(
     return vectors * d_inv_sqrt[:, None]
 
 
-# --------------------------------------------------------------------------- k-means
-
 # --------------------------------------------------------------------------- clustering
-
-
-def check_k(k: int, n_active: int) -> None:
-    """k must satisfy 2 <= k < number of non-isolated nodes (:func:`check_n_clusters`)."""
-    check_n_clusters(k, n_active)
 
 
 def cluster_adjacency(
@@ -284,7 +271,7 @@ def cluster_adjacency(
     """Spectral clustering of a graph without isolated nodes; returns one label per node."""
     if not isinstance(adjacency, np.ndarray):
         adjacency = sp.csr_matrix(adjacency)
-    check_k(config.n_clusters, adjacency.shape[0])
+    check_n_clusters(config.n_clusters, adjacency.shape[0])
     rng = np.random.default_rng(seed)
     embedding = spectral_embedding(adjacency, config.n_clusters, layers, rng)
     labels, _ = kmeans(embedding, config.n_clusters, rng, config.n_init, config.max_iter, config.tol)
@@ -335,7 +322,7 @@ def cluster_graph(
     """
     config = config or SpectralConfig()
     n_active = int(graph.active.sum())
-    check_k(config.n_clusters, n_active)
+    check_n_clusters(config.n_clusters, n_active)
     rng = np.random.default_rng(seed)
     if solver not in ("auto", "dense", "sparse"):
         raise ValueError(f"solver = {solver!r}: use 'auto', 'dense' or 'sparse'")

@@ -1,11 +1,12 @@
 """The experiments of method.md §7, one module each, as functions that read trained models and
-write tables and figures under ``results/`` (the notebooks call these): the model tags and
-training profiles (:mod:`.registry`), the profile's folders (:mod:`.paths`), clustering and
+write tables and figures under ``results/`` (the notebooks call these): the profile's
+folders (:mod:`.paths`), running a notebook (:mod:`.notebook`), clustering and
 shuffle tests of trained instances (:mod:`.clustering`), stability across instances
 (:mod:`.stability`), learning curves (:mod:`.learning_curve`), untrained nets' n-cuts (:mod:`.random_init`), lesion tests (:mod:`.lesion`),
 the figures (:mod:`.plots`, :mod:`.mlp_plots`) and the summary (:mod:`.summary`).
 """
 
+from ..registry import default_shuffles, load_profile
 from .clustering import (
     ClusteringConfig,
     architecture_comparison,
@@ -23,7 +24,6 @@ from .lesion import (
 from .mlp_plots import run_mlp_plots
 from .paths import ExperimentPaths
 from .random_init import run_random_init_ncuts
-from .registry import default_shuffles, load_profile
 from .stability import run_mlp_stability
 from .summary import summary
 

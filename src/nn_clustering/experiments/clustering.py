@@ -36,13 +36,13 @@ from ..core.validation import (
 )
 from ..errors import NnClusteringError
 from ..formats.loader import load_weights
+from ..registry import REGISTRY
 from ..storage.cache import ResultCache
-from ..storage.catalog import STAGES, TrainedInstance, find_instances
 from ..storage.files import file_digest
 from ..storage.provenance import code_version
 from ..storage.tables import frame, read_table, save_figure, write_csv, write_table
+from ..training.catalog import STAGES, TrainedInstance, find_instances
 from .paths import ExperimentPaths, k_suffix
-from .registry import REGISTRY
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ from ..core.shuffle import observed_clustering
 from ..core.spectral import SpectralConfig
 from ..errors import NnClusteringError
 from ..formats.loader import load_weights
+from ..registry import REGISTRY
 from ..storage.cache import ResultCache
-from ..storage.catalog import HISTORY_KEYS, Checkpoint, TrainedInstance, find_instances
 from ..storage.files import file_digest
 from ..storage.provenance import code_version
 from ..storage.tables import frame, save_figure, write_csv
+from ..training.catalog import HISTORY_KEYS, Checkpoint, TrainedInstance, find_instances
 from .paths import ExperimentPaths
-from .registry import REGISTRY
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,16 +28,15 @@ from ..core.rows import Row
 from ..core.validation import check_choice
 from ..data.build import ensure_dataset, load_dataset
 from ..errors import DatasetUnavailable, NnClusteringError
+from ..formats.keras import load_keras_model
 from ..storage.cache import cache_key
-from ..storage.catalog import TrainedInstance, find_instances
 from ..storage.files import file_digest
 from ..storage.provenance import code_version
 from ..storage.tables import save_figure, write_csv, write_xlsx
+from ..training.catalog import TrainedInstance, find_instances
+from ..training.cnn_lesion import CNNLesionEvaluator
 from .clustering import pruned_clustering
 from .paths import ExperimentPaths, project_root
-
-if TYPE_CHECKING:
-    from ..keras_edge.cnn_lesion import CNNLesionEvaluator
 
 LESION_TAGS = ("MNIST", "MNIST+DROPOUT", "FASHION", "FASHION+DROPOUT")
 CNN_LESION_TAGS = ("CNN-MNIST", "CNN-FASHION")
@@ -75,9 +73,6 @@ class LesionSetup:
         numpy for an MLP, the saved Keras model for a CNN."""
         data = load_dataset(self.data_path.stem, self.data_path.parent)
         if self.instance.arch == Architecture.CNN:
-            from ..keras_edge.cnn_lesion import CNNLesionEvaluator
-            from ..keras_edge.weights import load_keras_model
-
             model = load_keras_model(self.instance.model_path(Stage.PRUNED))
             return CNNLesionEvaluator(model, data.x_test, data.y_test)
         return LesionEvaluator(MLP.from_weights(self.instance.weights(Stage.PRUNED)), data.x_test, data.y_test)

@@ -8,8 +8,8 @@ from pathlib import Path
 from ..core.enums import Architecture, Stage
 from ..core.graph import mlp_graph
 from ..errors import NnClusteringError
-from ..storage.catalog import find_instances
 from ..storage.tables import read_table, save_figure
+from ..training.catalog import find_instances
 from .clustering import pruned_clustering
 from .paths import ExperimentPaths
 

@@ -20,9 +20,9 @@ from ..core.rows import Row
 from ..core.shuffle import observed_clustering
 from ..core.spectral import SpectralConfig
 from ..errors import ModelError
-from ..storage.catalog import find_instances
 from ..storage.provenance import code_version
 from ..storage.tables import frame, save_figure, write_csv
+from ..training.catalog import find_instances
 from .paths import ExperimentPaths, k_suffix
 
 
@@ -64,7 +64,7 @@ def initial_kernels(init_seed: int) -> list[np.ndarray]:
     """The kernels of the paper's MLP as training initialises it under ``init_seed``."""
     import keras
 
-    from ..keras_edge.architectures import build_mlp, prunable_layers
+    from ..training.architectures import build_mlp, prunable_layers
 
     keras.utils.set_random_seed(init_seed)
     return [np.asarray(layer.kernel, np.float64) for layer in prunable_layers(build_mlp())]

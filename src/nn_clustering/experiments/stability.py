@@ -16,11 +16,11 @@ from ..core.enums import Architecture, ShuffleMethod, Stage
 from ..core.rows import Row
 from ..core.stats import z_score
 from ..errors import NnClusteringError
-from ..storage.catalog import find_instances
+from ..registry import PRIMARY_TAGS
 from ..storage.tables import frame, write_table
+from ..training.catalog import find_instances
 from .clustering import ClusteringConfig, ModelClustering, cluster_instances, clustering_table
 from .paths import ExperimentPaths, k_suffix
-from .registry import PRIMARY_TAGS
 
 
 @dataclass(frozen=True)

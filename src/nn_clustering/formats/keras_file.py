@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
+from .dtypes import complex_refusal
 from .limits import ModelBudget, element_count, format_size, one_line
 from .npz import READ_ERRORS, checked_npy_member
 
@@ -42,8 +43,6 @@ def _hdf5_datasets(handle, source: str, budget: ModelBudget, where: str) -> None
     handle.visititems(visit)
     for name, shape, dtype in found:
         if dtype.kind == "c":
-            from .state_dict import complex_refusal
-
             raise complex_refusal(source, f"{where}{name}", dtype)
         budget.tensor(f"{where}{name}", shape, max(8, dtype.itemsize) * element_count(shape), "dataset")
 

@@ -3,7 +3,7 @@ weights type itself, converted by :func:`as_weights`.
 
 A file's format is told by its first bytes where they say it, else by its suffix
 (:func:`file_format`): ``.npz`` (:mod:`~nn_clustering.formats.npz`), ``.keras``/``.h5``
-(:mod:`nn_clustering.keras_edge.weights`, which imports Keras only when such a file is read),
+(:mod:`nn_clustering.formats.keras`, which imports Keras only when such a file is read),
 ``.onnx`` (:mod:`~nn_clustering.formats.onnx`), ``.safetensors`` and PyTorch ``.pt``/``.pth``
 state_dicts (:mod:`~nn_clustering.formats.state_dict`, PyTorch's zip files read without PyTorch
 by :mod:`~nn_clustering.formats.torch_pickle`). Every reader checks the sizes a file declares
@@ -13,20 +13,28 @@ against the memory limit of :mod:`~nn_clustering.formats.limits` before it alloc
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..core.weights import NetworkWeights
 from ..errors import ModelError
+from .keras import load_keras_weights, weights_of_keras_model
 from .limits import check_model_path
 from .npz import READ_ERRORS, load_npz_weights
+from .onnx import load_onnx_weights
+from .state_dict import load_safetensors_weights, load_torch_weights
 
-KERAS_SUFFIXES = (".keras", ".h5")
 SUFFIXES = {".npz": "npz", ".keras": "keras", ".h5": "keras", ".onnx": "onnx",
             ".safetensors": "safetensors", ".pt": "torch", ".pth": "torch"}
+#: The reader of each format.
+READERS: dict[str, Callable[[Path], NetworkWeights]] = {
+    "npz": load_npz_weights, "keras": load_keras_weights, "onnx": load_onnx_weights,
+    "safetensors": load_safetensors_weights, "torch": load_torch_weights,
+}
 FORMATS_HINT = "pass a .npz of kernels, a .keras model, an .onnx file or a PyTorch state_dict (.safetensors, .pt)"
 
 
@@ -71,26 +79,11 @@ def load_weights(path: str | Path) -> NetworkWeights:
     (:func:`~nn_clustering.formats.limits.check_model_path`) or a file whose tensors would pass
     the memory limit (:mod:`~nn_clustering.formats.limits`)."""
     path = check_model_path(path)
-    kind = file_format(path)
-    if kind == "npz":
-        return load_npz_weights(path)
-    if kind == "keras":
-        from ..keras_edge.weights import load_keras_weights
-
-        return load_keras_weights(path)
-    if kind == "onnx":
-        from .onnx import load_onnx_weights
-
-        return load_onnx_weights(path)
-    from .state_dict import load_safetensors_weights, load_torch_weights
-
-    return load_safetensors_weights(path) if kind == "safetensors" else load_torch_weights(path)
+    return READERS[file_format(path)](path)
 
 
 def _is_keras_model(obj) -> bool:
     """Whether ``obj`` is a Keras model, without importing Keras when it is not loaded."""
-    import sys
-
     keras = sys.modules.get("keras")
     return keras is not None and isinstance(obj, keras.Model)
 
@@ -104,8 +97,6 @@ def as_weights(network) -> NetworkWeights:
     if isinstance(network, str | os.PathLike):
         return load_weights(network)
     if _is_keras_model(network):
-        from ..keras_edge.weights import weights_of_keras_model
-
         return weights_of_keras_model(network, getattr(network, "name", ""))
     if isinstance(network, Sequence) and not isinstance(network, bytes) and len(network) > 0 and all(
         isinstance(k, np.ndarray) or hasattr(k, "__array__") for k in network

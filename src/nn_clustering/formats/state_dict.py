@@ -20,16 +20,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..core.weights import NetworkWeights, network_kind
 from ..errors import ModelError
+from .dtypes import EXPORT_HINT, bfloat16_to_float32, complex_refusal
 from .limits import ModelBudget, brief, element_count, format_size, one_line, shape_text
-
-EXPORT_HINT = ("export the model to ONNX instead: torch.onnx.export(model, example_input, 'model.onnx'), "
-               "then pass model.onnx")
+from .torch_pickle import read_torch_zip
 
 
 def _natural_key(path: str) -> tuple:
@@ -46,18 +46,6 @@ COMPLEX_DTYPES = frozenset({"C64", "C128", "COMPLEX64", "COMPLEX128"})
 #: The longest safetensors JSON header read (the ``safetensors`` package's own bound).
 MAX_SAFETENSORS_HEADER = 100_000_000
 SAVE_SAFETENSORS = "re-save it with safetensors.torch.save_file(model.state_dict(), path)"
-
-
-def complex_refusal(source: str, name: str, dtype) -> ModelError:
-    """The one line for a tensor of complex weights."""
-    return ModelError(f"{source}: tensor {brief(name)} holds complex weights ({dtype}); a graph needs real "
-                      "weights, so save the real weights instead (e.g. tensor.real)")
-
-
-def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 values (their raw 16 bits as unsigned integers) as float32, exactly: a bfloat16
-    is the top half of a float32."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def _safetensors_entry(source: str, name: str, entry, data_size: int) -> tuple[str, tuple[int, ...], int, int]:
@@ -139,11 +127,7 @@ def load_torch_weights(path: str | Path) -> NetworkWeights:
     PyTorch (:mod:`~nn_clustering.formats.torch_pickle`); the legacy format (before PyTorch
     1.6) needs PyTorch, and each tensor's size is checked against the memory limit before it
     is converted."""
-    import zipfile
-
     if zipfile.is_zipfile(path):
-        from .torch_pickle import read_torch_zip
-
         return weights_of_state_dict(read_torch_zip(path), str(path))
     try:
         import torch

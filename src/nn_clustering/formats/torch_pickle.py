@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
+from .dtypes import EXPORT_HINT, bfloat16_to_float32, complex_refusal
 from .limits import ModelBudget, brief, element_count, format_size, one_line, shape_text
 from .npz import READ_ERRORS
-from .state_dict import EXPORT_HINT, bfloat16_to_float32, complex_refusal
 
 #: numpy types of ``torch.<Type>Storage``; ``BFloat16`` is read as raw 16 bits and upcast.
 STORAGE_DTYPES = {

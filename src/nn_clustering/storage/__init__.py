@@ -1,3 +1,3 @@
-"""Files and records: atomic writes and digests (:mod:`.files`), the analysis cache
-(:mod:`.cache`), the model folder's schema (:mod:`.catalog`), result tables and figures
-(:mod:`.tables`), S3 sharing (:mod:`.s3`) and provenance (:mod:`.provenance`)."""
+"""Files and records: atomic writes and digests (:mod:`.files`), names from outside turned into
+paths (:mod:`.safe_paths`), the analysis cache (:mod:`.cache`), result tables (:mod:`.tables`),
+S3 sharing (:mod:`.s3`) and provenance (:mod:`.provenance`)."""

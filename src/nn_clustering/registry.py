@@ -14,8 +14,8 @@ from importlib import resources
 
 import numpy as np
 
-from ..core.enums import Architecture, PairSelection
-from ..errors import NnClusteringError, printable
+from .core.enums import Architecture, PairSelection
+from .errors import NnClusteringError, printable
 
 
 @dataclass(frozen=True)

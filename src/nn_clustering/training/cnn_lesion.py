@@ -23,7 +23,7 @@ import numpy as np
 
 from ..core.lesion import Lesion, accuracy_scores, first_lesioned_layers
 from ..errors import ModelError
-from .weights import flat_layers
+from ..formats.keras import flat_layers
 
 #: Layers the evaluator can run between conv layers: they keep a zero channel at zero and never
 #: mix channels (Flatten and Dense only come after the last conv layer).

@@ -26,7 +26,8 @@ from ..core.weights import NetworkWeights
 from ..data.build import parse_name
 from ..errors import ModelError, printable
 from ..formats.npz import load_npz_weights
-from .files import file_digest, write_json_atomic
+from ..registry import REGISTRY, known_profiles
+from ..storage.files import file_digest, write_json_atomic
 
 STAGES: tuple[Stage, ...] = tuple(Stage)
 CONFIG_FILE = "config.json"
@@ -253,8 +254,6 @@ class TrainedInstance:
 
 
 def _tag_order(tag: str) -> tuple[int, str]:
-    from ..experiments.registry import REGISTRY
-
     names = list(REGISTRY)
     return (names.index(tag), tag) if tag in names else (len(names), tag)
 
@@ -292,7 +291,6 @@ def _checked_record(path: Path, config: Any, metrics: Any) -> tuple[str, int]:
     and architecture the registry's for that tag, the profile one of the shipped profiles, the
     instance its folder's number. These names reach tables, file paths and the terminal, so a
     folder from elsewhere cannot put a formula, a path or an escape sequence there."""
-    from ..experiments.registry import REGISTRY, known_profiles
 
     fix = "a model folder must come from `make models` of this project: delete it or train it again"
     if not isinstance(config, dict) or not isinstance(config.get("spec"), dict) or not isinstance(metrics, dict):

@@ -7,7 +7,7 @@ and continues with pruning. Every stage starts from its own seed and the pruning
 starts from the saved dense model, so an interrupted and resumed run gives the same weights as
 an uninterrupted one.
 
-The folder's files and keys are defined by :mod:`nn_clustering.storage.catalog`, which this
+The folder's files and keys are defined by :mod:`nn_clustering.training.catalog`, which this
 module writes through: both saved networks, their kernels, ``metrics.json`` (per-epoch history
 of both stages, and each stage's accuracy on up to 10,000 training images in inference mode: a
 net far worse there than ``fit`` reported, as a net relying on dropout noise is, gets a warning
@@ -35,9 +35,13 @@ from ..core.validation import check_int
 from ..data.build import ensure_dataset, load_dataset, parse_name
 from ..data.imageset import Dataset
 from ..errors import DatasetUnavailable, ModelError
-from ..experiments.registry import Profile, TagSpec, get_spec, instance_seed, load_profile
+from ..formats.keras import load_keras_model
 from ..formats.npz import load_npz_weights
-from ..storage.catalog import (
+from ..registry import Profile, TagSpec, get_spec, instance_seed, load_profile
+from ..storage.files import save_npz, write_json_atomic
+from ..storage.provenance import code_version, library_versions
+from .architectures import build_cnn, build_mlp, prunable_layers
+from .catalog import (
     CHECKPOINT_FOLDER,
     DENSE_HISTORY_FILE,
     STAGES,
@@ -57,11 +61,7 @@ from ..storage.catalog import (
     write_metrics,
     write_record,
 )
-from ..storage.files import save_npz, write_json_atomic
-from ..storage.provenance import code_version, library_versions
-from .architectures import build_cnn, build_mlp, prunable_layers
 from .pruning import MagnitudePruning, PruningSchedule
-from .weights import load_keras_model
 
 LEARNING_RATE = 1e-3
 INFERENCE_ROWS = 10_000  # training rows re-scored in inference mode after each stage

@@ -20,6 +20,9 @@ import numpy as np
 
 from ..core.weights import NetworkWeights, network_kind
 from ..errors import ModelError
+from .keras_file import check_keras_file
+from .limits import check_model_path, one_line
+from .wiring import WiringRecorder
 
 #: Layer classes passed over: they neither mix units nor carry weights that belong in the graph.
 PASS_THROUGH = frozenset({
@@ -150,8 +153,6 @@ def _node(layer, model):
 def functional_weights(model, source: str = "") -> NetworkWeights:
     """A functional Keras model read as a directed acyclic network (method.md §3): its layers
     in topological order reported to a :class:`~nn_clustering.formats.wiring.WiringRecorder`."""
-    from ..formats.wiring import WiringRecorder
-
     if len(model.inputs) != 1:
         raise ModelError(f"{source}: model {model.name!r} has {len(model.inputs)} inputs; only "
                          "single-input networks form a graph")
@@ -211,9 +212,6 @@ def load_keras_model(path: str | Path):
     path that is not a regular file, or a file whose declared weights and layers would pass the
     memory limit (:func:`~nn_clustering.formats.keras_file.check_keras_file`, run before Keras
     is imported)."""
-    from ..formats.keras_file import check_keras_file
-    from ..formats.limits import check_model_path, one_line
-
     path = check_model_path(path)
     check_keras_file(path)
     try:

@@ -1,0 +1,519 @@
+"""The ONNX operators the graph builder follows: one small handler per operator, in a table.
+
+:func:`~nn_clustering.formats.onnx.weights_of_onnx_graph` walks a graph's nodes in order and
+hands each to :func:`walk_node`, which looks its operator up in two tables:
+
+* :data:`CONSTANT_FOLDS`: operators that may define a constant rather than read activations
+  (``Constant``; ``Identity``/``Cast`` of a constant, the legacy exporter's shared weights);
+* :data:`OPERATORS`: operators that read activations (a tensor computed from the network
+  input). Each handler reads the node's attributes and inputs from a :class:`Walk`, the state
+  of the walk (constants, shapes, the units of every computed tensor), reports the operation to
+  its :class:`~nn_clustering.formats.wiring.WiringRecorder` and returns the units of the node's
+  output with the output's rank.
+
+A node that reads no activation, or whose operator neither table holds, is refused with one
+line naming the node. Supporting a new operator is one handler and one entry in
+:data:`OPERATORS`. Reading the nodes' attributes needs the ``onnx`` package.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import ModelError
+from .limits import brief, shape_text
+from .wiring import Units, WiringRecorder
+
+if TYPE_CHECKING:
+    from onnx import NodeProto
+
+REEXPORT = "re-export it with torch.onnx.export"
+#: Operators that neither mix units nor carry graph weights.
+PASS_THROUGH = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Celu", "Gelu", "Softplus", "Softsign",
+    "HardSigmoid", "HardSwish", "Mish", "Clip", "Softmax", "LogSoftmax", "Dropout", "Identity", "MaxPool",
+    "AveragePool", "Pad", "Cast",
+})
+GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool"})
+#: Reductions that pool over spatial axes when the channel axis is kept (PyTorch's exporter
+#: writes adaptive average pooling to 1 x 1 as ReduceMean over axes 2 and 3).
+REDUCTIONS = frozenset({"ReduceMean", "ReduceMax", "ReduceSum"})
+
+
+# --------------------------------------------------------------------------- the walk's state
+
+
+@dataclass
+class Walk:
+    """What the walk over a graph's nodes knows so far; the handlers read and update it.
+
+    ``constants``: initialisers and Constant values (float64) by tensor name; ``shapes``: the
+    static shapes of the graph's inputs, outputs and inferred values; ``units`` and ``ranks``:
+    the units and rank of every tensor computed from the network input; ``readers``: how many
+    node inputs read each tensor; ``producers``: the node that computed each tensor (for
+    errors).
+    """
+
+    source: str
+    rec: WiringRecorder
+    to_array: Callable
+    constants: dict[str, np.ndarray]
+    shapes: dict[str, tuple[int | None, ...]]
+    readers: Counter[str]
+    units: dict[str, Units] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
+    producers: dict[str, str] = field(default_factory=dict)
+
+    def refuse(self, node: Node, text: str) -> ModelError:
+        """The one-line error ``{source}: node {label} ({operator}) {text}``."""
+        return ModelError(f"{self.source}: node {node.label} ({node.op}) {text}")
+
+    def weight(self, node: Node, i: int) -> np.ndarray:
+        """The node's input ``i``, which must be a constant (an initialiser or Constant)."""
+        if len(node.inputs) <= i or node.inputs[i] not in self.constants:
+            raise self.refuse(node, "takes its weights from a computed tensor, not an initialiser; export with "
+                                    "constant weights")
+        return self.constants[node.inputs[i]]
+
+    def layer_name(self, node: Node) -> str:
+        """A weighted node's layer name: its weight's initialiser name without ``.weight``
+        (PyTorch's module path, e.g. ``layer1.0.conv1``), else the node's name."""
+        if len(node.inputs) > 1 and node.inputs[1] in self.constants:
+            name = node.inputs[1]
+            return name[: -len(".weight")] if name.endswith(".weight") else name
+        return node.proto.name or node.output
+
+    def record(self, node: Node, out: Units, rank: int) -> None:
+        """Note the units and rank of the node's output, and the node that computed it."""
+        self.units[node.output], self.ranks[node.output] = out, rank
+        self.producers[node.output] = node.proto.name or node.output
+
+
+@dataclass
+class Node:
+    """A node that reads activations: its ``NodeProto``, attributes, the inputs computed from
+    the network input (``live``), and the units ``x`` and ``rank`` of the first of them."""
+
+    proto: NodeProto
+    attrs: dict
+    live: list[str]
+    x: Units
+    rank: int
+
+    @property
+    def op(self) -> str:
+        return self.proto.op_type
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.proto.input)
+
+    @property
+    def output(self) -> str:
+        return self.proto.output[0]
+
+    @property
+    def label(self) -> str:
+        return node_label(self.proto)
+
+    def has_input(self, i: int) -> bool:
+        """Whether optional input ``i`` is given (present and not empty)."""
+        return len(self.proto.input) > i and bool(self.proto.input[i])
+
+
+#: A handler: the units of a node's output and the output's rank.
+Handler = Callable[[Walk, Node], tuple[Units, int]]
+#: A constant fold: whether it defined the node's output as a constant.
+Fold = Callable[[Walk, "NodeProto", dict], bool]
+
+
+def _attributes(node: NodeProto) -> dict:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def node_label(node: NodeProto) -> str:
+    """How an error names a node: its name, else its first output (``repr``, cut short)."""
+    return brief(node.name or (node.output[0] if node.output else ""))
+
+
+def op_text(op: object) -> str:
+    """An operator's name for a message: as is when it looks like one, else quoted and cut short."""
+    return op if isinstance(op, str) and op.isidentifier() and len(op) <= 60 else brief(op)
+
+
+def _matrix(walk: Walk, node: Node, i: int) -> np.ndarray:
+    """A dense layer's weight (the node's input ``i``), which must be a matrix."""
+    w = walk.weight(node, i)
+    if w.ndim != 2:
+        raise walk.refuse(node, f"has a {w.ndim}-D weight of shape {shape_text(w.shape)}; a dense layer's "
+                                f"weight is a matrix; {REEXPORT}")
+    return w
+
+
+def _flat_size(target: tuple | None, before: tuple | None) -> int | None:
+    """Units after flattening a feature map: from the inferred output shape, else the input's
+    static shape, else unknown (None)."""
+    if target is not None and len(target) == 2 and target[1] is not None:
+        return int(target[1])
+    if before is not None and all(d is not None for d in before[1:]):
+        return int(np.prod(before[1:]))
+    return None
+
+
+# --------------------------------------------------------------------------- constant folds
+
+
+def _constant(walk: Walk, proto: NodeProto, attrs: dict) -> bool:
+    """``Constant``: its tensor value becomes a constant.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state; the value is added to ``walk.constants``.
+    proto : onnx.NodeProto
+        The Constant node.
+    attrs : dict
+        Its attributes.
+
+    Returns
+    -------
+    bool
+        True; a Constant without a tensor ``value`` is refused.
+    """
+    if "value" in attrs:
+        walk.constants[proto.output[0]] = walk.to_array(attrs["value"]).astype(np.float64)
+        return True
+    raise ModelError(f"{walk.source}: node {node_label(proto)} (Constant) holds no tensor value")
+
+
+def _shared_constant(walk: Walk, proto: NodeProto, attrs: dict) -> bool:
+    """``Identity``/``Cast`` of a constant (the legacy exporter's shared weights): the output
+    is the same constant.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    proto : onnx.NodeProto
+        The node.
+    attrs : dict
+        Its attributes (unused).
+
+    Returns
+    -------
+    bool
+        Whether the node reads no activation and its input is a constant; else it is handled
+        as a pass-through operator.
+    """
+    if any(name in walk.units for name in proto.input) or proto.input[0] not in walk.constants:
+        return False
+    walk.constants[proto.output[0]] = walk.constants[proto.input[0]]
+    return True
+
+
+# --------------------------------------------------------------------------- weighted layers
+
+
+def _gemm(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Gemm``: a dense layer ``alpha * x @ op(B) + beta * C``, B and C constants.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The Gemm node; ``transA=1`` (weights times activations) is refused.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The layer's output units and rank 2.
+    """
+    attrs = node.attrs
+    if attrs.get("transA", 0):
+        raise walk.refuse(node, "transposes its input (transA=1); only activations times weights are supported")
+    w = _matrix(walk, node, 1)
+    kernel = (w.T if attrs.get("transB", 0) else w) * attrs.get("alpha", 1.0)
+    bias = walk.weight(node, 2) * attrs.get("beta", 1.0) if node.has_input(2) else None
+    return walk.rec.weighted(walk.layer_name(node), kernel, bias, node.x, linear=True), 2
+
+
+def _matmul(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``MatMul`` of an activation by a weight matrix: a dense layer without bias (a following
+    ``Add`` of a constant joins its bias).
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The MatMul node; its first input must be the activation, its second a constant.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The layer's output units and the input's rank.
+    """
+    if node.inputs[0] != node.live[0] or node.inputs[1] not in walk.constants:
+        raise walk.refuse(node, "must multiply an activation by a weight initialiser")
+    return walk.rec.weighted(walk.layer_name(node), _matrix(walk, node, 1), None, node.x, linear=True), node.rank
+
+
+def _conv(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Conv``: a 2-D convolution, its OIHW weights turned into Keras' HWIO.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The Conv node; other than 2-D or grouped convolutions are refused.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The layer's output units (its channels) and rank 4.
+    """
+    w = walk.weight(node, 1)
+    if w.ndim != 4:
+        raise walk.refuse(node, f"has a {w.ndim - 2}-D kernel; only 2-D convolutions are supported")
+    if node.attrs.get("group", 1) != 1:
+        raise walk.refuse(node, f"is grouped (group={node.attrs['group']}); only group=1 is supported")
+    bias = walk.weight(node, 2) if node.has_input(2) else None
+    return walk.rec.weighted(walk.layer_name(node), w.transpose(2, 3, 1, 0), bias, node.x, linear=True), 4
+
+
+def _batchnorm(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``BatchNormalization`` in inference mode, folded into the layer it directly follows.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state; ``readers`` and ``producers`` tell whether the batch norm is the sole
+        reader of a fresh layer output (else the recorder refuses it).
+    node : Node
+        The node; its scale, bias, mean and variance must be constants.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The (unchanged) units of the layer it is folded into, and the input's rank.
+    """
+    if node.attrs.get("training_mode", 0):
+        raise walk.refuse(node, "is in training mode; export the model in eval mode (model.eval())")
+    gamma, beta, mean, var = (walk.weight(node, i) for i in range(1, 5))
+    scale = gamma / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
+    first = node.live[0]
+    out = walk.rec.batchnorm(node.label[1:-1], node.x, scale, beta - mean * scale, walk.readers.get(first, 0) == 1,
+                             after=walk.producers.get(first, first))
+    return out, node.rank
+
+
+# --------------------------------------------------------------------------- joins
+
+
+def _add(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Add``/``Sum``: of two or more activations a residual sum; ``Add`` of an activation and
+    a constant a bias.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The Add or Sum node.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The summed units and the first activation's rank.
+    """
+    rec, x = walk.rec, node.x
+    if len(node.live) > 1:
+        return rec.add(node.label, [walk.units[n] for n in node.inputs]), node.rank
+    others = [n for n in node.inputs if n != node.live[0]]
+    if node.op == "Add" and others and others[0] in walk.constants:
+        return rec.add_bias(x, walk.constants[others[0]]), node.rank
+    return rec.add(walk.layer_name(node), [x] * len(node.inputs)), node.rank
+
+
+def _concat(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Concat`` of activations along the channel axis.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The Concat node; another axis, or a constant among its inputs, is refused.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The joined units and the first activation's rank.
+    """
+    axis = node.attrs.get("axis", 1)
+    if axis not in (1, 1 - node.rank):
+        raise walk.refuse(node, f"joins along axis {axis}; only the channel axis (1) is supported")
+    if len(node.live) != len(node.inputs):
+        raise walk.refuse(node, "joins a constant to activations; not supported")
+    return walk.rec.concat(node.label, [walk.units[n] for n in node.inputs]), node.rank
+
+
+# --------------------------------------------------------------------------- reshaping and pooling
+
+
+def _flattened(walk: Walk, node: Node) -> tuple[Units, int]:
+    """The units of a tensor flattened to (batch, features) (shared by Flatten and Reshape);
+    a feature map's size comes from the inferred shapes (:func:`_flat_size`)."""
+    x, rank = node.x, node.rank
+    size = _flat_size(walk.shapes.get(node.output), walk.shapes.get(node.live[0])) if rank > 2 else x.size
+    if size is None and x.sources and all(src.producer < 0 for src in x.sources):
+        raise walk.refuse(node, "flattens the input of unknown shape; export with a fixed input size")
+    return walk.rec.flatten(x, -1 if size is None else size, rank > 2), 2
+
+
+def _flatten(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Flatten`` at axis 1.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The Flatten node; another axis is refused.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The flattened units and rank 2.
+    """
+    if node.attrs.get("axis", 1) != 1:
+        raise walk.refuse(node, f"uses axis {node.attrs['axis']}; only axis 1 is supported")
+    return _flattened(walk, node)
+
+
+def _reshape(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Reshape`` to (batch, features), as a flatten.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state; the output's inferred shape must have rank 2.
+    node : Node
+        The Reshape node.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The flattened units and rank 2.
+    """
+    target = walk.shapes.get(node.output)
+    if target is None or len(target) != 2:
+        raise walk.refuse(node, "does not flatten to (batch, features); only flattening reshapes are supported")
+    return _flattened(walk, node)
+
+
+def _reduce(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``ReduceMean``/``ReduceMax``/``ReduceSum`` over spatial axes: pooling.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The node; its axes (attribute, else constant second input, else all) must leave the
+        batch and channel axes, else it is refused.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The pooled units (a feature map pooled is flattened) and the rank after ``keepdims``.
+    """
+    rec, x, rank = walk.rec, node.x, node.rank
+    axes = node.attrs.get("axes")
+    if axes is None and node.has_input(1):
+        axes = walk.weight(node, 1).astype(int).tolist()
+    axes = sorted({int(a) % rank for a in (axes if axes is not None else range(rank))})
+    if 0 in axes or 1 in axes:
+        raise walk.refuse(node, f"reduces over axes {axes}, which mixes units or samples; only reductions over "
+                                "spatial axes (pooling) are supported")
+    out = rec.flatten(rec.passthrough(x), x.size, True) if rank > 2 else rec.passthrough(x)
+    return out, rank if node.attrs.get("keepdims", 1) else rank - len(axes)
+
+
+def _global_pool(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``GlobalAveragePool``/``GlobalMaxPool``: one unit per channel.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The pooling node.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The pooled (flattened) units and the input's rank.
+    """
+    return walk.rec.flatten(walk.rec.passthrough(node.x), node.x.size, True), node.rank
+
+
+def _pass_through(walk: Walk, node: Node) -> tuple[Units, int]:
+    """An operator that neither mixes units nor carries weights (:data:`PASS_THROUGH`).
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The node.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The input's units, no longer a fresh layer output, and its rank.
+    """
+    return walk.rec.passthrough(node.x), node.rank
+
+
+# --------------------------------------------------------------------------- the tables
+
+#: Operators that may define a constant; a fold that returns False leaves the node to OPERATORS.
+CONSTANT_FOLDS: dict[str, Fold] = {"Constant": _constant, "Identity": _shared_constant, "Cast": _shared_constant}
+#: Operators that read activations, by ``op_type``.
+OPERATORS: dict[str, Handler] = {
+    "Gemm": _gemm, "MatMul": _matmul, "Conv": _conv, "BatchNormalization": _batchnorm,
+    "Add": _add, "Sum": _add, "Concat": _concat, "Flatten": _flatten, "Reshape": _reshape,
+    **dict.fromkeys(REDUCTIONS, _reduce), **dict.fromkeys(GLOBAL_POOLS, _global_pool),
+    **dict.fromkeys(PASS_THROUGH, _pass_through),
+}
+SUPPORTED = sorted(CONSTANT_FOLDS.keys() | OPERATORS.keys())
+
+
+def walk_node(walk: Walk, proto: NodeProto) -> None:
+    """Follow one node: fold it into a constant, or hand it to its operator's handler and record
+    its output; one line for a node that reads no activation or an unsupported operator."""
+    op, attrs = proto.op_type, _attributes(proto)
+    fold = CONSTANT_FOLDS.get(op)
+    if fold is not None and fold(walk, proto, attrs):
+        return
+    live = [name for name in proto.input if name in walk.units]
+    if not live:
+        raise ModelError(f"{walk.source}: node {node_label(proto)} ({op}) reads no tensor computed from the input; "
+                         "fold constant subgraphs before exporting (do_constant_folding=True)")
+    handler = OPERATORS.get(op)
+    if handler is None:
+        raise ModelError(f"{walk.source}: node {node_label(proto)} uses operator {op_text(op)}, which the graph builder "
+                         f"does not support; supported: {', '.join(SUPPORTED)}")
+    node = Node(proto, attrs, live, walk.units[live[0]], walk.ranks[live[0]])
+    out, rank = handler(walk, node)
+    walk.record(node, out, rank)
