@@ -174,7 +174,7 @@ pull-results: | $(STAMP) ## Download changed results from S3_URI (checksum-verif
 test-install: ## Run the Docker image's install steps in a fresh venv (needs the package index)
 	devops/test-install.sh
 
-demo: ## Start here: datasets, quick models, clustering, figures and a summary (~10 min, 2 cores)
+demo: ## Start here: datasets, quick models, clustering, figures and a summary (~4 min, 2 cores)
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory datasets && \
 	$(MAKE) --no-print-directory models PROFILE=quick TAGS="$(DEMO_TAGS)" && \

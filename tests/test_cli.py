@@ -99,3 +99,4 @@ def test_cluster_drop_dead_ends_labels_them_minus_one(tmp_path, capsys):
     live[1][2] = 0.0
     direct = cluster_graph(mlp_graph(live), SpectralConfig(3), seed=0)
     assert record["ncut"] == pytest.approx(direct.ncut, rel=1e-9)
+
