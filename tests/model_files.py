@@ -15,8 +15,10 @@ def float32(rng: np.random.Generator, *shape: int, sparsity: float = 0.5) -> np.
     return w
 
 
-def save_onnx(path: Path, nodes: list, weights: dict[str, np.ndarray], input_shape: list, output: str) -> Path:
-    """An ONNX model of ``nodes`` with ``weights`` as initialisers, input ``x``, output ``output``."""
+def save_onnx(path: Path, nodes: list, weights: dict, input_shape: list, output: str) -> Path:
+    """An ONNX model of ``nodes`` with ``weights`` as initialisers, input ``x``, output ``output``:
+    arrays are stored as float32, ``TensorProto`` values (complex, external or forged ones) as
+    they are."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -24,7 +26,8 @@ def save_onnx(path: Path, nodes: list, weights: dict[str, np.ndarray], input_sha
         nodes, "net",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(np.asarray(v, np.float32), name=k) for k, v in weights.items()],
+        [v if isinstance(v, TensorProto) else numpy_helper.from_array(np.asarray(v, np.float32), name=k)
+         for k, v in weights.items()],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path

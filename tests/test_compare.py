@@ -7,6 +7,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from error_lines import one_error_line
 
 from nn_clustering import cli
 from nn_clustering.experiments.clustering import CLUSTERING_COLUMNS
@@ -93,13 +94,6 @@ def test_the_k12_table_is_compared_where_both_have_it_and_written_with_the_recor
     assert json.loads((record / "PROVENANCE.json").read_text())["tables"] == ["mlp-clustering.csv"]
     assert not (record / "mlp-clustering-k12.csv").exists()
 
-
-def one_error_line(capsys, code: int) -> str:
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
-    assert "Traceback" not in captured.err + captured.out
-    return captured.err
 
 
 def test_results_sharing_no_group_with_the_reference_are_nothing_to_compare(tmp_path, capsys):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from error_lines import one_error_line
 from fake_models import write_fake_dataset, write_fake_instance, write_fake_models
 
 import nn_clustering.estimators as estimators
@@ -30,14 +31,6 @@ from nn_clustering.training.catalog import find_instances, write_index
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def one_error_line(capsys, code: int) -> str:
-    """The single ``error:`` line a failed command printed (asserting there is nothing else)."""
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
-    assert "Traceback" not in captured.err + captured.out
-    return captured.err
 
 
 @pytest.fixture

@@ -43,15 +43,11 @@ def test_complex_torch_storage_is_refused_naming_it(tmp_path):
 
 def test_complex_onnx_initialiser_is_refused_naming_it(tmp_path):
     pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     weight = numpy_helper.from_array((np.ones((3, 4)) + 1j).astype(np.complex64), "fc0.weight")
-    graph = helper.make_graph([helper.make_node("Gemm", ["x", "fc0.weight"], ["y"], transB=1)], "net",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
-    import onnx
-
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "c.onnx"))
+    save_onnx(tmp_path / "c.onnx", [helper.make_node("Gemm", ["x", "fc0.weight"], ["y"], transB=1)],
+              {"fc0.weight": weight}, [1, 4], "y")
     with pytest.raises(ModelError, match=r"tensor 'fc0.weight' holds complex weights \(complex64\)"):
         load_weights(tmp_path / "c.onnx")
 
@@ -280,7 +276,7 @@ def test_onnx_node_reading_a_name_nothing_provides_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("location", ["../secret.bin", "/etc/hostname", "link.bin"])
 def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path, location):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     folder = tmp_path / "model"
@@ -289,10 +285,7 @@ def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path, locati
     (folder / "link.bin").symlink_to(tmp_path / "secret.bin")
     weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 2], data_location=TensorProto.EXTERNAL)
     weight.external_data.add(key="location", value=location)
-    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"])], "net",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "m.onnx"))
+    save_onnx(folder / "m.onnx", [helper.make_node("Gemm", ["x", "w"], ["y"])], {"w": weight}, [1, 4], "y")
     with pytest.raises(ModelError, match=rf"tensor 'w' keeps its data in '{location}', outside the model's folder"):
         load_weights(folder / "m.onnx")
 

@@ -24,7 +24,7 @@ from make_fixture_models import (
     torch_state_dict_zip,
     torch_zip,
 )
-from model_files import float32, onnx_mlp
+from model_files import float32, onnx_mlp, save_onnx
 
 from nn_clustering import load_weights
 from nn_clustering.errors import ModelError, ParameterError
@@ -222,7 +222,6 @@ def test_safetensors_header_length_is_bounded(tmp_path):
 
 def onnx_external_bomb(folder: Path, shape=(10000, 30000)) -> Path:
     """An ONNX MLP whose weight ``fc0.weight`` of ``shape`` lies in a sparse external file."""
-    import onnx
     from onnx import TensorProto, helper
 
     nbytes = int(np.prod(shape)) * 4
@@ -232,12 +231,8 @@ def onnx_external_bomb(folder: Path, shape=(10000, 30000)) -> Path:
                          data_location=TensorProto.EXTERNAL)
     for key, value in (("location", "fc0.weight.bin"), ("offset", "0"), ("length", str(nbytes))):
         weight.external_data.add(key=key, value=value)
-    graph = helper.make_graph([helper.make_node("Gemm", ["x", "fc0.weight"], ["y"], transB=1)], "net",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, shape[1]])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
-    path = folder / "bomb.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
+    return save_onnx(folder / "bomb.onnx", [helper.make_node("Gemm", ["x", "fc0.weight"], ["y"], transB=1)],
+                     {"fc0.weight": weight}, [1, shape[1]], "y")
 
 
 def test_onnx_external_data_over_the_limit_is_refused_before_it_is_read(tmp_path):
@@ -247,15 +242,12 @@ def test_onnx_external_data_over_the_limit_is_refused_before_it_is_read(tmp_path
 
 
 def test_onnx_initialiser_that_claims_a_huge_shape_is_one_line(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     weight = TensorProto(name="fc0.weight", data_type=TensorProto.FLOAT, dims=[10**6, 10**5], raw_data=bytes(4))
-    graph = helper.make_graph([helper.make_node("Gemm", ["x", "fc0.weight"], ["y"], transB=1)], "net",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10**5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
-    path = tmp_path / "bomb.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    path = save_onnx(tmp_path / "bomb.onnx", [helper.make_node("Gemm", ["x", "fc0.weight"], ["y"], transB=1)],
+                     {"fc0.weight": weight}, [1, 10**5], "y")
     line = one_error_line(cluster_capped(path), "fc0.weight")
     assert "declares shape (1000000, 100000) (400000000000 bytes) but holds 4 bytes" in line
 

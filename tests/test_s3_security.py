@@ -22,6 +22,7 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
 from botocore.exceptions import ClientError  # noqa: E402
+from error_lines import one_error_line
 
 import nn_clustering  # noqa: E402
 from nn_clustering import cli  # noqa: E402
@@ -75,14 +76,6 @@ def remote_keys(client, prefix: str) -> dict[str, bytes]:
 def manifest_files(client, prefix: str) -> dict:
     return json.loads(client.get_object(Bucket=BUCKET, Key=f"{prefix}/MANIFEST.json")["Body"].read())["files"]
 
-
-def one_error_line(capsys, code: int) -> str:
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
-    assert "Traceback" not in captured.err + captured.out
-    assert captured.err[:-1].isprintable(), captured.err  # no raw control character reaches the terminal
-    return captured.err
 
 
 def write(folder: Path, files: dict[str, bytes]) -> Path:

