@@ -193,7 +193,7 @@ def test_an_object_larger_than_its_manifest_says_is_cut_off_not_written(s3_creds
         def update(self, n):
             received.append(n)
 
-    monkeypatch.setattr(storage, "_progress", Bar)
+    monkeypatch.setattr(storage, "progress_bar", Bar)
     target = tmp_path / "target"
     with pytest.raises(StorageError, match=r"huge.bin is larger than the 4 bytes its manifest records"):
         pull(uri, target, url, client=Client(storage.s3_client(url)), **QUIET)

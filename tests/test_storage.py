@@ -98,12 +98,12 @@ def test_interrupted_download_leaves_the_old_file_and_no_partial_one(creds, tmp_
             if self.seen < len(big):
                 raise ConnectionResetError("connection reset by peer")
 
-    original = storage._progress
-    monkeypatch.setattr(storage, "_progress", Interrupt)
+    original = storage.progress_bar
+    monkeypatch.setattr(storage, "progress_bar", Interrupt)
     with pytest.raises(StorageError, match="was interrupted .*ConnectionResetError.* run the pull again"):
         pull(uri, local, url, progress=False)
     assert _tree(local) == {"pruned.npz": b"the old, good model"}  # untouched, nothing half-written
-    monkeypatch.setattr(storage, "_progress", original)
+    monkeypatch.setattr(storage, "progress_bar", original)
     pull(uri, local, url, progress=False)  # the next pull completes
     assert _tree(local) == {"pruned.npz": big}
 

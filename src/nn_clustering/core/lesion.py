@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ModelError, NnClusteringError
 from .enums import Architecture, Taxonomy
+from .progress import progress_bar
 from .rows import Row
 from .stats import empirical_p
 from .validation import check_int, check_seed
@@ -287,9 +288,7 @@ class SingleLesionRow(Row):
 
 
 def _progress(items: Iterable, total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(items, total=total, desc=desc, unit="sub-module", disable=not enabled)
+    return progress_bar(items, total=total, desc=desc, unit="sub-module", enabled=enabled)
 
 
 def single_lesion_test(

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core.enums import Architecture, Stage
 from ..core.graph import graph_inputs
+from ..core.progress import progress_bar
 from ..core.rows import Row
 from ..core.shuffle import observed_clustering
 from ..core.spectral import SpectralConfig
@@ -95,11 +96,9 @@ def learning_curve_table(
     progress: bool = True,
 ):
     """The learning-curve rows of every instance that has checkpoints, as a DataFrame."""
-    from tqdm import tqdm
-
     with_checkpoints = [inst for inst in instances if inst.checkpoints()]
     rows: list[LearningCurveRow] = []
-    for inst in tqdm(with_checkpoints, desc="learning curves", unit="model", disable=not progress):
+    for inst in progress_bar(with_checkpoints, desc="learning curves", unit="model", enabled=progress):
         rows += learning_curve_rows(inst, k, seed, cache)
     return frame(rows, LearningCurveRow)
 

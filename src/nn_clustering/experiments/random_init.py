@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.enums import Stage
 from ..core.graph import mlp_graph
+from ..core.progress import progress_bar
 from ..core.rows import Row
 from ..core.shuffle import observed_clustering
 from ..core.spectral import SpectralConfig
@@ -73,10 +74,8 @@ def initial_kernels(init_seed: int) -> list[np.ndarray]:
 def random_init_rows(n_nets: int = 100, k: int = 12, first_seed: int = 0, seed: int = 42,
                      progress: bool = False) -> list[RandomInitRow]:
     """The n-cut at k of ``n_nets`` untrained MLPs (init seeds ``first_seed`` onwards)."""
-    from tqdm.auto import tqdm
-
     spectral, version, backend, rows = SpectralConfig(n_clusters=k), code_version(), keras_backend(), []
-    for init_seed in tqdm(range(first_seed, first_seed + n_nets), desc="untrained MLPs", disable=not progress):
+    for init_seed in progress_bar(range(first_seed, first_seed + n_nets), desc="untrained MLPs", enabled=progress):
         graph = mlp_graph(initial_kernels(init_seed))
         ncut = observed_clustering(graph, spectral, seed).ncut
         rows.append(RandomInitRow(init_seed, ncut, k, seed, "-".join(map(str, graph.layer_sizes)), backend,

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.progress import progress_bar
 from .files import atomic_path, file_digest
 from .safe_paths import (
     MANIFEST,
@@ -257,12 +258,6 @@ def remote_manifest(client, location: S3Location, corrupt_ok: bool = False,
                            "rewrite it") from None
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
-
-
 def _merge(remote: dict[str, dict], local: dict[str, dict], exclude: Sequence[str]) -> dict[str, dict]:
     """The new manifest: every local file, and the remote entries that are not hidden, not
     excluded and do not clash with a local file (those a push drops)."""
@@ -296,7 +291,8 @@ def push(folder: str | Path, uri: str, endpoint_url: str | None = None, client=N
         remote = remote_manifest(client, location, corrupt_ok=True, log=log)
         changed = [r for r, meta in local.items() if remote.get(r, {}).get("sha256") != meta["sha256"]]
         report.unchanged = [r for r in local if r not in changed]
-        with _progress(sum(local[r]["size"] for r in changed), f"push {folder}", progress) as bar:
+        with progress_bar(total=sum(local[r]["size"] for r in changed), desc=f"push {folder}", unit="B",
+                          unit_scale=True, enabled=progress) as bar:
             for relative in changed:
                 client.upload_file(str(folder / relative), location.bucket, location.key(relative),
                                    ExtraArgs={"Metadata": {"sha256": local[relative]["sha256"]}},
@@ -398,7 +394,8 @@ def pull(uri: str, folder: str | Path, endpoint_url: str | None = None, client=N
                 report.unchanged.append(relative)
             else:
                 changed.append(relative)
-        with _progress(sum(wanted[r]["size"] for r in changed), f"pull {location}", progress) as bar:
+        with progress_bar(total=sum(wanted[r]["size"] for r in changed), desc=f"pull {location}", unit="B",
+                          unit_scale=True, enabled=progress) as bar:
             for relative in changed:
                 try:
                     _download_verified(client, location, relative, folder, wanted[relative], bar)
