@@ -23,6 +23,14 @@ def printable(text: object) -> str:
     )
 
 
+def quoted(value: object, limit: int = 120) -> str:
+    """``repr(value)`` for a message: one line (``repr`` escapes line breaks and other control
+    characters), shortened past ``limit`` characters with its closing quote kept; names and
+    values read from a file or a bucket can be anything."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 4]}...{text[-1]}"
+
+
 class NnClusteringError(Exception):
     """Base class: a user-facing problem with a one-line message that says how to fix it."""
 

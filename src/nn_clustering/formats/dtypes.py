@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ModelError
-from .limits import brief
+from ..errors import ModelError, quoted
 
 #: The advice for a PyTorch network that a state_dict cannot describe.
 EXPORT_HINT = ("export the model to ONNX instead: torch.onnx.export(model, example_input, 'model.onnx'), "
@@ -15,7 +14,7 @@ EXPORT_HINT = ("export the model to ONNX instead: torch.onnx.export(model, examp
 
 def complex_refusal(source: str, name: str, dtype) -> ModelError:
     """The one line for a tensor of complex weights."""
-    return ModelError(f"{source}: tensor {brief(name)} holds complex weights ({dtype}); a graph needs real "
+    return ModelError(f"{source}: tensor {quoted(name)} holds complex weights ({dtype}); a graph needs real "
                       "weights, so save the real weights instead (e.g. tensor.real)")
 
 

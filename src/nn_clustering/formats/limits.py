@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 
-from ..errors import ModelError, ParameterError
+from ..errors import ModelError, ParameterError, quoted
 
 ENV = "NN_CLUSTERING_MODEL_MEMORY"
 #: The share of the available memory that one model file may take by default.
@@ -154,13 +154,6 @@ def memory_limit_set(nbytes: int | str, origin: str = "--max-model-memory") -> I
         _OVERRIDE.reset(token)
 
 
-def brief(value, limit: int = 120) -> str:
-    """``repr(value)`` for a message: one line (``repr`` escapes line breaks), cut to ``limit``
-    characters (names and values read from a file can be anything)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def one_line(exc: BaseException, limit: int = 120) -> str:
     """An exception's text for a message: whitespace collapsed to single spaces, cut to ``limit``."""
     text = " ".join(str(exc).split())
@@ -199,7 +192,7 @@ class ModelBudget:
         count = element_count(shape)
         nbytes = 8 * count if nbytes is None else int(nbytes)
         if self.total + nbytes > self.limit:
-            raise self._over(f"{what} {brief(name)} of shape {shape_text(shape)}", nbytes, " as float64")
+            raise self._over(f"{what} {quoted(name)} of shape {shape_text(shape)}", nbytes, " as float64")
         self.total += nbytes
         return count
 

@@ -18,8 +18,8 @@ from typing import IO
 import numpy as np
 
 from ..core.weights import NetworkWeights, network_kind
-from ..errors import ModelError
-from .limits import ModelBudget, brief, element_count, one_line, shape_text
+from ..errors import ModelError, quoted
+from .limits import ModelBudget, element_count, one_line, shape_text
 
 #: Errors that a damaged archive or ``.npy`` header raises while it is read.
 READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError,
@@ -56,14 +56,14 @@ def checked_npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str
             shape, _, dtype = _read_header(f)
             header_size = f.tell()
     except READ_ERRORS as exc:
-        raise ModelError(f"{source}: tensor {brief(key)} has no readable .npy header ({one_line(exc)}); {RESAVE}") from None
+        raise ModelError(f"{source}: tensor {quoted(key)} has no readable .npy header ({one_line(exc)}); {RESAVE}") from None
     if dtype.hasobject:
-        raise ModelError(f"{source}: tensor {brief(key)} holds Python objects ({dtype}), which are not read; "
+        raise ModelError(f"{source}: tensor {quoted(key)} holds Python objects ({dtype}), which are not read; "
                          f"save numeric arrays, {RESAVE}")
     count = element_count(shape)
     declared = info.file_size - header_size
     if count * dtype.itemsize != declared:
-        raise ModelError(f"{source}: tensor {brief(key)} declares shape {shape_text(shape)} of {dtype} "
+        raise ModelError(f"{source}: tensor {quoted(key)} declares shape {shape_text(shape)} of {dtype} "
                          f"({count * dtype.itemsize} bytes) but its archive member holds {declared} bytes; "
                          f"the file is damaged or was not written by numpy; {RESAVE}")
     budget.tensor(key, shape, max(8, dtype.itemsize) * count)

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.weights import NetworkWeights
-from ..errors import ModelError
+from ..errors import ModelError, quoted
 from .dtypes import complex_refusal
-from .limits import ModelBudget, brief, element_count, shape_text
+from .limits import ModelBudget, element_count, shape_text
 from .onnx_ops import REEXPORT, Walk, node_label, op_text, walk_node
 from .wiring import WiringRecorder
 
@@ -51,13 +51,13 @@ def _tensor_bytes(tensor, label: str, source: str) -> tuple[int, int, str]:
 
     dims = list(tensor.dims)
     if any(d < 0 for d in dims):
-        raise ModelError(f"{source}: tensor {brief(label)} has dims {dims}; {REEXPORT}")
+        raise ModelError(f"{source}: tensor {quoted(label)} has dims {dims}; {REEXPORT}")
     kind = onnx.TensorProto.DataType.Name(tensor.data_type) if tensor.data_type in \
         onnx.TensorProto.DataType.values() else str(tensor.data_type)
     if kind.startswith("COMPLEX"):
         raise complex_refusal(source, label, kind.lower())
     if kind in ("STRING", "UNDEFINED") or not kind.isidentifier():
-        raise ModelError(f"{source}: tensor {brief(label)} holds {kind.lower()} values, not numbers; {REEXPORT}")
+        raise ModelError(f"{source}: tensor {quoted(label)} holds {kind.lower()} values, not numbers; {REEXPORT}")
     count = element_count(dims)
     bits = SUB_BYTE_BITS.get(kind) or 8 * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     return count, (count * bits + 7) // 8, onnx.helper.tensor_dtype_to_field(tensor.data_type)
@@ -68,7 +68,7 @@ def _external_file(tensor, label: str, base: Path, source: str) -> tuple[Path, i
     regular file inside the model's folder."""
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get("location", "")
-    outside = (f"{source}: tensor {brief(label)} keeps its data in {brief(location)}, outside the model's folder; it is "
+    outside = (f"{source}: tensor {quoted(label)} keeps its data in {quoted(location)}, outside the model's folder; it is "
                "not read: keep the data file next to the model (onnx.save(..., save_as_external_data=True))")
     if not location or Path(location).is_absolute():
         raise ModelError(outside)
@@ -77,16 +77,16 @@ def _external_file(tensor, label: str, base: Path, source: str) -> tuple[Path, i
     if target != real_base and real_base not in target.parents:
         raise ModelError(outside)
     if not target.is_file():
-        raise ModelError(f"{source}: tensor {brief(label)} keeps its data in {brief(location)}, which is missing or not a "
+        raise ModelError(f"{source}: tensor {quoted(label)} keeps its data in {quoted(location)}, which is missing or not a "
                          "regular file; copy the data file next to the model")
     try:
         offset = int(info.get("offset", 0))
         length = int(info["length"]) if "length" in info else None
     except ValueError:
-        raise ModelError(f"{source}: tensor {brief(label)} has a malformed external data offset or length; "
+        raise ModelError(f"{source}: tensor {quoted(label)} has a malformed external data offset or length; "
                          f"{REEXPORT}") from None
     if offset < 0 or (length is not None and length < 0):
-        raise ModelError(f"{source}: tensor {brief(label)} has a negative external data offset or length; {REEXPORT}")
+        raise ModelError(f"{source}: tensor {quoted(label)} has a negative external data offset or length; {REEXPORT}")
     return target, offset, length
 
 
@@ -104,19 +104,19 @@ def check_onnx_tensor(tensor, label: str, base: Path, source: str, budget: Model
         target, offset, length = _external_file(tensor, label, base, source)
         held = target.stat().st_size - offset
         if (length is not None and length != nbytes) or held < nbytes:
-            raise ModelError(f"{source}: tensor {brief(label)} {declares} but its external data holds "
+            raise ModelError(f"{source}: tensor {quoted(label)} {declares} but its external data holds "
                              f"{length if length is not None else max(held, 0)} bytes; the files are damaged; "
                              f"{REEXPORT}")
         external = (target, offset, nbytes)
     elif tensor.HasField("raw_data"):
         if len(tensor.raw_data) != nbytes:
-            raise ModelError(f"{source}: tensor {brief(label)} {declares} but holds {len(tensor.raw_data)} bytes; the "
+            raise ModelError(f"{source}: tensor {quoted(label)} {declares} but holds {len(tensor.raw_data)} bytes; the "
                              f"file is damaged; {REEXPORT}")
     else:
         held = len(getattr(tensor, field))
         if (held != count) if onnx.TensorProto.DataType.Name(tensor.data_type) not in SUB_BYTE_BITS \
                 else held > count:
-            raise ModelError(f"{source}: tensor {brief(label)} declares shape {shape_text(shape)} ({count} values) but "
+            raise ModelError(f"{source}: tensor {quoted(label)} declares shape {shape_text(shape)} ({count} values) but "
                              f"holds {held}; the file is damaged; {REEXPORT}")
     budget.tensor(label, shape)
     return external
@@ -209,10 +209,10 @@ def check_sorted(graph, source: str) -> None:
             if name in known:
                 continue
             if name in computed:
-                raise ModelError(f"{source}: node {node_label(node)} ({op_text(node.op_type)}) reads {brief(name)} before the node "
+                raise ModelError(f"{source}: node {node_label(node)} ({op_text(node.op_type)}) reads {quoted(name)} before the node "
                                  "that computes it: the graph is not topologically sorted or has a cycle; re-export "
                                  "it, or sort its nodes topologically with onnx tools (onnx.checker.check_model "
                                  "names the problem)")
-            raise ModelError(f"{source}: node {node_label(node)} ({op_text(node.op_type)}) reads {brief(name)}, which no graph input, "
+            raise ModelError(f"{source}: node {node_label(node)} ({op_text(node.op_type)}) reads {quoted(name)}, which no graph input, "
                              "initialiser or node provides; re-export it")
         known.update(node.output)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ModelError
-from .limits import brief, shape_text
+from ..errors import ModelError, quoted
+from .limits import shape_text
 from .wiring import Units, WiringRecorder
 
 if TYPE_CHECKING:
@@ -140,12 +140,12 @@ def _attributes(node: NodeProto) -> dict:
 
 def node_label(node: NodeProto) -> str:
     """How an error names a node: its name, else its first output (``repr``, cut short)."""
-    return brief(node.name or (node.output[0] if node.output else ""))
+    return quoted(node.name or (node.output[0] if node.output else ""))
 
 
 def op_text(op: object) -> str:
     """An operator's name for a message: as is when it looks like one, else quoted and cut short."""
-    return op if isinstance(op, str) and op.isidentifier() and len(op) <= 60 else brief(op)
+    return op if isinstance(op, str) and op.isidentifier() and len(op) <= 60 else quoted(op)
 
 
 def _matrix(walk: Walk, node: Node, i: int) -> np.ndarray:

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.weights import NetworkWeights, network_kind
-from ..errors import ModelError
+from ..errors import ModelError, quoted
 from .dtypes import EXPORT_HINT, bfloat16_to_float32, complex_refusal
-from .limits import ModelBudget, brief, element_count, format_size, one_line, shape_text
+from .limits import ModelBudget, element_count, format_size, one_line, shape_text
 from .torch_pickle import read_torch_zip
 
 
@@ -53,26 +53,26 @@ def _safetensors_entry(source: str, name: str, entry, data_size: int) -> tuple[s
     real and numeric, and that its ``data_offsets`` lie inside the file and hold exactly its
     shape's bytes."""
     if not isinstance(entry, dict):
-        raise ModelError(f"{source}: tensor {brief(name)} has no dtype/shape/data_offsets entry; {SAVE_SAFETENSORS}")
+        raise ModelError(f"{source}: tensor {quoted(name)} has no dtype/shape/data_offsets entry; {SAVE_SAFETENSORS}")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if dtype in COMPLEX_DTYPES:
         raise complex_refusal(source, name, dtype)
     if dtype not in SAFETENSORS_DTYPES:
-        raise ModelError(f"{source}: tensor {brief(name)} has dtype {brief(dtype)}, which is not read (supported: "
+        raise ModelError(f"{source}: tensor {quoted(name)} has dtype {quoted(dtype)}, which is not read (supported: "
                          f"{', '.join(SAFETENSORS_DTYPES)}); save the weights as float32")
 
     def whole(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
     if not isinstance(shape, list) or not all(whole(d) for d in shape):
-        raise ModelError(f"{source}: tensor {brief(name)} has shape {brief(shape)}, not a list of sizes; {SAVE_SAFETENSORS}")
+        raise ModelError(f"{source}: tensor {quoted(name)} has shape {quoted(shape)}, not a list of sizes; {SAVE_SAFETENSORS}")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(whole(o) for o in offsets)
             and offsets[0] <= offsets[1] <= data_size):
-        raise ModelError(f"{source}: tensor {brief(name)} has data_offsets {brief(offsets)} outside the file's "
+        raise ModelError(f"{source}: tensor {quoted(name)} has data_offsets {quoted(offsets)} outside the file's "
                          f"{data_size} data bytes; the file is damaged; {SAVE_SAFETENSORS}")
     needed = element_count(shape) * np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != needed:
-        raise ModelError(f"{source}: tensor {brief(name)} declares shape {shape_text(shape)} of {dtype} ({needed} "
+        raise ModelError(f"{source}: tensor {quoted(name)} declares shape {shape_text(shape)} of {dtype} ({needed} "
                          f"bytes) but its data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes; the file "
                          f"is damaged; {SAVE_SAFETENSORS}")
     return dtype, tuple(shape), offsets[0], offsets[1]
@@ -110,7 +110,7 @@ def read_safetensors(path: str | Path, budget: ModelBudget | None = None) -> dic
             f.seek(8 + length + begin)
             data = f.read(end - begin)
             if len(data) != end - begin:
-                raise ModelError(f"{source}: tensor {brief(name)} is cut short; the file is truncated; {SAVE_SAFETENSORS}")
+                raise ModelError(f"{source}: tensor {quoted(name)} is cut short; the file is truncated; {SAVE_SAFETENSORS}")
             array = np.frombuffer(data, SAFETENSORS_DTYPES[dtype])
             tensors[name] = (bfloat16_to_float32(array) if dtype == "BF16" else array).reshape(shape)
     return tensors
@@ -199,5 +199,5 @@ def _check_order(layers: list[tuple[str, np.ndarray, np.ndarray]], source: str) 
         if (flattening and n_in % n_out) or (not flattening and n_in != n_out):
             raise ModelError(
                 f"{source}: the layer order cannot be known from the file: in module-path order {prev!r} "
-                f"({n_out} outputs) comes before {brief(name)} ({n_in} inputs), which do not chain; {EXPORT_HINT}"
+                f"({n_out} outputs) comes before {quoted(name)} ({n_in} inputs), which do not chain; {EXPORT_HINT}"
             )

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, quoted
 from .dtypes import EXPORT_HINT, bfloat16_to_float32, complex_refusal
-from .limits import ModelBudget, brief, element_count, format_size, one_line, shape_text
+from .limits import ModelBudget, element_count, format_size, one_line, shape_text
 from .npz import READ_ERRORS
 
 #: numpy types of ``torch.<Type>Storage``; ``BFloat16`` is read as raw 16 bits and upcast.
@@ -122,13 +122,13 @@ class StateDictUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                 and isinstance(pid[1], StorageType) and isinstance(pid[2], str)
                 and isinstance(pid[4], int) and not isinstance(pid[4], bool) and pid[4] >= 0):
-            raise _Refused(f"the pickle refers to {brief(pid)}, not to a storage")
+            raise _Refused(f"the pickle refers to {quoted(pid)}, not to a storage")
         key, kind, numel = pid[2], pid[1], pid[4]
         if key not in self.storages:
             try:
                 member = self.archive.getinfo(f"{self.prefix}data/{key}")
             except KeyError:
-                raise _Refused(f"the pickle refers to storage {brief(key)}, which the archive does not hold") from None
+                raise _Refused(f"the pickle refers to storage {quoted(key)}, which the archive does not hold") from None
             self.storages[key] = StorageRef(key, kind, numel, member)
         return self.storages[key]
 
@@ -186,27 +186,27 @@ def check_tensor(name: str, ref: TensorRef, source: str, budget: ModelBudget, co
     float64 fit ``budget``."""
     storage = ref.storage
     if not isinstance(storage, StorageRef):
-        raise ModelError(f"{source}: tensor {brief(name)} has no storage in the archive; {SAVE_HINT}")
+        raise ModelError(f"{source}: tensor {quoted(name)} has no storage in the archive; {SAVE_HINT}")
     dtype = storage.kind.dtype
     if dtype.kind == "c":
         raise complex_refusal(source, name, storage.kind.name)
     if storage.member.file_size != storage.numel * dtype.itemsize:
-        raise ModelError(f"{source}: tensor {brief(name)} has a storage of {storage.numel} {storage.kind.name} elements "
+        raise ModelError(f"{source}: tensor {quoted(name)} has a storage of {storage.numel} {storage.kind.name} elements "
                          f"({storage.numel * dtype.itemsize} bytes) but its member data/{storage.key} holds "
                          f"{storage.member.file_size} bytes; the file is damaged; {SAVE_HINT}")
     size, stride = ref.size, ref.stride
     if not (isinstance(size, tuple | list) and isinstance(stride, tuple | list) and len(size) == len(stride)
             and all(_whole(v) for v in (*size, *stride)) and _whole(ref.offset)):
-        raise ModelError(f"{source}: tensor {brief(name)} has a malformed view (offset {brief(ref.offset)}, size {brief(size)}, "
-                         f"stride {brief(stride)}); {SAVE_HINT}")
+        raise ModelError(f"{source}: tensor {quoted(name)} has a malformed view (offset {quoted(ref.offset)}, size {quoted(size)}, "
+                         f"stride {quoted(stride)}); {SAVE_HINT}")
     count = element_count(size)
     last = ref.offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) if count else ref.offset - 1
     if last >= storage.numel:
-        raise ModelError(f"{source}: tensor {brief(name)} of shape {shape_text(size)} (offset {ref.offset}, strides "
+        raise ModelError(f"{source}: tensor {quoted(name)} of shape {shape_text(size)} (offset {ref.offset}, strides "
                          f"{tuple(stride)}) reaches element {last} of a storage of {storage.numel}; the file is "
                          f"damaged; {SAVE_HINT}")
     if storage.key not in counted:
-        budget.bytes(f"the storage data/{storage.key} of tensor {brief(name)}", storage.member.file_size)
+        budget.bytes(f"the storage data/{storage.key} of tensor {quoted(name)}", storage.member.file_size)
         counted.add(storage.key)
     budget.tensor(name, size)
 

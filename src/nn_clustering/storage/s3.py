@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.progress import progress_bar
+from ..errors import quoted
 from .files import atomic_path, file_digest
 from .safe_paths import (
     MANIFEST,
@@ -54,7 +55,6 @@ from .safe_paths import (
     is_hidden,
     path_problem,
     resolve_inside,
-    shown,
     under,
 )
 
@@ -109,7 +109,7 @@ class SyncReport:
 
 def _names(names: Sequence[str], limit: int = 3) -> str:
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(shown(n, 60) for n in names[:limit]) + more
+    return ", ".join(quoted(n, 60) for n in names[:limit]) + more
 
 
 def _log_skipped(report: SyncReport, what: str, log: Callable[[str], None], exclude: Sequence[str] = ()) -> None:
@@ -199,7 +199,7 @@ def local_manifest(folder: Path, exclude: Sequence[str] = (), report: SyncReport
                 elif relative != MANIFEST:
                     problem = path_problem(relative) or taken.add(relative)
                     if problem is not None:
-                        raise StorageError(f"cannot push {folder}/{shown(relative)} ({problem}): a pull would "
+                        raise StorageError(f"cannot push {folder}/{quoted(relative)} ({problem}): a pull would "
                                            "refuse its name; rename it and push again")
                     st = os.stat(entry.path, follow_symlinks=False)
                     if not stat.S_ISREG(st.st_mode):  # replaced while walking
@@ -246,15 +246,15 @@ def remote_manifest(client, location: S3Location, corrupt_ok: bool = False,
         return parse_manifest(body, where)
     except UnsafePathError as exc:
         if corrupt_ok:
-            log(f"{where} lists the unsafe key {shown(exc.name)} ({exc.problem}); uploading every file and "
+            log(f"{where} lists the unsafe key {quoted(exc.name)} ({exc.problem}); uploading every file and "
                 "writing it anew")
             return {}
         raise
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         if corrupt_ok:
-            log(f"{where} is corrupt ({shown(str(exc), 200)[1:-1]}); uploading every file and writing it anew")
+            log(f"{where} is corrupt ({quoted(str(exc), 200)[1:-1]}); uploading every file and writing it anew")
             return {}
-        raise StorageError(f"{where} is corrupt ({shown(str(exc), 200)[1:-1]}); push the folder again to "
+        raise StorageError(f"{where} is corrupt ({quoted(str(exc), 200)[1:-1]}); push the folder again to "
                            "rewrite it") from None
 
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import NnClusteringError
+from ..errors import NnClusteringError, quoted
 
 MANIFEST = "MANIFEST.json"
 MAX_SEGMENT_BYTES = 200
@@ -54,12 +54,6 @@ class UnsafePathError(StorageError):
         super().__init__(message)
         self.name = name
         self.problem = problem
-
-
-def shown(name: object, limit: int = 120) -> str:
-    """``name`` as ``repr`` writes it (control characters escaped), shortened past ``limit``."""
-    text = repr(name)
-    return text if len(text) <= limit else f"{text[:limit - 4]}...{text[-1]}"
 
 
 def _is_control(char: str) -> bool:
@@ -104,7 +98,7 @@ def is_hidden(name: str) -> bool:
 
 def unsafe_key(where: str, name: object, problem: str) -> UnsafePathError:
     """The one-line error for a bad key ``name`` listed by ``where`` (e.g. a manifest's URI)."""
-    return UnsafePathError(f"{where} lists the unsafe key {shown(name)} ({problem}); {_TAMPERED}", name, problem)
+    return UnsafePathError(f"{where} lists the unsafe key {quoted(name)} ({problem}); {_TAMPERED}", name, problem)
 
 
 def check_relative(name: object, where: str = "the manifest", allow_hidden: bool = False) -> PurePosixPath:
@@ -129,14 +123,14 @@ class KeySet:
         """Why ``name`` cannot be added (naming the other key), or None."""
         norm = unicodedata.normalize("NFC", name)
         if norm in self.files:
-            return f"the same file as {shown(self.files[norm])} once Unicode-normalised (NFC)"
+            return f"the same file as {quoted(self.files[norm])} once Unicode-normalised (NFC)"
         if norm in self.folders:
-            return f"a file where {shown(self.folders[norm])} needs a folder"
+            return f"a file where {quoted(self.folders[norm])} needs a folder"
         parts = norm.split("/")
         for i in range(1, len(parts)):
             folder = "/".join(parts[:i])
             if folder in self.files:
-                return f"it needs a folder where {shown(self.files[folder])} is a file"
+                return f"it needs a folder where {quoted(self.files[folder])} is a file"
         return None
 
     def add(self, name: str) -> str | None:
@@ -182,7 +176,7 @@ def check_manifest(pairs: Iterable[tuple[Any, Any]], where: str) -> dict[str, di
             raise unsafe_key(where, name, clash)
         problem = entry_problem(meta)
         if problem is not None:
-            raise ValueError(f"entry {shown(name)}: {problem}")
+            raise ValueError(f"entry {quoted(name)}: {problem}")
         files[name] = meta
     return files
 
@@ -198,7 +192,7 @@ def check_excludes(names: Iterable[str]) -> tuple[str, ...]:
     for name in names:
         problem = path_problem(name, allow_hidden=True)
         if problem is not None:
-            raise StorageError(f"--exclude {shown(name)} is not a name inside the synced folder ({problem}); "
+            raise StorageError(f"--exclude {quoted(name)} is not a name inside the synced folder ({problem}); "
                                "give a top-level folder name, e.g. --exclude cache")
         out.append(name)
     return tuple(out)
