@@ -78,19 +78,24 @@ def _spread(values: np.ndarray, fallback: float) -> float:
     return float(np.std(values, ddof=1)) if len(values) >= 2 else float(fallback)
 
 
-def _finite_mean(values) -> float:
-    """The mean of the defined values (z is undefined, NaN, where the shuffles' SD was 0);
-    NaN when none is."""
+def _defined(values) -> np.ndarray:
+    """The defined values as floats (z is undefined, NaN, where the shuffles' SD was 0), an
+    infinite z held at +-1e300 so that means and spreads stay finite."""
     values = np.asarray(values, float)
-    values = values[~np.isnan(values)]
-    return float(np.mean(np.clip(values, -1e300, 1e300))) if values.size else math.nan
+    return np.clip(values[~np.isnan(values)], -1e300, 1e300)
 
 
-def _within(difference: float, spread: float) -> bool:
-    """A difference within the spread; two undefined values (NaN - NaN) agree."""
-    if math.isnan(difference):
-        return False
-    return abs(difference) <= spread + ROUNDING
+def _finite_mean(values) -> float:
+    """The mean of the defined values; NaN when none is."""
+    defined = _defined(values)
+    return float(np.mean(defined)) if defined.size else math.nan
+
+
+def _z_agrees(z: float, ref_z: float, spread: float) -> bool:
+    """z within the spread of the reference's, or both undefined."""
+    if math.isnan(z) or math.isnan(ref_z):
+        return math.isnan(z) and math.isnan(ref_z)
+    return abs(z - ref_z) <= spread + ROUNDING
 
 
 def compare_tables(mine, reference) -> tuple[list[ComparisonRow], list[str]]:
@@ -108,12 +113,11 @@ def compare_tables(mine, reference) -> tuple[list[ComparisonRow], list[str]]:
         ncut, ref_ncut = float(g["ncut"].mean()), float(ref["ncut"].mean())
         z, ref_z = _finite_mean(g["z"]), _finite_mean(ref["z"])
         ncut_spread = _spread(ref_all["ncut"].to_numpy(), ref_all["shuffled_sd"].mean())
-        z_values = ref_all["z"].to_numpy(float)
-        z_spread = _spread(np.clip(z_values[~np.isnan(z_values)], -1e300, 1e300), 1.0)
+        z_spread = _spread(_defined(ref_all["z"]), 1.0)
         rows.append(ComparisonRow(
             *map(str, key[:3]), int(key[3]), len(g), ncut, ref_ncut, ncut - ref_ncut, ncut_spread,
             abs(ncut - ref_ncut) <= ncut_spread + ROUNDING, z, ref_z, z - ref_z, z_spread,
-            _within(z - ref_z, z_spread) or (math.isnan(z) and math.isnan(ref_z)),
+            _z_agrees(z, ref_z, z_spread),
             int(g["significant"].sum()), int(ref["significant"].sum()),
         ))
     seen = {tuple(k) for k, _ in mine.groupby(GROUP, sort=False)}
