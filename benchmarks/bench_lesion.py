@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_clustering.core.graph import mlp_graph
+from nn_clustering.core.graph import NetworkWeights, mlp_graph
 from nn_clustering.core.lesion import (
     MLP,
     LesionConfig,
@@ -31,7 +31,6 @@ from nn_clustering.core.lesion import (
 )
 from nn_clustering.core.shuffle import observed_seed
 from nn_clustering.core.spectral import SpectralConfig, cluster_graph
-from nn_clustering.core.weights import NetworkWeights
 from nn_clustering.formats import load_weights
 
 CANDIDATES = ("models/MNIST/0/pruned.npz", "models/quick/MNIST/0/pruned.npz")

@@ -180,7 +180,7 @@ class Block:
 sys.meta_path.insert(0, Block())
 import numpy as np
 import nn_clustering as nc
-from nn_clustering.core import graph, kmeans, lesion, ncut, shuffle, spectral, stats, weights
+from nn_clustering.core import graph, kmeans, lesion, ncut, shuffle, spectral, stats
 rng = np.random.default_rng(0)
 kernels = [rng.normal(size=(20, 12)), rng.normal(size=(12, 4))]
 labels = spectral.cluster_graph(graph.mlp_graph(kernels), spectral.SpectralConfig(3)).labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nn_clustering.core.graph import mlp_graph
+from nn_clustering.core.graph import NetworkWeights, mlp_graph
 from nn_clustering.core.lesion import (
     MLP,
     LesionConfig,
@@ -22,7 +22,6 @@ from nn_clustering.core.lesion import (
 )
 from nn_clustering.core.spectral import SpectralConfig, cluster_graph
 from nn_clustering.core.stats import empirical_p
-from nn_clustering.core.weights import NetworkWeights
 from nn_clustering.errors import ModelError, NnClusteringError
 
 BLOCK, CLASSES = 16, 4

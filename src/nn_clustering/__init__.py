@@ -17,7 +17,7 @@ schema); :mod:`nn_clustering.experiments` (the analyses behind the notebooks); a
 """
 
 from ._version import __version__
-from .core.weights import NetworkWeights
+from .core.graph import NetworkWeights
 from .errors import NnClusteringError, ParameterError
 from .estimators import NotFittedError, ShuffleTest, SpectralNCut
 from .formats.loader import as_weights, load_weights

@@ -5,7 +5,7 @@
 n-cut with shuffled copies of the network. ``fit`` accepts every form of a network that
 :func:`nn_clustering.formats.as_weights` converts: the path of a model file (``.npz``, ``.keras``,
 ``.h5``, ``.onnx``, ``.safetensors``, ``.pt``), a Keras model, a list of kernel arrays in layer
-order, or :class:`~nn_clustering.core.weights.NetworkWeights`.
+order, or :class:`~nn_clustering.core.graph.NetworkWeights`.
 Every parameter is checked in one place (:meth:`_Estimator._validated`, through
 :mod:`nn_clustering.core.validation`), and a bad one raises
 :class:`~nn_clustering.errors.ParameterError`, which is both the project's error and a
@@ -21,7 +21,7 @@ import numpy as np
 
 from .core.dag import DagGraph
 from .core.enums import ShuffleMethod, SliceNorm
-from .core.graph import Graph, graph_inputs, group_names
+from .core.graph import Graph, NetworkWeights, graph_inputs, group_names
 from .core.shuffle import ShuffleConfig, ShuffleTestResult, observed_clustering, shuffle_test
 from .core.spectral import Clustering, SpectralConfig
 from .core.stats import ShuffleStats
@@ -35,7 +35,6 @@ from .core.validation import (
     check_scheduler,
     check_seed,
 )
-from .core.weights import NetworkWeights
 from .errors import NnClusteringError, ParameterError
 from .formats.loader import as_weights
 

@@ -1,5 +1,10 @@
 """Weights to graph (method.md §3): pure numpy/scipy, no TensorFlow.
 
+Every reader of :mod:`nn_clustering.formats` produces a :class:`NetworkWeights`, the one
+framework-neutral description of a network (kernels in layer order, and a
+:class:`~nn_clustering.core.dag.Wiring` where it is not a chain); :func:`graph_inputs` says which
+of its kernels form the graph and which builder makes it.
+
 An MLP with kernels W_0..W_{L-1} (W_l of shape (n_l, n_{l+1})) becomes a graph with one node
 per neuron of every layer, inputs and outputs included, ordered layer by layer. The symmetric
 adjacency holds |W_l| between layer l and l+1 and nothing else (no biases, no self-loops).
@@ -14,19 +19,64 @@ input-to-output path can be removed the same way (:meth:`Graph.without_dead_ends
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import GraphError
+from ..errors import GraphError, ModelError
 from .dag import DagGraph, Wiring, check_wiring, dag_blocks
 from .enums import Architecture, SliceNorm
 from .nodes import LayeredNodes
-from .weights import NetworkWeights
 
 GraphBuilder = Callable[[Sequence[np.ndarray]], "Graph"]
+
+
+@dataclass
+class NetworkWeights:
+    """Kernels (and biases where known) in layer order, and the network kind.
+
+    ``kind`` is :attr:`Architecture.MLP` for Dense kernels (in, out) only and
+    :attr:`Architecture.CNN` when conv kernels (h, w, in, out) come first. ``names`` are the
+    layers' names where the file records them. ``wiring`` describes a network that is not a
+    single chain (residual sums, concatenations); None for a chain of layers.
+    """
+
+    kernels: list[np.ndarray]
+    biases: list[np.ndarray] = field(default_factory=list)
+    kind: Architecture = Architecture.MLP
+    source: str = ""
+    names: list[str] = field(default_factory=list)
+    wiring: Wiring | None = None
+
+    @classmethod
+    def from_arrays(cls, kernels, biases=(), source: str = "") -> NetworkWeights:
+        """Weights from kernels in layer order (the kind follows from their ranks)."""
+        kernels = [np.asarray(k) for k in kernels]
+        return cls(kernels, [np.asarray(b) for b in biases], network_kind(kernels, source), source)
+
+    def layer_name(self, i: int) -> str:
+        """The name of weighted layer i (``kernel_i`` where the file records none)."""
+        return self.names[i] if i < len(self.names) else f"kernel_{i}"
+
+    @property
+    def conv_kernels(self) -> list[np.ndarray]:
+        """The conv kernels (4-D), in order; empty for an MLP."""
+        return [k for k in self.kernels if np.ndim(k) == 4]
+
+
+def network_kind(kernels: list[np.ndarray], source: str = "") -> Architecture:
+    """``cnn`` if there are conv kernels (which must come before any dense one), else ``mlp``."""
+    dims = [np.ndim(k) for k in kernels]
+    if 4 not in dims:
+        return Architecture.MLP
+    if dims != sorted(dims, reverse=True) or set(dims) - {2, 4}:
+        raise ModelError(
+            f"{source or 'weights'}: kernel ranks {dims}; expected conv kernels (4-D) followed by dense "
+            "ones (2-D), in layer order"
+        )
+    return Architecture.CNN
 
 
 @dataclass(frozen=True, eq=False)

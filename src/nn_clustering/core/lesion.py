@@ -17,11 +17,11 @@ import numpy as np
 
 from ..errors import ModelError, NnClusteringError
 from .enums import Architecture, Taxonomy
+from .graph import NetworkWeights
 from .progress import progress_bar
 from .rows import Row
 from .stats import empirical_p
 from .validation import check_int, check_seed
-from .weights import NetworkWeights
 
 #: A lesion: hidden layer index (1 = first hidden layer, as in the graph) -> neuron indices.
 Lesion = dict[int, np.ndarray]

@@ -28,7 +28,7 @@ from ..core.rows import Row
 from ..core.validation import check_choice
 from ..data.build import ensure_dataset, load_dataset
 from ..errors import DatasetUnavailable, NnClusteringError
-from ..formats.keras import load_keras_model
+from ..formats.loader import load_keras_model
 from ..storage.cache import cache_key
 from ..storage.files import file_digest
 from ..storage.provenance import code_version

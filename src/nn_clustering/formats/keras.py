@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.weights import NetworkWeights, network_kind
+from ..core.graph import NetworkWeights, network_kind
 from ..errors import ModelError
 from .keras_file import check_keras_file
-from .limits import check_model_path, one_line
+from .limits import one_line
 from .wiring import WiringRecorder
 
 #: Layer classes passed over: they neither mix units nor carry weights that belong in the graph.
@@ -207,12 +207,12 @@ def functional_weights(model, source: str = "") -> NetworkWeights:
     return rec.finish()
 
 
-def load_keras_model(path: str | Path):
-    """A saved Keras model (not compiled), or a clear error for a missing or unreadable file, a
-    path that is not a regular file, or a file whose declared weights and layers would pass the
-    memory limit (:func:`~nn_clustering.formats.keras_file.check_keras_file`, run before Keras
-    is imported)."""
-    path = check_model_path(path)
+def read_keras_model(path: Path):
+    """The saved Keras model at ``path`` (a readable regular file: see
+    :func:`~nn_clustering.formats.loader.check_model_path`), not compiled; a clear error for a
+    file whose declared weights and layers would pass the memory limit
+    (:func:`~nn_clustering.formats.keras_file.check_keras_file`, run before Keras is imported) or
+    that Keras cannot load."""
     check_keras_file(path)
     try:
         import keras
@@ -226,8 +226,8 @@ def load_keras_model(path: str | Path):
 
 
 def load_keras_weights(path: Path) -> NetworkWeights:
-    """Dense and Conv2D kernels and biases of a saved Keras model, in layer order."""
-    return weights_of_keras_model(load_keras_model(path), str(path))
+    """Dense and Conv2D kernels and biases of the saved Keras model at ``path``, in layer order."""
+    return weights_of_keras_model(read_keras_model(path), str(path))
 
 
 def weights_of_keras_model(model, source: str = "") -> NetworkWeights:

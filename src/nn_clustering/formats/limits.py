@@ -1,4 +1,4 @@
-"""What reading one model file may take: a path that is a model file, and a memory bound.
+"""What reading one model file may take: a memory bound.
 
 Rule: every reader checks what a file *declares* (zip members' uncompressed sizes, ``.npy``,
 safetensors and HDF5 headers, ONNX dims, a pickle's tensor views) against the memory limit
@@ -13,20 +13,15 @@ The limit (:func:`memory_limit`) is, in order of precedence: the value set by
 half of the memory available to this process: ``MemAvailable`` of ``/proc/meminfo`` (the
 physical memory where that is unknown), or less where a cgroup memory limit or an
 address-space limit (``ulimit -v``) leaves less.
-
-:func:`check_model_path` tells a path that is not a readable regular file (missing, a
-symbolic link loop, a folder, a device, pipe or ``/proc`` file, unreadable) with one line each.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import os
 import re
 import resource
-import stat
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
@@ -201,45 +196,3 @@ class ModelBudget:
         if self.total + int(nbytes) > self.limit:
             raise self._over(what, int(nbytes))
         self.total += int(nbytes)
-
-
-# --------------------------------------------------------------------------- paths
-
-NOT_FOUND_HINT = "check the path or train it with `make models`"
-
-
-def check_model_path(path: str | os.PathLike) -> Path:
-    """``path`` if it is a regular file this process can read; else one :class:`ModelError`
-    line that tells a missing file, a dangling link, a symbolic link loop, a folder, a
-    device/pipe/``/proc`` file and a file that cannot be read apart."""
-    path = Path(path)
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ModelError(f"{path} is a symbolic link loop; point it at a model file") from None
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            if path.is_symlink():
-                raise ModelError(f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist; "
-                                 "point it at a model file") from None
-            raise ModelError(f"{path} not found; {NOT_FOUND_HINT}") from None
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise ModelError(f"{path} cannot be read (permission denied on a folder of its path); "
-                             "check the folders' permissions") from None
-        raise ModelError(f"{path} cannot be read ({exc.strerror}); check the path") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ModelError(f"{path} is a folder, not a model file; pass a model file inside it")
-    real = os.path.realpath(path)
-    pseudo = any(real == root or real.startswith(root + "/") for root in ("/proc", "/sys"))
-    if not stat.S_ISREG(info.st_mode) or pseudo:
-        raise ModelError(f"{path} is not a regular file (a device, pipe or /proc file); pass a model file")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise ModelError(f"{path} cannot be read (permission denied); check its permissions") from None
-        raise ModelError(f"{path} cannot be read ({exc.strerror}); check the path") from None
-    os.close(fd)
-    if info.st_size == 0:
-        raise ModelError(f"{path} is empty; re-save the model")
-    return path

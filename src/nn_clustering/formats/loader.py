@@ -6,13 +6,16 @@ A file's format is told by its first bytes where they say it, else by its suffix
 (:mod:`nn_clustering.formats.keras`, which imports Keras only when such a file is read),
 ``.onnx`` (:mod:`~nn_clustering.formats.onnx`), ``.safetensors`` and PyTorch ``.pt``/``.pth``
 state_dicts (:mod:`~nn_clustering.formats.state_dict`, PyTorch's zip files read without PyTorch
-by :mod:`~nn_clustering.formats.torch_pickle`). Every reader checks the sizes a file declares
+by :mod:`~nn_clustering.formats.torch_pickle`). A path is first checked to be a readable regular
+file (:func:`check_model_path`); every reader then checks the sizes a file declares
 against the memory limit of :mod:`~nn_clustering.formats.limits` before it allocates anything.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
@@ -20,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.weights import NetworkWeights
+from ..core.graph import NetworkWeights
 from ..errors import ModelError
-from .keras import load_keras_weights, weights_of_keras_model
-from .limits import check_model_path
+from .keras import load_keras_weights, read_keras_model, weights_of_keras_model
 from .npz import READ_ERRORS, load_npz_weights
 from .onnx import load_onnx_weights
 from .state_dict import load_safetensors_weights, load_torch_weights
@@ -36,6 +38,44 @@ READERS: dict[str, Callable[[Path], NetworkWeights]] = {
     "safetensors": load_safetensors_weights, "torch": load_torch_weights,
 }
 FORMATS_HINT = "pass a .npz of kernels, a .keras model, an .onnx file or a PyTorch state_dict (.safetensors, .pt)"
+NOT_FOUND_HINT = "check the path or train it with `make models`"
+
+
+def check_model_path(path: str | os.PathLike) -> Path:
+    """``path`` if it is a regular file this process can read; else one :class:`ModelError`
+    line that tells a missing file, a dangling link, a symbolic link loop, a folder, a
+    device/pipe/``/proc`` file and a file that cannot be read apart."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ModelError(f"{path} is a symbolic link loop; point it at a model file") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            if path.is_symlink():
+                raise ModelError(f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist; "
+                                 "point it at a model file") from None
+            raise ModelError(f"{path} not found; {NOT_FOUND_HINT}") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise ModelError(f"{path} cannot be read (permission denied on a folder of its path); "
+                             "check the folders' permissions") from None
+        raise ModelError(f"{path} cannot be read ({exc.strerror}); check the path") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ModelError(f"{path} is a folder, not a model file; pass a model file inside it")
+    real = os.path.realpath(path)
+    pseudo = any(real == root or real.startswith(root + "/") for root in ("/proc", "/sys"))
+    if not stat.S_ISREG(info.st_mode) or pseudo:
+        raise ModelError(f"{path} is not a regular file (a device, pipe or /proc file); pass a model file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise ModelError(f"{path} cannot be read (permission denied); check its permissions") from None
+        raise ModelError(f"{path} cannot be read ({exc.strerror}); check the path") from None
+    os.close(fd)
+    if info.st_size == 0:
+        raise ModelError(f"{path} is empty; re-save the model")
+    return path
 
 
 def sniff_format(path: Path) -> str | None:
@@ -76,10 +116,16 @@ def file_format(path: Path) -> str:
 def load_weights(path: str | Path) -> NetworkWeights:
     """Load weights from any supported model file (:func:`file_format`); a clear error for
     anything else: a path that is not a readable regular file
-    (:func:`~nn_clustering.formats.limits.check_model_path`) or a file whose tensors would pass
+    (:func:`check_model_path`) or a file whose tensors would pass
     the memory limit (:mod:`~nn_clustering.formats.limits`)."""
     path = check_model_path(path)
     return READERS[file_format(path)](path)
+
+
+def load_keras_model(path: str | Path):
+    """A saved Keras model (not compiled), its path checked first (:func:`check_model_path`;
+    reading it: :func:`~nn_clustering.formats.keras.read_keras_model`)."""
+    return read_keras_model(check_model_path(path))
 
 
 def _is_keras_model(obj) -> bool:

@@ -17,7 +17,7 @@ from typing import IO
 
 import numpy as np
 
-from ..core.weights import NetworkWeights, network_kind
+from ..core.graph import NetworkWeights, network_kind
 from ..errors import ModelError, quoted
 from .limits import ModelBudget, element_count, one_line, shape_text
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.weights import NetworkWeights
+from ..core.graph import NetworkWeights
 from ..errors import ModelError, quoted
 from .dtypes import complex_refusal
 from .limits import ModelBudget, element_count, shape_text

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.weights import NetworkWeights, network_kind
+from ..core.graph import NetworkWeights, network_kind
 from ..errors import ModelError, quoted
 from .dtypes import EXPORT_HINT, bfloat16_to_float32, complex_refusal
 from .limits import ModelBudget, element_count, format_size, one_line, shape_text

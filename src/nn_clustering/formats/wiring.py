@@ -1,4 +1,4 @@
-"""Reading a directed acyclic network into :class:`~nn_clustering.core.weights.NetworkWeights`,
+"""Reading a directed acyclic network into :class:`~nn_clustering.core.graph.NetworkWeights`,
 the same way for every framework (method.md §3).
 
 A model reader (Keras, ONNX) walks its model's operations in topological order and reports
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.dag import Feed, Piece, Wiring
-from ..core.weights import NetworkWeights, network_kind
+from ..core.graph import NetworkWeights, network_kind
 from ..errors import ModelError
 
 #: The producer of units that come straight from the network input.

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.enums import Architecture, Choice, Stage
-from ..core.weights import NetworkWeights
+from ..core.graph import NetworkWeights
 from ..data.build import parse_name
 from ..errors import ModelError, printable
 from ..formats.npz import load_npz_weights

@@ -35,7 +35,7 @@ from ..core.validation import check_int
 from ..data.build import ensure_dataset, load_dataset, parse_name
 from ..data.imageset import Dataset
 from ..errors import DatasetUnavailable, ModelError
-from ..formats.keras import load_keras_model
+from ..formats.loader import load_keras_model
 from ..formats.npz import load_npz_weights
 from ..registry import Profile, TagSpec, get_spec, instance_seed, load_profile
 from ..storage.files import save_npz, write_json_atomic
