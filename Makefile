@@ -174,7 +174,7 @@ pull-results: | $(STAMP) ## Download changed results from S3_URI (checksum-verif
 test-install: ## Run the Docker image's install steps in a fresh venv (needs the package index)
 	devops/test-install.sh
 
-demo: ## Start here: datasets, quick models, clustering, figures and a summary (~4 min, 2 cores)
+demo: ## Start here: datasets, quick models, clustering, figures and a summary (minutes)
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory datasets && \
 	$(MAKE) --no-print-directory models PROFILE=quick TAGS="$(DEMO_TAGS)" && \
@@ -182,7 +182,7 @@ demo: ## Start here: datasets, quick models, clustering, figures and a summary (
 	$(PY) -m nn_clustering summary --profile quick && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; executed notebooks in results/quick/notebooks/"
 
-all: ## The full reproduction: datasets, models and every analysis (PROFILE=paper: ~18 h on 2 cores, estimated)
+all: ## The full reproduction: datasets, models and every analysis (PROFILE=paper: hours; docs/results.md §8)
 	$(MAKE) --no-print-directory datasets
 	$(MAKE) --no-print-directory models PROFILE=$(PROFILE)
 	$(MAKE) --no-print-directory mlp-plots mlp-lesion mlp-double-lesion cnn-clustering cnn-lesion PROFILE=$(PROFILE)

@@ -77,7 +77,7 @@ def measure(path: str, k: int, n_shuffles: int, n_jobs: int, sklearn_edges: int)
 
             out["sklearn_ncut"] = ncut(adjacency, labels)
     if n_shuffles:
-        config = ShuffleConfig(n_shuffles=n_shuffles, method="layer", seed=1, n_jobs=n_jobs)
+        config = ShuffleConfig(n_shuffles=n_shuffles, method="layer", random_state=1, n_jobs=n_jobs)
         result, out["shuffle_s"] = timed(
             lambda: shuffle_test(kernels, SpectralConfig(k), config, builder, progress=False))
         out |= {"shuffled_mean": result.stats.mean, "z": result.stats.z}

@@ -69,7 +69,7 @@ def report_shuffle_test(kernels: Sequence[np.ndarray], n_shuffles: int, n_jobs: 
     from nn_clustering.core.shuffle import ShuffleConfig, shuffle_test
     from nn_clustering.core.spectral import SpectralConfig
 
-    config = ShuffleConfig(n_shuffles=n_shuffles, method="layer", seed=1, n_jobs=n_jobs)
+    config = ShuffleConfig(n_shuffles=n_shuffles, method="layer", random_state=1, n_jobs=n_jobs)
     result, t = timed(lambda: shuffle_test(kernels, SpectralConfig(4), config, progress=False))
     print(f"\nshuffle test, {what}: {n_shuffles} layer shuffles at k = 4 with {n_jobs} workers in {t:.1f} s "
           f"({t / n_shuffles * n_jobs:.3f} s per shuffle per worker); n-cut {result.clustering.ncut:.4f}, "

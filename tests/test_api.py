@@ -53,7 +53,7 @@ def test_spectral_ncut_is_the_shuffle_tests_observed_clustering():
     kernels = [rng.normal(size=(30, 20)), rng.normal(size=(20, 20)), rng.normal(size=(20, 6))]
     model = nc.SpectralNCut(n_clusters=3, random_state=11).fit(kernels)
     test = nc.ShuffleTest(n_clusters=3, n_shuffles=8, random_state=11).fit(kernels)
-    direct = shuffle_test(kernels, SpectralConfig(3), ShuffleConfig(n_shuffles=8, seed=11), progress=False)
+    direct = shuffle_test(kernels, SpectralConfig(3), ShuffleConfig(n_shuffles=8, random_state=11), progress=False)
     np.testing.assert_array_equal(model.labels_, test.labels_)
     np.testing.assert_array_equal(test.labels_, direct.clustering.labels)
     np.testing.assert_array_equal(test.shuffled_ncuts_, direct.shuffled_ncuts)
@@ -94,17 +94,17 @@ def test_fit_accepts_every_form_of_a_network_through_one_conversion(tmp_path):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"n_clusters": 1}, "need at least 2 clusters"),
-        ({"n_clusters": 2.5}, "n_clusters = 2.5 must be an integer"),
-        ({"n_shuffles": 0}, "n_shuffles = 0 must be at least 1"),
+        ({"n_clusters": 1}, "n_clusters must be at least 2, not 1"),
+        ({"n_clusters": 2.5}, "n_clusters must be an integer, not 2.5"),
+        ({"n_shuffles": 0}, "n_shuffles must be at least 1, not 0"),
         ({"method": "rows"}, "unknown shuffle method 'rows' for method; use one of 'layer', 'layer_nonzero'"),
         ({"norm": "l3"}, "unknown slice norm 'l3' for norm; use one of 'l1', 'l2'"),
-        ({"n_jobs": 0}, "n_jobs = 0"),
-        ({"random_state": -1}, "random_state = -1 must be at least 0"),
-        ({"random_state": None}, "random_state = None must be an integer"),
-        ({"drop_dead_ends": "yes"}, "drop_dead_ends = 'yes' must be True or False"),
-        ({"scheduler": ""}, "scheduler = ''"),
-        ({"n_init": 0}, "n_init = 0 must be at least 1"),
+        ({"n_jobs": 0}, "n_jobs must be a positive number of workers, or -1 for one per core, not 0"),
+        ({"random_state": -1}, "random_state must be at least 0, not -1"),
+        ({"random_state": None}, "random_state must be an integer, not None"),
+        ({"drop_dead_ends": "yes"}, "drop_dead_ends must be True or False, not 'yes'"),
+        ({"scheduler": ""}, "scheduler must be a dask scheduler address, not ''"),
+        ({"n_init": 0}, "n_init must be at least 1, not 0"),
     ],
 )
 def test_bad_parameters_raise_one_error_type_before_any_work(params, message):

@@ -21,7 +21,7 @@ from nn_clustering.errors import NnClusteringError
 from nn_clustering.experiments.clustering import ClusteringConfig, shuffle_test_of_file
 from nn_clustering.storage.cache import CacheKeyError, ResultCache, cache_key, key_path
 
-CONFIG = ClusteringConfig(n_clusters=2, n_shuffles=4, seed=3)
+CONFIG = ClusteringConfig(n_clusters=2, n_shuffles=4, random_state=3)
 
 
 @pytest.fixture

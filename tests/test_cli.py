@@ -30,7 +30,7 @@ def test_cluster_prints_summary_and_writes_json(kernels_npz, tmp_path, capsys):
     record = json.loads(out.read_text())
     assert len(record["labels"]) == 24 + 16 + 16 + 5
     assert record["labels"][3] == -1 and min(record["labels"][:3] + record["labels"][4:]) >= 0
-    assert len(record["shuffled_ncuts"]) == 6 and record["seed"] == 9
+    assert len(record["shuffled_ncuts"]) == 6 and record["random_state"] == 9
     for key in ("ncut", "mean", "sd", "z", "p_value", "significant"):
         assert key in record or key in record["shuffle"]
     assert record["layer_sizes"] == [24, 16, 16, 5] and "code_version" in record
@@ -38,7 +38,7 @@ def test_cluster_prints_summary_and_writes_json(kernels_npz, tmp_path, capsys):
     from nn_clustering.core.spectral import SpectralConfig
 
     kernels = [np.load(kernels_npz)[f"arr_{i}"] for i in range(3)]
-    direct = shuffle_test(kernels, SpectralConfig(3), ShuffleConfig(n_shuffles=6, seed=9), progress=False)
+    direct = shuffle_test(kernels, SpectralConfig(3), ShuffleConfig(n_shuffles=6, random_state=9), progress=False)
     assert record["ncut"] == direct.clustering.ncut
     assert record["shuffled_ncuts"] == direct.shuffled_ncuts.tolist()
 
@@ -56,7 +56,7 @@ def save(tmp_path, *kernels):
         (lambda p: [save(p, np.ones((4, 3)), np.ones((5, 2)))], "do not chain"),
         (lambda p: [save(p, np.ones((4, 3)), np.zeros((3, 2)))], "all zeros"),
         (lambda p: [save(p, np.ones((4, 3)), np.ones((3, 2))), "--k", "9"], "k = 9 is not below"),
-        (lambda p: [save(p, np.ones((4, 3)), np.ones((3, 2))), "--k", "1"], "at least 2 clusters"),
+        (lambda p: [save(p, np.ones((4, 3)), np.ones((3, 2))), "--k", "1"], "--k must be at least 2, not 1"),
         (lambda p: [str(p / "missing.npz")], "not found"),
         (lambda p: [str(p / "garbage.npz")], "not a readable .npz"),
         (lambda p: [str(p / "model.txt")], "unknown model format"),

@@ -48,7 +48,7 @@ def test_a_tampered_table_reports_the_difference_and_exits_1(tmp_path, capsys):
 
 
 def test_spread_is_the_instance_sd_and_only_your_instances_are_compared():
-    rows = [{"tag": "T", "stage": "pruned", "method": "layer", "k": 4, "instance": i, "ncut": n,
+    rows = [{"tag": "T", "stage": "pruned", "method": "layer", "n_clusters": 4, "instance": i, "ncut": n,
              "z": z, "shuffled_sd": 0.01, "significant": s}
             for i, n, z, s in ((0, 2.0, -3.0, True), (1, 2.2, -1.0, False), (2, 2.1, -2.0, True))]
     reference = pd.DataFrame(rows)
@@ -77,7 +77,7 @@ def test_the_k12_table_is_compared_where_both_have_it_and_written_with_the_recor
     assert cli.main(["compare", str(mine), "--profile", "paper"]) == 0
     assert "mlp-clustering-k12.csv: not in your results" in capsys.readouterr().out
     k12 = pd.read_csv(paper / "mlp-clustering-k12.csv")
-    assert (k12["k"] == 12).all() and set(k12["tag"]) == {"MNIST", "FASHION", "MNIST+DROPOUT", "FASHION+DROPOUT"}
+    assert (k12["n_clusters"] == 12).all() and set(k12["tag"]) == {"MNIST", "FASHION", "MNIST+DROPOUT", "FASHION+DROPOUT"}
     hit = (k12.tag == "MNIST") & (k12.stage == "dense") & (k12.method == "layer")
     k12.loc[hit, "z"] -= 20.0
     k12.to_csv(mine / "mlp-clustering-k12.csv", index=False)
@@ -97,7 +97,7 @@ def test_the_k12_table_is_compared_where_both_have_it_and_written_with_the_recor
 
 
 def test_results_sharing_no_group_with_the_reference_are_nothing_to_compare(tmp_path, capsys):
-    table = pd.read_csv(QUICK / "mlp-clustering.csv").assign(k=7)  # no group at k = 7 in the record
+    table = pd.read_csv(QUICK / "mlp-clustering.csv").assign(n_clusters=7)  # no group at k = 7 in the record
     table.to_csv(tmp_path / "mlp-clustering.csv", index=False)
     err = one_error_line(capsys, cli.main(["compare", str(tmp_path), "--profile", "quick"]))
     assert "nothing to compare" in err and "reproduced" not in capsys.readouterr().out
@@ -141,7 +141,7 @@ def test_a_malformed_reference_record_is_one_error_line(tmp_path, capsys, how, s
 
 
 def test_undefined_z_on_both_sides_agrees():
-    rows = [{"tag": "T", "stage": "pruned", "method": "layer", "k": 4, "instance": 0, "ncut": 1.0,
+    rows = [{"tag": "T", "stage": "pruned", "method": "layer", "n_clusters": 4, "instance": 0, "ncut": 1.0,
              "z": float("nan"), "shuffled_sd": 0.0, "significant": False}]
     [row], _ = compare_tables(pd.DataFrame(rows), pd.DataFrame(rows))
     assert row.ncut_within and row.z_within and row.reproduced

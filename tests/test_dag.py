@@ -153,7 +153,7 @@ def test_shuffles_move_every_block_derived_from_a_kernel():
     np.testing.assert_array_equal(blocks[(1, 3)], blocks[(2, 3)])  # both from d's shuffled kernel
     assert not np.array_equal(blocks[(1, 3)], conv_channel_weights(kd))
     np.testing.assert_allclose(np.sort(blocks[(1, 3)].ravel()), np.sort(conv_channel_weights(kd).ravel()))
-    result = shuffle_test(kernels, SpectralConfig(2), ShuffleConfig(n_shuffles=4, seed=1), builder, progress=False)
+    result = shuffle_test(kernels, SpectralConfig(2), ShuffleConfig(n_shuffles=4, random_state=1), builder, progress=False)
     assert result.shuffled_ncuts.shape == (4,) and np.isfinite(result.shuffled_ncuts).all()
 
 

@@ -34,7 +34,7 @@ from nn_clustering.experiments.stability import STABILITY_COLUMNS, pooled_sd_of,
 from nn_clustering.storage.cache import ResultCache, cache_key
 from nn_clustering.training.catalog import find_instances, write_index
 
-FAST = ClusteringConfig(n_shuffles=12, seed=7)
+FAST = ClusteringConfig(n_shuffles=12, random_state=7)
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +105,14 @@ def test_clustering_table_matches_a_direct_shuffle_test(tree):
     assert (paths.results / "mlp-clustering.xlsx").exists()
     instance = find_instances(paths.models, ["MNIST+DROPOUT"])[1]
     direct = shuffle_test(instance.weights("pruned").kernels, SpectralConfig(4),
-                          ShuffleConfig(12, "layer_nonzero", seed=7), progress=False)
+                          ShuffleConfig(12, "layer_nonzero", random_state=7), progress=False)
     row = on_disk[(on_disk.tag == "MNIST+DROPOUT") & (on_disk.instance == 1) & (on_disk.stage == "pruned")
                   & (on_disk.method == "layer_nonzero")].iloc[0]
     assert row.ncut == pytest.approx(direct.clustering.ncut, rel=1e-6)
     assert row.shuffled_mean == pytest.approx(direct.stats.mean, rel=1e-6)
     assert row.p_value == pytest.approx(direct.stats.p_value) and row.significant == direct.stats.below_all
     assert row.test_accuracy == pytest.approx(instance.accuracy("pruned"))
-    assert row.model_seed == instance.seed and row.shuffle_seed == 7
+    assert row.model_seed == instance.seed and row.random_state == 7
     shuffles = pd.read_csv(paths.results / "mlp-clustering-shuffles.csv.gz")
     mine = shuffles[(shuffles.tag == "MNIST+DROPOUT") & (shuffles.instance == 1) & (shuffles.stage == "pruned")
                     & (shuffles.method == "layer_nonzero")]
@@ -144,11 +144,11 @@ def test_rerun_uses_the_cache_and_writes_identical_tables(tree):
 def test_stability_statistics_by_hand():
     def result(tag, instance, ncut, shuffles, significant):
         row = ClusteringRow(
-            tag=tag, instance=instance, stage="pruned", k=4, method="layer", ncut=ncut, shuffled_mean=np.nan,
+            tag=tag, instance=instance, stage="pruned", n_clusters=4, method="layer", ncut=ncut, shuffled_mean=np.nan,
             shuffled_sd=np.nan, z=-1.0, p_value=np.nan, significant=significant, n_shuffles=len(shuffles),
             train_accuracy=None, train_accuracy_inference=None, test_accuracy=0.9 + 0.01 * instance,
             test_accuracy_a=None, test_accuracy_b=None, n_nodes=3, smallest_cluster=1, drop_dead_ends=False,
-            model_seed=0, shuffle_seed=0, profile="quick", model_sha256="", code_version="",
+            model_seed=0, random_state=0, profile="quick", model_sha256="", code_version="",
         )
         return ModelClustering(row, np.zeros(3, int), np.array(shuffles, float), (1, 1, 1))
 
@@ -169,9 +169,9 @@ def test_stability_statistics_by_hand():
 
 def test_stability_experiment_uses_pruned_primary_instances(tree):
     paths, _, _ = tree
-    per_instance, statistic = run_mlp_stability(paths, ClusteringConfig(n_clusters=2, n_shuffles=12, seed=7),
+    per_instance, statistic = run_mlp_stability(paths, ClusteringConfig(n_clusters=2, n_shuffles=12, random_state=7),
                                                 progress=False, log=lambda _: None)
-    assert set(per_instance.stage) == {"pruned"} and set(per_instance.k) == {2}
+    assert set(per_instance.stage) == {"pruned"} and set(per_instance.n_clusters) == {2}
     assert (paths.results / "mlp-clustering-stability-statistic-k2.csv").exists()
     assert (paths.results / "mlp-clustering-stability-instances-k2.xlsx").exists()
     assert len(statistic) == 2 * 2 and statistic.n_instances.eq(2).all()
@@ -179,7 +179,7 @@ def test_stability_experiment_uses_pruned_primary_instances(tree):
 
 def test_learning_curve_rows_match_direct_clustering(tree):
     paths, _, _ = tree
-    curve = run_mlp_learning_curve(paths, k=4, seed=3, progress=False)
+    curve = run_mlp_learning_curve(paths, n_clusters=4, random_state=3, progress=False)
     assert list(curve.columns) == LEARNING_CURVE_COLUMNS
     mnist = curve[(curve.tag == "MNIST") & (curve.instance == 0)]
     # dense epochs 0..2 then pruned epochs 1..2 -> global epochs 0..4
@@ -202,7 +202,7 @@ def test_plots_are_written_labelled_and_titled(tree, tmp_path):
 
     paths, table, results = tree
     run_mlp_learning_curve(paths, progress=False)
-    written = run_mlp_plots(paths, seed=7)
+    written = run_mlp_plots(paths, random_state=7)
     assert {p.name for p in written} >= {"mlp-ncut-vs-accuracy.png", "mlp-shuffle-distributions.png",
                                          "mlp-cohens-d.png", "mlp-learning-curve.png",
                                          "mlp-clustered-network.png"}
@@ -233,7 +233,7 @@ def test_learning_curve_of_a_net_at_chance_is_drawn_on_a_0_to_1_accuracy_axis():
     for tag, accuracy in (("RANDOM", [0.097, 0.104, 0.099]), ("MNIST", [0.90, 0.95, 0.98])):
         for epoch, a in enumerate(accuracy):
             rows.append({"tag": tag, "instance": 0, "phase": "dense", "epoch": epoch, "global_epoch": epoch,
-                         "ncut": 2.0, "train_accuracy": a, "test_accuracy": a - 0.001, "k": 4})
+                         "ncut": 2.0, "train_accuracy": a, "test_accuracy": a - 0.001, "n_clusters": 4})
     fig = plots.learning_curves(pd.DataFrame(rows))
     random_acc, mnist_acc = [ax for ax in fig.axes if ax.get_ylabel() == "accuracy"]
     assert random_acc.get_ylim() == (0, 1.02)  # chance-level noise is not blown up to fill the panel
@@ -247,7 +247,7 @@ def test_stability_plot_draws_very_low_z_at_the_floor_and_says_so():
 
     from nn_clustering.experiments import plots
 
-    rows = pd.DataFrame({"tag": ["A", "A", "B"], "stage": "pruned", "k": 4, "method": "layer",
+    rows = pd.DataFrame({"tag": ["A", "A", "B"], "stage": "pruned", "n_clusters": 4, "method": "layer",
                          "z": [-3.0, -120.0, 1.5]})
     fig = plots.stability_plot(rows)
     ys = sorted(y for c in fig.axes[0].collections for _, y in c.get_offsets())
@@ -336,12 +336,12 @@ def test_dense_net_layer_nonzero_test_reuses_the_layer_test(tmp_path, monkeypatc
 
     rng = np.random.default_rng(4)
     kernels = [rng.normal(size=(a, b)) for a, b in ((12, 10), (10, 8), (8, 4))]
-    config = ClusteringConfig(n_clusters=3, n_shuffles=6, seed=9)
+    config = ClusteringConfig(n_clusters=3, n_shuffles=6, random_state=9)
     spectral = SpectralConfig(n_clusters=3)
     direct = shuffle_test(kernels, spectral, ShuffleConfig(6, "layer_nonzero", 9), progress=False)
     calls = []
-    real = analysis.shuffle_test
-    monkeypatch.setattr(analysis, "shuffle_test", lambda *a, **kw: calls.append(a[2].method) or real(*a, **kw))
+    real = analysis.ShuffleTest.fit
+    monkeypatch.setattr(analysis.ShuffleTest, "fit", lambda self, net, y=None: calls.append(self.method) or real(self, net))
     for name, net in (("dense", kernels), ("sparse", [kernels[0], kernels[1] * (kernels[1] > 0), kernels[2]])):
         path = tmp_path / f"{name}.npz"
         np.savez(path, *net)
@@ -363,11 +363,11 @@ def test_interrupted_double_lesion_experiment_resumes_from_its_saved_pairs(tmp_p
 
     models = write_fake_models(tmp_path / "models", tags=("MNIST",), instances=1)
     data = write_fake_dataset(tmp_path / "datasets")
-    single = LesionConfig(n_random=4, seed=3)
+    single = LesionConfig(n_random=4, random_state=3)
 
     def run(results):
         paths = ExperimentPaths(models, tmp_path / results)
-        return run_mlp_double_lesion(paths, "MNIST", k=2, single=single, n_random=3, data_dir=data, progress=False)
+        return run_mlp_double_lesion(paths, "MNIST", n_clusters=2, single=single, n_random=3, data_dir=data, progress=False)
 
     reference, _ = run("reference")
     assert len(reference) == 12

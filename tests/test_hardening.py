@@ -95,23 +95,26 @@ def test_a_good_output_is_written_atomically(net, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option, message", [
-    (("--jobs", "1000"), "--jobs 1000 is more than the"),
-    (("--jobs", "0"), "--jobs 0: use a positive number"),
-    (("--seed", "-1"), "--seed -1 must be at least 0"),
-    (("--scheduler", "not an address"), "--scheduler 'not an address' is not a dask scheduler address"),
-    (("--scheduler", "tcp://host:99999"), "is not a dask scheduler address"),
+    (("--jobs", "1000"), "--jobs must be at most the"),
+    (("--jobs", "0"), "--jobs must be a positive number of workers, or -1 for one per core, not 0"),
+    (("--seed", "-1"), "--seed must be at least 0, not -1"),
+    (("--random-state", "-1"), "--seed must be at least 0, not -1"),
+    (("--scheduler", "not an address"), "--scheduler must be a dask scheduler address, not 'not an address'"),
+    (("--scheduler", "tcp://host:99999"), "must be a dask scheduler address"),
     (("--method", "rows"), "invalid choice: 'rows'"),
     (("--k", "two"), "invalid int value: 'two'"),
-    (("--k", "1"), "need at least 2 clusters"),
+    (("--k", "1"), "--k must be at least 2, not 1"),
+    (("--n-clusters", "1"), "--k must be at least 2, not 1"),
 ])
 def test_bad_options_are_one_line_before_any_process_starts(net, capsys, no_work, option, message):
     assert message in one_error_line(capsys, cluster(net, *option))
 
 
 def test_jobs_above_the_cores_are_allowed_on_a_scheduler(net):
-    from nn_clustering.core.validation import available_cores, check_n_jobs
+    from nn_clustering.core.parameters import available_cores, validate
 
-    assert check_n_jobs(available_cores() + 5, scheduler="tcp://10.0.0.5:8786") == available_cores() + 5
+    many = available_cores() + 5
+    assert validate({"n_jobs": many, "scheduler": "tcp://10.0.0.5:8786"})["n_jobs"] == many
 
 
 def test_an_unreachable_scheduler_is_one_line(net, capsys, monkeypatch):
@@ -126,7 +129,7 @@ def test_an_unreachable_scheduler_is_one_line(net, capsys, monkeypatch):
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_instances_below_one_are_refused(tmp_path, capsys, value):
     code = cli.main(["train", "MNIST", "--instances", value, "--models-dir", str(tmp_path / "m")])
-    assert f"--instances {value} must be at least 1" in one_error_line(capsys, code)
+    assert f"--instances must be at least 1, not {value}" in one_error_line(capsys, code)
     assert not (tmp_path / "m").exists()
 
 
@@ -182,7 +185,7 @@ def test_tied_shuffles_count_against_significance(tmp_path):
 def test_cache_entries_that_are_not_what_the_code_wrote_are_recomputed(tmp_path):
     models = write_fake_models(tmp_path / "models", tags=("MNIST",), instances=1)
     path = find_instances(models)[0].kernels_path("pruned")
-    config = ClusteringConfig(n_clusters=4, n_shuffles=6, seed=3)
+    config = ClusteringConfig(n_clusters=4, n_shuffles=6, random_state=3)
     lines: list[str] = []
     cache = ResultCache(tmp_path / "cache", log=lines.append)
     reference = shuffle_test_of_file(path, config, "layer", cache, progress=False)

@@ -90,7 +90,7 @@ def test_planted_submodule_is_important_and_its_damage_falls_on_its_class():
     labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(CLASSES), seed=0).labels
     evaluator = LesionEvaluator(net, x, y)
     assert evaluator.intact()[0] == 1.0
-    rows, randoms = single_lesion_test(evaluator, labels, LesionConfig(n_random=30, seed=1), progress=False)
+    rows, randoms = single_lesion_test(evaluator, labels, LesionConfig(n_random=30, random_state=1), progress=False)
     assert len(rows) == 2 * CLASSES  # two hidden layers x four clusters
     for row in rows:
         neurons = submodules(labels, net.layer_sizes)[rows.index(row)].neurons
@@ -121,7 +121,7 @@ def test_random_lesions_have_the_right_size_and_stay_in_the_active_part_of_the_l
 
     x = np.random.default_rng(3).normal(size=(50, 20)).astype(np.float32)
     spy = Spy(net, x, np.zeros(50, int), n_classes=5)
-    rows, _ = single_lesion_test(spy, labels, LesionConfig(n_random=5, seed=0), progress=False)
+    rows, _ = single_lesion_test(spy, labels, LesionConfig(n_random=5, random_state=0), progress=False)
     modules = submodules(labels, net.layer_sizes)
     assert len(seen) == len(modules) * 6
     for i, module in enumerate(modules):
@@ -160,10 +160,10 @@ def test_single_lesion_row_statistics_by_hand():
     y = forward(net, x)[-1].argmax(axis=1)  # labels the intact net gets right...
     y[::3] = (y[::3] + 1) % 5  # ...but a third of them wrong, so lesions can both help and hurt
     labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(3), seed=0).labels
-    config = LesionConfig(n_random=12, seed=4)
+    config = LesionConfig(n_random=12, random_state=4)
     rows, randoms = single_lesion_test(LesionEvaluator(net, x, y, n_classes=5), labels, config, progress=False)
     modules = submodules(labels, net.layer_sizes)
-    seeds = np.random.SeedSequence(config.seed).spawn(len(modules))
+    seeds = np.random.SeedSequence(config.random_state).spawn(len(modules))
 
     def accuracy(lesion):
         predicted = forward(lesion_network(net, lesion), x)[-1].argmax(axis=1)
@@ -231,7 +231,7 @@ def test_interrupted_double_lesion_test_resumes_to_the_same_rows():
     net, x, y, _ = planted_class_network()
     labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(CLASSES), seed=0).labels
     evaluator = LesionEvaluator(net, x, y)
-    single, _ = single_lesion_test(evaluator, labels, LesionConfig(n_random=6, seed=1), progress=False)
+    single, _ = single_lesion_test(evaluator, labels, LesionConfig(n_random=6, random_state=1), progress=False)
     args = (evaluator, labels, single, 4, 7)
     reference = double_lesion_test(*args, progress=False)
     assert len(reference) > 6

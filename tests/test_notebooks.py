@@ -71,7 +71,7 @@ def test_clustering_notebook_table_matches_direct_calls(executed):
     _, models, results, _ = executed
     table = pd.read_csv(results / "mlp-clustering.csv")
     assert list(table.columns) == CLUSTERING_COLUMNS and len(table) == 16
-    assert set(table.n_shuffles) == {N_SHUFFLES} and set(table.shuffle_seed) == {SEED}
+    assert set(table.n_shuffles) == {N_SHUFFLES} and set(table.random_state) == {SEED}
     for _, row in table[table.instance == 0].iterrows():
         instance = find_instances(models, [row.tag])[0]
         direct = shuffle_test(instance.weights(row.stage).kernels, SpectralConfig(4),
@@ -136,7 +136,7 @@ def test_lesion_notebook_workbook_matches_direct_calls(executed):
     assert sheet["name"].tolist() == [r.name for r in rows]
     np.testing.assert_allclose(sheet["acc"], [r.acc for r in rows])
     assert sheet["taxonomy"].tolist() == [r.taxonomy for r in rows]
-    assert {"tag", "model_seed", "model_sha256", "code_version", "n_random", "seed"} <= set(sheet.columns)
+    assert {"tag", "model_seed", "model_sha256", "code_version", "n_random", "random_state"} <= set(sheet.columns)
 
 
 def test_double_lesion_notebook_pairs(executed):

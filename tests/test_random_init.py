@@ -27,9 +27,9 @@ def test_initial_kernels_are_the_glorot_uniform_start_of_training():
 
 def test_table_summary_and_figure(tmp_path):
     paths = ExperimentPaths(tmp_path / "models", tmp_path / "results")
-    summary = run_random_init_ncuts(paths, n_nets=3, k=5, first_seed=10, seed=1)
+    summary = run_random_init_ncuts(paths, n_nets=3, n_clusters=5, first_seed=10, random_state=1)
     table = pd.read_csv(paths.results / "random-init-ncuts-k5.csv")
-    assert table["init_seed"].tolist() == [10, 11, 12] and (table["k"] == 5).all()
+    assert table["init_seed"].tolist() == [10, 11, 12] and (table["n_clusters"] == 5).all()
     import keras
 
     backend = keras.backend.backend()

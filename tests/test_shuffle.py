@@ -108,7 +108,7 @@ def test_planted_network_is_significant_and_shuffles_are_not():
     from test_spectral import planted_mlp
 
     kernels, _ = planted_mlp(np.random.default_rng(0))
-    result = shuffle_test(kernels, SpectralConfig(4), ShuffleConfig(n_shuffles=20, seed=3), progress=False)
+    result = shuffle_test(kernels, SpectralConfig(4), ShuffleConfig(n_shuffles=20, random_state=3), progress=False)
     assert result.stats.significant and result.stats.below_all and result.stats.p_value == pytest.approx(1 / 21)
     # each cluster keeps 1/4 of a node's weight at full strength and sends 3/4 at 1%:
     # cut/vol = 0.0075 / 0.2575 per cluster, about 0.117 for four clusters
@@ -122,13 +122,13 @@ def test_same_seed_same_ncuts_for_one_and_two_workers(method):
     kernels = small_kernels()
     kernels[0][np.abs(kernels[0]) < 0.8] = 0.0
     spectral = SpectralConfig(4)
-    one = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=10, method=method, seed=11, n_jobs=1), progress=False)
-    two = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=10, method=method, seed=11, n_jobs=2), progress=False)
+    one = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=10, method=method, random_state=11, n_jobs=1), progress=False)
+    two = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=10, method=method, random_state=11, n_jobs=2), progress=False)
     np.testing.assert_array_equal(one, two)
-    other = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=10, method=method, seed=12), progress=False)
+    other = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=10, method=method, random_state=12), progress=False)
     assert not np.array_equal(one, other)
     # a longer run extends a shorter one: shuffle i depends only on (seed, i)
-    longer = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=14, method=method, seed=11), progress=False)
+    longer = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=14, method=method, random_state=11), progress=False)
     np.testing.assert_array_equal(longer[:10], one)
 
 
@@ -137,9 +137,9 @@ def test_dask_local_cluster_gives_identical_results():
     pytest.importorskip("dask.distributed")
     kernels = small_kernels(1)
     spectral = SpectralConfig(4)
-    local = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=8, seed=5, n_jobs=1), progress=False)
+    local = shuffled_ncuts(kernels, spectral, ShuffleConfig(n_shuffles=8, random_state=5, n_jobs=1), progress=False)
     dask = shuffled_ncuts(
-        kernels, spectral, ShuffleConfig(n_shuffles=8, seed=5, n_jobs=2, scheduler="local"), progress=False
+        kernels, spectral, ShuffleConfig(n_shuffles=8, random_state=5, n_jobs=2, scheduler="local"), progress=False
     )
     np.testing.assert_array_equal(local, dask)
 
@@ -220,7 +220,7 @@ def test_shuffle_test_uses_the_reduced_kernels_of_the_trained_net():
 
     kernels = pruned_net_with_dead_units(1)
     spectral = SpectralConfig(3)
-    result = shuffle_test(kernels, spectral, ShuffleConfig(n_shuffles=3, method="layer", seed=5), progress=False)
+    result = shuffle_test(kernels, spectral, ShuffleConfig(n_shuffles=3, method="layer", random_state=5), progress=False)
     live = live_units(mlp_graph(kernels))
     for value, seed in zip(result.shuffled_ncuts, shuffle_seeds(5, 3), strict=True):
         rng = np.random.default_rng(seed)

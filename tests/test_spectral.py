@@ -13,7 +13,7 @@ from nn_clustering.core.graph import mlp_graph
 from nn_clustering.core.kmeans import kmeans
 from nn_clustering.core.ncut import ncut
 from nn_clustering.core.spectral import SpectralConfig, cluster_graph, spectral_embedding
-from nn_clustering.errors import ClusteringError
+from nn_clustering.errors import ClusteringError, ParameterError
 
 MLP_SIZES = (784, 256, 256, 256, 256, 10)
 
@@ -198,8 +198,8 @@ def test_bad_k_is_a_clear_error(k):
         with pytest.raises(ClusteringError, match="k = 12 is not below the 11 non-isolated nodes"):
             cluster_graph(graph, SpectralConfig(n_clusters=k))
     else:
-        with pytest.raises(ClusteringError, match="at least 2 clusters"):
-            cluster_graph(graph, SpectralConfig(n_clusters=k))
+        with pytest.raises(ParameterError, match=f"n_clusters must be at least 2, not {k}"):
+            SpectralConfig(n_clusters=k)
 
 
 def test_same_seed_same_labels():

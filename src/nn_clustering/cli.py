@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ._version import __version__
 from .core.enums import ShuffleMethod, SliceNorm
-from .core.validation import check_int
-from .errors import NnClusteringError, ParameterError, printable
+from .core.parameters import validate
+from .errors import NnClusteringError, printable
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -37,37 +36,19 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.instances is not None:
-        check_int(args.instances, "--instances", 1)  # before Keras is imported
+    if args.max_instances is not None:
+        validate({"max_instances": args.max_instances}, {"max_instances": "--instances"})  # before Keras loads
     from .registry import REGISTRY
     from .training.train import train_tags
 
     tags = args.tags or list(REGISTRY)
     done = train_tags(
-        tags, args.profile, Path(args.models_dir), Path(args.data_dir), max_instances=args.instances
+        tags, args.profile, Path(args.models_dir), Path(args.data_dir), max_instances=args.max_instances
     )
     total = sum(len(v) for v in done.values())
     print(f"models: {total} instances of {len(done)} tags ready under {args.models_dir}; "
           f"{len(tags) - len(done)} tags skipped")
     return 0
-
-
-#: The estimator parameter behind each option of ``cluster``, for messages in the user's terms.
-CLUSTER_FLAGS = {"n_clusters": "--k", "n_shuffles": "--shuffles", "method": "--method", "norm": "--norm",
-                 "n_jobs": "--jobs", "scheduler": "--scheduler", "random_state": "--seed", "level": "--level"}
-
-
-@contextlib.contextmanager
-def _option_names(flags: dict[str, str]):
-    """Re-raise a :class:`ParameterError` about ``n_jobs = 0`` as one about ``--jobs 0``."""
-    try:
-        yield
-    except ParameterError as exc:
-        message = str(exc)
-        for name, flag in flags.items():
-            message = re.sub(rf"\b{name} = ", f"{flag} ", message)
-            message = re.sub(rf"\bfor {name}\b", f"for {flag}", message)
-        raise type(exc)(message) from None
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
@@ -81,15 +62,12 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     from .storage.files import check_output, file_digest, write_json_atomic
     from .storage.provenance import code_version, library_versions
 
+    params = validate({name: getattr(args, name) for name in args.spelled}, args.spelled)
     output = check_output(args.output, inputs=(args.path,)) if args.output else None
     bound = memory_limit_set(args.max_model_memory) if args.max_model_memory else contextlib.nullcontext()
-    test = ShuffleTest(
-        n_clusters=args.k, n_shuffles=args.shuffles, method=args.method, norm=args.norm,
-        drop_dead_ends=args.drop_dead_ends, n_jobs=args.jobs, scheduler=args.scheduler,
-        random_state=args.seed, level=args.level, progress=not args.quiet,
-    )
-    with _option_names(CLUSTER_FLAGS), bound:
-        test.fit(args.path)  # checks the options before it reads the model
+    test = ShuffleTest(**params, drop_dead_ends=args.drop_dead_ends, progress=not args.quiet)
+    with bound:
+        test.fit(args.path)
     weights, graph, stats = test.weights_, test.graph_, test.stats_
     shape = "residual/concatenating " if weights.wiring is not None else ""
     print(f"{printable(args.path)}: {shape}{weights.kind.upper()}, {graph.n_nodes} nodes in layers "
@@ -99,12 +77,12 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         print(f"dropped {int(builder(kernels).active.sum() - graph.active.sum())} nodes on no input-to-output path")
     z = f"z {stats.z:.2f}" if np.isfinite(stats.z) else "z undefined (the shuffled n-cuts are all equal)"
     print(
-        f"n-cut {test.ncut_:.4f} (k = {args.k}); {args.method} shuffles "
+        f"n-cut {test.ncut_:.4f} (k = {test.n_clusters}); {test.method} shuffles "
         f"(N = {stats.n}): mean {stats.mean:.4f}, sd {stats.sd:.4f}, {z}, {stats.verdict()}"
     )
     for i, (name, row) in enumerate(zip(test.layer_names_, test.clustering_.sizes_by_layer(graph), strict=True)):
         print(f"  layer {i} {printable(name)}: cluster sizes {row}")
-    note = tiny_cluster_note(smallest_cluster(test.labels_, args.k), int(np.sum(test.labels_ >= 0)))
+    note = tiny_cluster_note(smallest_cluster(test.labels_, test.n_clusters), int(np.sum(test.labels_ >= 0)))
     if note:
         print(f"{note.strip()}, under 1% of them: check its nodes (a cluster of a few weakly "
               "attached nodes has nearly all its volume cut and adds about 1 to the n-cut)")
@@ -193,9 +171,23 @@ def _add_train(sub) -> None:
     p.add_argument("--profile", default="quick", help="training profile: quick or paper (default: quick)")
     p.add_argument("--models-dir", default="models", help="output folder (default: models)")
     p.add_argument("--data-dir", default="datasets", help="datasets folder (default: datasets)")
-    p.add_argument("--instances", type=int, default=None,
+    p.add_argument("--instances", dest="max_instances", type=int, default=None,
                    help="train only the first N instances of each tag (default: the profile's count)")
     p.set_defaults(func=_cmd_train)
+
+
+def _parameter_option(parser: argparse.ArgumentParser):
+    """A function that adds an option setting the parameter ``name`` of
+    :mod:`nn_clustering.core.parameters` under the flags given (the first is the one messages
+    name), recording the spelling in ``args.spelled``."""
+    spelled: dict[str, str] = {}
+    parser.set_defaults(spelled=spelled)
+
+    def option(name: str, *flags: str, **kwargs) -> None:
+        parser.add_argument(*flags, dest=name, **kwargs)
+        spelled[name] = flags[0]
+
+    return option
 
 
 def _add_cluster(sub) -> None:
@@ -205,19 +197,22 @@ def _add_cluster(sub) -> None:
     )
     p.add_argument("path", help="a saved Keras model, an ONNX file, a PyTorch state_dict (.safetensors, .pt) or "
                                 "an .npz of kernels in layer order (arr_0, arr_1, ...)")
-    p.add_argument("--k", type=int, default=4, help="number of clusters (default: 4)")
-    p.add_argument("--shuffles", type=int, default=320, help="number of shuffles (default: 320)")
-    p.add_argument("--method", choices=list(ShuffleMethod.values()), default=ShuffleMethod.LAYER.value,
-                   help="shuffle method (default: layer)")
-    p.add_argument("--jobs", type=int, default=1, help="local worker processes (default: 1)")
-    p.add_argument("--seed", type=int, default=42, help="root seed of the shuffles (default: 42)")
-    p.add_argument("--level", type=float, default=0.05,
-                   help="significance level: significant when p <= level (default: 0.05; needs at least "
-                        "1/level - 1 shuffles)")
-    p.add_argument("--scheduler", default=None,
-                   help="run on dask.distributed: a scheduler address, or 'local' for a LocalCluster")
-    p.add_argument("--norm", choices=list(SliceNorm.values()), default=SliceNorm.L1.value,
-                   help="conv kernel slice norm for CNN channel graphs (default: l1)")
+    option = _parameter_option(p)
+    option("n_clusters", "--k", "--n-clusters", type=int, default=4, help="number of clusters (default: 4)")
+    option("n_shuffles", "--shuffles", "--n-shuffles", type=int, default=320,
+           help="number of shuffles (default: 320)")
+    option("method", "--method", choices=list(ShuffleMethod.values()), default=ShuffleMethod.LAYER.value,
+           help="shuffle method (default: layer)")
+    option("n_jobs", "--jobs", "--n-jobs", type=int, default=1, help="local worker processes (default: 1)")
+    option("random_state", "--seed", "--random-state", type=int, default=42,
+           help="root seed of the shuffles (default: 42)")
+    option("level", "--level", type=float, default=0.05,
+           help="significance level: significant when p <= level (default: 0.05; needs at least "
+                "1/level - 1 shuffles)")
+    option("scheduler", "--scheduler", default=None,
+           help="run on dask.distributed: a scheduler address, or 'local' for a LocalCluster")
+    option("norm", "--norm", choices=list(SliceNorm.values()), default=SliceNorm.L1.value,
+           help="conv kernel slice norm for CNN channel graphs (default: l1)")
     p.add_argument("--drop-dead-ends", action="store_true",
                    help="first remove units on no input-to-output path (label -1; method.md §8)")
     p.add_argument("--output", default=None, help="write everything as JSON to this file")

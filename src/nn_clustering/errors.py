@@ -53,7 +53,7 @@ class ModelError(NnClusteringError):
 
 class ParameterError(NnClusteringError, ValueError):
     """A parameter is out of range or not one of its allowed values (raised by
-    :mod:`nn_clustering.core.validation`, the one place parameters are checked)."""
+    :mod:`nn_clustering.core.parameters`, the one place parameters are checked)."""
 
 
 class ClusteringError(ParameterError):

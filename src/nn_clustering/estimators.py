@@ -6,8 +6,9 @@ n-cut with shuffled copies of the network. ``fit`` accepts every form of a netwo
 :func:`nn_clustering.formats.as_weights` converts: the path of a model file (``.npz``, ``.keras``,
 ``.h5``, ``.onnx``, ``.safetensors``, ``.pt``), a Keras model, a list of kernel arrays in layer
 order, or :class:`~nn_clustering.core.graph.NetworkWeights`.
-Every parameter is checked in one place (:meth:`_Estimator._validated`, through
-:mod:`nn_clustering.core.validation`), and a bad one raises
+Every parameter is checked against the one table of constraints
+(:data:`nn_clustering.core.parameters.PARAMETERS`, the names the configs, the command line and
+the result rows share) when ``fit`` starts, and a bad one raises
 :class:`~nn_clustering.errors.ParameterError`, which is both the project's error and a
 ``ValueError``.
 """
@@ -20,23 +21,16 @@ from typing import Any
 import numpy as np
 
 from .core.dag import DagGraph
-from .core.enums import ShuffleMethod, SliceNorm
 from .core.graph import Graph, NetworkWeights, graph_inputs, group_names
+from .core.parameters import validate
 from .core.shuffle import ShuffleConfig, ShuffleTestResult, observed_clustering, shuffle_test
 from .core.spectral import Clustering, SpectralConfig
 from .core.stats import ShuffleStats
-from .core.validation import (
-    check_bool,
-    check_choice,
-    check_int,
-    check_level,
-    check_n_clusters,
-    check_n_jobs,
-    check_scheduler,
-    check_seed,
-)
 from .errors import NnClusteringError, ParameterError
 from .formats.loader import as_weights
+
+#: The estimator parameters a :class:`ShuffleConfig` takes.
+SHUFFLE_PARAMETERS = ("n_shuffles", "method", "random_state", "n_jobs", "scheduler", "level")
 
 
 class NotFittedError(NnClusteringError, AttributeError):
@@ -76,24 +70,8 @@ class _Estimator:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(network) before reading {name}") from None
 
     def _validated(self) -> dict[str, Any]:
-        """Every parameter checked and normalised (the one validation path)."""
-        checks = {
-            "n_clusters": check_n_clusters,
-            "n_init": lambda v: check_int(v, "n_init", 1),
-            "n_shuffles": lambda v: check_int(v, "n_shuffles", 1),
-            "method": lambda v: check_choice(v, ShuffleMethod, "method"),
-            "norm": lambda v: check_choice(v, SliceNorm, "norm"),
-            "drop_dead_ends": lambda v: check_bool(v, "drop_dead_ends"),
-            "scheduler": check_scheduler,
-            "random_state": check_seed,
-            "level": check_level,
-            "progress": lambda v: check_bool(v, "progress"),
-        }
-        params = self.get_params()
-        out = {name: checks[name](value) for name, value in params.items() if name in checks}
-        if "n_jobs" in params:
-            out["n_jobs"] = check_n_jobs(params["n_jobs"], scheduler=out.get("scheduler"))
-        return out
+        """Every parameter checked against :data:`~nn_clustering.core.parameters.PARAMETERS`."""
+        return validate(self.get_params())
 
     def _prepare(self, network) -> tuple[dict[str, Any], list[np.ndarray], Any, SpectralConfig]:
         """What both estimators' ``fit`` start with: the checked parameters, the network read
@@ -315,8 +293,7 @@ class ShuffleTest(_Estimator):
     def fit(self, network, y=None) -> ShuffleTest:
         """Cluster ``network`` and ``n_shuffles`` shuffles of it; ``y`` is ignored."""
         params, kernels, builder, spectral = self._prepare(network)  # the kernels checked before any shuffle
-        config = ShuffleConfig(params["n_shuffles"], params["method"], params["random_state"], params["n_jobs"],
-                               params["scheduler"], params["level"])
+        config = ShuffleConfig(**{name: params[name] for name in SHUFFLE_PARAMETERS})
         self.result_: ShuffleTestResult = shuffle_test(kernels, spectral, config, builder, params["progress"],
                                                        graph=self.graph_)
         return self
@@ -359,6 +336,6 @@ class ShuffleTest(_Estimator):
             "layers": [{"name": name, "size": int(len(labels)), "labels": labels.tolist()}
                        for name, labels in self.labels_by_name_.items()],
             "cluster_sizes_by_layer": self.clustering_.sizes_by_layer(graph),
-            "seed": self.random_state,
+            "random_state": self.random_state,
             "drop_dead_ends": self.drop_dead_ends,
         }

@@ -10,7 +10,7 @@ lesions are pushed through the rest of the network together, so no Keras model i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -18,10 +18,10 @@ import numpy as np
 from ..errors import ModelError, NnClusteringError
 from .enums import Architecture, Taxonomy
 from .graph import NetworkWeights
+from .parameters import validate
 from .progress import progress_bar
 from .rows import Row
 from .stats import empirical_p
-from .validation import check_int, check_seed
 
 #: A lesion: hidden layer index (1 = first hidden layer, as in the graph) -> neuron indices.
 Lesion = dict[int, np.ndarray]
@@ -235,11 +235,11 @@ class LesionConfig:
     """Random lesions per sub-module and the root seed (one child seed per sub-module)."""
 
     n_random: int = 100
-    seed: int = 42
+    random_state: int = 42
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n_random", check_int(self.n_random, "n_random", 1))
-        object.__setattr__(self, "seed", check_seed(self.seed, "seed"))
+        for name, value in validate(asdict(self)).items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ class SingleLesionRow(Row):
     taxonomy: Taxonomy
     acc_class: tuple[float, ...]
     n_random: int
-    seed: int
+    random_state: int
 
     def as_dict(self) -> dict[str, Any]:
         """The row's columns, ``acc_class`` spread over one column per class."""
@@ -304,7 +304,7 @@ def single_lesion_test(
     net = evaluator.net
     modules = submodules(labels, net.layer_sizes, net.lesionable_layers)
     intact, _ = evaluator.intact()
-    seeds = np.random.SeedSequence(config.seed).spawn(max(1, len(modules)))
+    seeds = np.random.SeedSequence(config.random_state).spawn(max(1, len(modules)))
     rows, randoms = [], {}
     for module, seed in _progress(zip(modules, seeds, strict=False), len(modules), "single lesions", progress):
         pool = active_neurons(labels, net.layer_sizes, module.layer)
@@ -323,7 +323,7 @@ def single_lesion_test(
             z=(true_acc - mean) / sd if sd > 0 else np.nan,
             taxonomy=classify(module.size, complete, p, diff, config.n_random),
             acc_class=tuple(float(v) for v in per_class[0]),
-            n_random=config.n_random, seed=config.seed,
+            n_random=config.n_random, random_state=config.random_state,
         ))
         randoms[module.name] = random_accs
     return rows, randoms
@@ -538,7 +538,7 @@ class DoubleLesionRow(Row):
     x_important_alone: bool
     verdict_changed: bool
     n_random: int
-    seed: int
+    random_state: int
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DoubleLesionRow:
@@ -557,7 +557,7 @@ def double_lesion_test(
     labels: np.ndarray,
     single_rows: Sequence[SingleLesionRow],
     n_random: int = 50,
-    seed: int = 42,
+    random_state: int = 42,
     modules: Sequence[SubModule] | None = None,
     progress: bool = True,
     done: Sequence[DoubleLesionRow] = (),
@@ -581,14 +581,14 @@ def double_lesion_test(
     rows = list(done)
     if [(r.x, r.y) for r in rows] != [(x.name, y.name) for x, y in pairs[:len(rows)]]:
         raise NnClusteringError("the saved double-lesion rows do not match this run's pairs; delete them and rerun")
-    seeds = np.random.SeedSequence(seed).spawn(max(1, len(pairs)))
+    seeds = np.random.SeedSequence(random_state).spawn(max(1, len(pairs)))
     todo = list(zip(pairs, seeds, strict=False))[len(rows):]
     for (x, y), s in _progress(todo, len(todo), "double lesions", progress):
         measured = double_lesion_pair(evaluator, labels, x, y, n_random, np.random.default_rng(s))
         alone = verdict.get(x.name) == Taxonomy.IMPORTANT
         rows.append(DoubleLesionRow(
             **measured, x_single=verdict.get(x.name), y_single=verdict.get(y.name), x_important_alone=alone,
-            verdict_changed=alone != measured["cond_important"], n_random=n_random, seed=seed,
+            verdict_changed=alone != measured["cond_important"], n_random=n_random, random_state=random_state,
         ))
         if checkpoint is not None and len(rows) % every == 0 and len(rows) < len(pairs):
             checkpoint(rows)

@@ -22,17 +22,10 @@ from .dag import DagGraph
 from .enums import ShuffleMethod
 from .graph import Graph, GraphBuilder, mlp_graph
 from .parallel import execution
+from .parameters import checked, validate
 from .progress import progress_bar
 from .spectral import Clustering, SpectralConfig, cluster_graph
 from .stats import DEFAULT_LEVEL, ShuffleStats, shuffle_stats
-from .validation import (
-    check_choice,
-    check_int,
-    check_level,
-    check_n_jobs,
-    check_scheduler,
-    check_seed,
-)
 
 #: The methods an experiment runs by default (``layer_full`` on request only).
 SHUFFLE_METHODS: tuple[ShuffleMethod, ...] = (ShuffleMethod.LAYER, ShuffleMethod.LAYER_NONZERO)
@@ -50,18 +43,14 @@ class ShuffleConfig:
 
     n_shuffles: int = 320
     method: ShuffleMethod = ShuffleMethod.LAYER
-    seed: int = 42
+    random_state: int = 42
     n_jobs: int = 1
     scheduler: str | None = None
     level: float = DEFAULT_LEVEL  # significance level of the claim (method.md §5)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n_shuffles", check_int(self.n_shuffles, "n_shuffles", 1))
-        object.__setattr__(self, "level", check_level(self.level))
-        object.__setattr__(self, "method", check_choice(self.method, ShuffleMethod, "method"))
-        object.__setattr__(self, "seed", check_seed(self.seed, "seed"))
-        object.__setattr__(self, "scheduler", check_scheduler(self.scheduler))
-        object.__setattr__(self, "n_jobs", check_n_jobs(self.n_jobs, scheduler=self.scheduler))
+        for name, value in validate(asdict(self)).items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -107,7 +96,7 @@ def shuffle_weights(
     all zero among the positions of such slices).
     """
     w = np.asarray(weights)
-    method = check_choice(method, ShuffleMethod, "method")
+    method = checked("method", method)
     if method == ShuffleMethod.LAYER and live is not None and not (live[0].all() and live[1].all()):
         return _shuffle_reduced(w, live, rng)
     units = _units(w)
@@ -255,7 +244,7 @@ def shuffled_ncuts(
 ) -> np.ndarray:
     """The N shuffled n-cuts, in shuffle order, computed locally or on a dask cluster
     (``graph``: the unshuffled network's, when already built)."""
-    seeds = shuffle_seeds(config.seed, config.n_shuffles)
+    seeds = shuffle_seeds(config.random_state, config.n_shuffles)
     chunks = [seeds[i : i + chunk_size] for i in range(0, len(seeds), chunk_size)]
     kernels = [np.asarray(k) for k in kernels]
     live = live_units(graph if graph is not None else builder(kernels)) if config.method == ShuffleMethod.LAYER else None
@@ -286,6 +275,6 @@ def shuffle_test(
     spectral = spectral or SpectralConfig()
     config = config or ShuffleConfig()
     graph = builder(kernels) if graph is None else graph
-    clustering = observed_clustering(graph, spectral, config.seed)
+    clustering = observed_clustering(graph, spectral, config.random_state)
     values = shuffled_ncuts(kernels, spectral, config, builder, progress, graph=graph)
     return ShuffleTestResult(clustering, values, shuffle_stats(clustering.ncut, values, config.level), config, spectral)

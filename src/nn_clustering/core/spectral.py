@@ -25,7 +25,7 @@ Two things make it fast without changing the answer:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -33,11 +33,12 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg
 
+from ..errors import ClusteringError
 from .dag import DagGraph
 from .graph import Graph
 from .kmeans import kmeans
 from .ncut import ncut, ncut_bipartite
-from .validation import check_float, check_int, check_n_clusters
+from .parameters import validate
 
 #: Up to this many connected nodes a graph's eigenvectors come from dense eigensolvers (the
 #: paper's MLP has 1,818 nodes); above it from Lanczos on sparse matrices (the bipartite block
@@ -64,11 +65,17 @@ class SpectralConfig:
     tol: float = 1e-4
 
     def __post_init__(self) -> None:
-        # k below 2 or above the graph's size is a ClusteringError when clustering (check_n_clusters)
-        object.__setattr__(self, "n_clusters", check_int(self.n_clusters, "n_clusters"))
-        object.__setattr__(self, "n_init", check_int(self.n_init, "n_init", 1))
-        object.__setattr__(self, "max_iter", check_int(self.max_iter, "max_iter", 1))
-        object.__setattr__(self, "tol", check_float(self.tol, "tol", 0.0))
+        for name, value in validate(asdict(self)).items():
+            object.__setattr__(self, name, value)
+
+
+def check_fits(n_clusters: int, n_nodes: int) -> None:
+    """A :class:`~nn_clustering.errors.ClusteringError` unless k is below the graph's
+    ``n_nodes`` non-isolated nodes (the parameter itself is checked by the configs)."""
+    if n_clusters >= n_nodes:
+        raise ClusteringError(
+            f"k = {n_clusters} is not below the {n_nodes} non-isolated nodes of the graph; choose a smaller k"
+        )
 
 
 @dataclass(frozen=True)
@@ -271,7 +278,7 @@ def cluster_adjacency(
     """Spectral clustering of a graph without isolated nodes; returns one label per node."""
     if not isinstance(adjacency, np.ndarray):
         adjacency = sp.csr_matrix(adjacency)
-    check_n_clusters(config.n_clusters, adjacency.shape[0])
+    check_fits(config.n_clusters, adjacency.shape[0])
     rng = np.random.default_rng(seed)
     embedding = spectral_embedding(adjacency, config.n_clusters, layers, rng)
     labels, _ = kmeans(embedding, config.n_clusters, rng, config.n_init, config.max_iter, config.tol)
@@ -322,7 +329,7 @@ def cluster_graph(
     """
     config = config or SpectralConfig()
     n_active = int(graph.active.sum())
-    check_n_clusters(config.n_clusters, n_active)
+    check_fits(config.n_clusters, n_active)
     rng = np.random.default_rng(seed)
     if solver not in ("auto", "dense", "sparse"):
         raise ValueError(f"solver = {solver!r}: use 'auto', 'dense' or 'sparse'")

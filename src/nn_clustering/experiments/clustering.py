@@ -9,32 +9,24 @@ notebook does not recompute it (:mod:`nn_clustering.storage.cache`). The stabili
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..core.enums import Architecture, ShuffleMethod, SliceNorm, Stage
 from ..core.graph import graph_inputs
+from ..core.parameters import checked, validate
 from ..core.rows import Row
 from ..core.shuffle import (
     SHUFFLE_METHODS,
-    ShuffleConfig,
     nonzero_is_layer,
     observed_clustering,
-    shuffle_test,
 )
 from ..core.spectral import Clustering, SpectralConfig, smallest_cluster
 from ..core.stats import cohens_d
-from ..core.validation import (
-    check_bool,
-    check_choice,
-    check_int,
-    check_n_clusters,
-    check_n_jobs,
-    check_seed,
-)
 from ..errors import NnClusteringError
+from ..estimators import ShuffleTest
 from ..formats.loader import load_weights
 from ..registry import REGISTRY
 from ..storage.cache import ResultCache
@@ -53,25 +45,20 @@ class ClusteringConfig:
     methods: tuple[ShuffleMethod, ...] = SHUFFLE_METHODS
     stages: tuple[Stage, ...] = STAGES
     n_shuffles: int = 320
-    seed: int = 42
+    random_state: int = 42
     n_jobs: int = 1
     norm: SliceNorm = SliceNorm.L1
     drop_dead_ends: bool = False  # method.md §8: remove nodes on no input-to-output path first
-    spectral: SpectralConfig = field(default_factory=SpectralConfig)
 
     def __post_init__(self) -> None:
-        checked = {
-            "n_clusters": check_n_clusters(self.n_clusters),
-            "methods": tuple(check_choice(m, ShuffleMethod, "methods") for m in self.methods),
-            "stages": tuple(check_choice(s, Stage, "stages") for s in self.stages),
-            "n_shuffles": check_int(self.n_shuffles, "n_shuffles", 1),
-            "seed": check_seed(self.seed, "seed"),
-            "n_jobs": check_n_jobs(self.n_jobs),
-            "drop_dead_ends": check_bool(self.drop_dead_ends, "drop_dead_ends"),
-            "norm": check_choice(self.norm, SliceNorm, "norm"),
-        }
-        for name, value in checked.items():
+        for name, value in validate(asdict(self)).items():
             object.__setattr__(self, name, value)
+
+    def shuffle_test(self, method: ShuffleMethod, progress: bool) -> ShuffleTest:
+        """The estimator that runs this configuration's shuffle test with ``method``."""
+        return ShuffleTest(n_clusters=self.n_clusters, n_shuffles=self.n_shuffles, method=method, norm=self.norm,
+                           drop_dead_ends=self.drop_dead_ends, n_jobs=self.n_jobs,
+                           random_state=self.random_state, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -81,7 +68,7 @@ class ClusteringRow(Row):
     tag: str
     instance: int
     stage: Stage
-    k: int
+    n_clusters: int
     method: ShuffleMethod
     ncut: float
     shuffled_mean: float
@@ -99,7 +86,7 @@ class ClusteringRow(Row):
     smallest_cluster: int
     drop_dead_ends: bool
     model_seed: int
-    shuffle_seed: int
+    random_state: int
     profile: str
     model_sha256: str
     code_version: str
@@ -117,7 +104,7 @@ class MethodEffectRow(Row):
     tag: str
     instance: int
     stage: Stage
-    k: int
+    n_clusters: int
     layer_mean: float
     layer_nonzero_mean: float
     cohens_d: float
@@ -141,27 +128,25 @@ def shuffle_test_of_file(
     Holds ``ncut``, ``labels``, ``shuffle`` (statistics), ``shuffled_ncuts``, ``layer_sizes``,
     ``model_sha256`` and the ``code_version`` that computed it.
     """
-    method = check_choice(method, ShuffleMethod, "method")
+    method = checked("method", method)
     digest = digest or file_digest(path, "sha256")
-    spectral = replace(config.spectral, n_clusters=config.n_clusters)
     parts = {
         "what": "shuffle_test", "model_sha256": digest, "method": method,
-        "n_shuffles": config.n_shuffles, "seed": config.seed, "norm": config.norm,
-        "spectral": asdict(spectral),
-        **({"drop_dead_ends": True} if config.drop_dead_ends else {}),  # older entries stay valid
+        "n_shuffles": config.n_shuffles, "random_state": config.random_state, "norm": config.norm,
+        "spectral": asdict(SpectralConfig(n_clusters=config.n_clusters)),
+        **({"drop_dead_ends": True} if config.drop_dead_ends else {}),
     }
 
     def compute() -> dict:
         weights = load_weights(path)
-        kernels, builder = graph_inputs(weights, config.norm, config.drop_dead_ends)
+        kernels, _ = graph_inputs(weights, config.norm, config.drop_dead_ends)
         if method == ShuffleMethod.LAYER_NONZERO and nonzero_is_layer(kernels):  # e.g. a dense net: reuse
             same = shuffle_test_of_file(path, config, ShuffleMethod.LAYER, cache, progress, digest)
             return {**same, "shuffle": {**same["shuffle"], "method": method}}
-        shuffle = ShuffleConfig(config.n_shuffles, method, config.seed, config.n_jobs)
-        result = shuffle_test(kernels, spectral, shuffle, builder, progress=progress)
+        test = config.shuffle_test(method, progress).fit(weights)
         return {
-            **result.as_dict(),
-            "layer_sizes": list(builder(kernels).layer_sizes),
+            **test.result_.as_dict(),
+            "layer_sizes": list(test.graph_.layer_sizes),
             "model_sha256": digest,
             "code_version": code_version(),
         }
@@ -169,20 +154,20 @@ def shuffle_test_of_file(
     return (cache or ResultCache(None)).get_or_compute(parts, compute, SHUFFLE_TEST_FIELDS)
 
 
-def pruned_clustering(instance: TrainedInstance, k: int, seed: int, cache: ResultCache | None = None) -> Clustering:
+def pruned_clustering(instance: TrainedInstance, n_clusters: int, random_state: int, cache: ResultCache | None = None) -> Clustering:
     """The pruned network's clustering into ``k`` clusters under root ``seed`` (the shuffle
     test's observed clustering), cached by the kernel file's digest."""
-    spectral = SpectralConfig(n_clusters=k)
+    spectral = SpectralConfig(n_clusters=n_clusters)
 
     def compute() -> dict:
         kernels, builder = graph_inputs(instance.weights(Stage.PRUNED))
-        clustering = observed_clustering(builder(kernels), spectral, seed)
+        clustering = observed_clustering(builder(kernels), spectral, random_state)
         return {"labels": clustering.labels.tolist(), "ncut": clustering.ncut}
 
-    parts = {"what": "labels", "model_sha256": instance.digest(Stage.PRUNED), "seed": seed,
+    parts = {"what": "labels", "model_sha256": instance.digest(Stage.PRUNED), "random_state": random_state,
              "spectral": asdict(spectral)}
     value = (cache or ResultCache(None)).get_or_compute(parts, compute, ("labels", "ncut"))
-    return Clustering(np.asarray(value["labels"], np.int64), float(value["ncut"]), k)
+    return Clustering(np.asarray(value["labels"], np.int64), float(value["ncut"]), n_clusters)
 
 
 @dataclass(frozen=True)
@@ -204,8 +189,8 @@ def cluster_instance(
     progress: bool = True,
 ) -> ModelClustering:
     """The shuffle test of one stage of a trained instance, with its provenance row."""
-    stage = check_choice(stage, Stage, "stage")
-    method = check_choice(method, ShuffleMethod, "method")
+    stage = checked("stage", stage)
+    method = checked("method", method)
     record = shuffle_test_of_file(
         instance.kernels_path(stage), config, method, cache, progress, instance.digest(stage)
     )
@@ -216,7 +201,7 @@ def cluster_instance(
         tag=instance.tag,
         instance=instance.instance,
         stage=stage,
-        k=config.n_clusters,
+        n_clusters=config.n_clusters,
         method=method,
         ncut=record["ncut"],
         shuffled_mean=stats["mean"],
@@ -234,7 +219,7 @@ def cluster_instance(
         smallest_cluster=smallest_cluster(labels, config.n_clusters),
         drop_dead_ends=config.drop_dead_ends,
         model_seed=instance.seed,
-        shuffle_seed=config.seed,
+        random_state=config.random_state,
         profile=instance.profile,
         model_sha256=record["model_sha256"],
         code_version=record["code_version"],
@@ -292,7 +277,7 @@ def shuffles_table(results: Sequence[ModelClustering]):
     frames = [
         pd.DataFrame({
             "tag": r.row.tag, "instance": r.row.instance, "stage": str(r.row.stage),
-            "k": r.row.k, "method": str(r.row.method),
+            "n_clusters": r.row.n_clusters, "method": str(r.row.method),
             "shuffle": np.arange(r.shuffled_ncuts.size), "ncut": r.shuffled_ncuts,
         })
         for r in results
@@ -305,14 +290,14 @@ def method_effect_sizes(results: Sequence[ModelClustering]):
     (positive: ``layer`` shuffles have the higher n-cut), as :class:`MethodEffectRow` rows."""
     by_model: dict[tuple, dict[ShuffleMethod, ModelClustering]] = {}
     for r in results:
-        key = (r.row.tag, r.row.instance, r.row.stage, r.row.k)
+        key = (r.row.tag, r.row.instance, r.row.stage, r.row.n_clusters)
         by_model.setdefault(key, {})[r.row.method] = r
     rows = []
-    for (tag, instance, stage, k), methods in by_model.items():
+    for (tag, instance, stage, n_clusters), methods in by_model.items():
         if set(methods) >= {ShuffleMethod.LAYER, ShuffleMethod.LAYER_NONZERO}:
             a = methods[ShuffleMethod.LAYER].shuffled_ncuts
             b = methods[ShuffleMethod.LAYER_NONZERO].shuffled_ncuts
-            rows.append(MethodEffectRow(tag, instance, stage, k, float(a.mean()), float(b.mean()), cohens_d(a, b)))
+            rows.append(MethodEffectRow(tag, instance, stage, n_clusters, float(a.mean()), float(b.mean()), cohens_d(a, b)))
     return frame(rows, MethodEffectRow)
 
 
@@ -330,7 +315,7 @@ def run_clustering(
     Writes ``<arch>-clustering.csv`` (+ ``.xlsx``), ``<arch>-clustering-shuffles.csv.gz`` (every
     shuffled n-cut) and ``<arch>-clustering-cohens-d.csv``; returns (table, results).
     """
-    arch = check_choice(arch, Architecture, "arch")
+    arch = checked("arch", arch)
     instances = find_instances(paths.models, list(tags) if tags else None, arch=arch)
     wanted = list(tags) if tags else [t for t, spec in REGISTRY.items() if spec.arch == arch]
     missing = [t for t in wanted if t not in {i.tag for i in instances}]
@@ -375,11 +360,11 @@ def architecture_comparison(paths: ExperimentPaths, method: ShuffleMethod | str 
     share significant and test accuracy (``method`` shuffles), from the two clustering tables."""
     import pandas as pd
 
-    method = check_choice(method, ShuffleMethod, "method")
+    method = checked("method", method)
     frames = []
     for arch in Architecture:
         table = read_table(paths.results / f"{arch}-clustering.csv", f"{arch}-clustering")
-        table = table[(table["method"] == method) & (table["k"] == 4)]
+        table = table[(table["method"] == method) & (table["n_clusters"] == 4)]
         frames.append(table.assign(arch=arch.upper(), dataset=table["tag"].str.removeprefix("CNN-")))
     both = pd.concat(frames, ignore_index=True)
     return (both.groupby(["dataset", "arch", "tag", "stage"], sort=False)

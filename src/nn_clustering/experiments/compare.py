@@ -31,9 +31,9 @@ from .paths import project_root
 #: record and every comparison, the others are compared where both sides have them.
 REFERENCE_TABLES = {"mlp-clustering.csv": "mlp-clustering", "mlp-clustering-k12.csv": "mlp-clustering-k12"}
 REQUIRED_TABLE = "mlp-clustering.csv"
-GROUP = ["tag", "stage", "method", "k"]
+GROUP = ["tag", "stage", "method", "n_clusters"]
 #: The columns a table must hold to be compared, and the kind of value in each.
-COLUMNS = {"tag": "text", "stage": "text", "method": "text", "k": "number", "instance": "number",
+COLUMNS = {"tag": "text", "stage": "text", "method": "text", "n_clusters": "number", "instance": "number",
            "ncut": "number", "z": "number", "shuffled_sd": "number", "significant": "bool"}
 PROVENANCE_FIELDS = ("profile", "code_version", "date")
 #: Differences below this are rounding (the CSVs keep 8 significant digits).
@@ -47,7 +47,7 @@ class ComparisonRow(Row):
     tag: str
     stage: str
     method: str
-    k: int
+    n_clusters: int
     instances: int
     ncut: float
     reference_ncut: float
@@ -120,8 +120,8 @@ def compare_tables(mine, reference) -> tuple[list[ComparisonRow], list[str]]:
             _z_agrees(z, ref_z, z_spread),
             int(g["significant"].sum()), int(ref["significant"].sum()),
         ))
-    seen = {tuple(k) for k, _ in mine.groupby(GROUP, sort=False)}
-    notes += [f"{' '.join(map(str, k))}: in the reference, not in your results" for k in ref_groups if k not in seen]
+    seen = {tuple(key) for key, _ in mine.groupby(GROUP, sort=False)}
+    notes += [f"{' '.join(map(str, key))}: in the reference, not in your results" for key in ref_groups if key not in seen]
     return rows, notes
 
 
@@ -158,7 +158,7 @@ def compare_results(results_dir: str | Path, profile: str, reference: str | Path
                 verdict += " (significance count differs)"
             ok &= r.reproduced
             lines.append(
-                f"  {r.tag:16s} {r.stage:6s} {r.method:13s} k={r.k:<2d} n={r.instances:<2d}"
+                f"  {r.tag:16s} {r.stage:6s} {r.method:13s} k={r.n_clusters:<2d} n={r.instances:<2d}"
                 f" n-cut {r.ncut:.4f} vs {r.reference_ncut:.4f} ({r.ncut_difference:+.4f}, spread {r.ncut_spread:.4f}"
                 f"{'' if r.ncut_within else ', OUTSIDE'})"
                 f"  z {r.z:7.2f} vs {r.reference_z:7.2f} ({r.z_difference:+.2f}, spread {r.z_spread:.2f}"

@@ -41,8 +41,8 @@ class LearningCurveRow(Row):
     sparsity: float
     train_accuracy: float | None
     test_accuracy: float | None
-    k: int
-    seed: int
+    n_clusters: int
+    random_state: int
     model_seed: int
     checkpoint_sha256: str
     code_version: str
@@ -52,17 +52,17 @@ LEARNING_CURVE_COLUMNS = LearningCurveRow.columns()
 
 
 def checkpoint_ncut(
-    checkpoint: Checkpoint, k: int = 4, seed: int = 42, spectral: SpectralConfig | None = None,
+    checkpoint: Checkpoint, n_clusters: int = 4, random_state: int = 42, spectral: SpectralConfig | None = None,
     cache: ResultCache | None = None,
 ) -> dict:
     """n-cut and sparsity of one checkpoint (cached by its digest and the parameters)."""
-    spectral = replace(spectral or SpectralConfig(), n_clusters=k)
+    spectral = replace(spectral or SpectralConfig(), n_clusters=n_clusters)
     digest = file_digest(checkpoint.path, "sha256")
-    parts = {"what": "checkpoint_ncut", "sha256": digest, "seed": seed, "spectral": asdict(spectral)}
+    parts = {"what": "checkpoint_ncut", "sha256": digest, "random_state": random_state, "spectral": asdict(spectral)}
 
     def compute() -> dict:
         kernels, builder = graph_inputs(load_weights(checkpoint.path))
-        clustering = observed_clustering(builder(kernels), spectral, seed)
+        clustering = observed_clustering(builder(kernels), spectral, random_state)
         total = sum(kernel.size for kernel in kernels)
         zeros = sum(int(np.count_nonzero(kernel == 0)) for kernel in kernels)
         return {"ncut": clustering.ncut, "sparsity": zeros / total, "sha256": digest,
@@ -72,41 +72,41 @@ def checkpoint_ncut(
 
 
 def learning_curve_rows(
-    instance: TrainedInstance, k: int = 4, seed: int = 42, cache: ResultCache | None = None
+    instance: TrainedInstance, n_clusters: int = 4, random_state: int = 42, cache: ResultCache | None = None
 ) -> list[LearningCurveRow]:
     """One row per checkpoint of ``instance``: phase, epoch, n-cut, sparsity and accuracies."""
     dense_epochs = len(instance.metrics.get(str(Stage.DENSE), {}).get(HISTORY_KEYS["train"], []))
     rows = []
     for ckpt in instance.checkpoints():
-        value = checkpoint_ncut(ckpt, k, seed, cache=cache)
+        value = checkpoint_ncut(ckpt, n_clusters, random_state, cache=cache)
         rows.append(LearningCurveRow(
             tag=instance.tag, instance=instance.instance, phase=ckpt.phase, epoch=ckpt.epoch,
             global_epoch=ckpt.epoch + (dense_epochs if ckpt.phase == Stage.PRUNED else 0),
             ncut=value["ncut"], sparsity=value["sparsity"],
             train_accuracy=instance.epoch_accuracy(ckpt.phase, ckpt.epoch, "train"),
             test_accuracy=instance.epoch_accuracy(ckpt.phase, ckpt.epoch, "test"),
-            k=k, seed=seed, model_seed=instance.seed,
+            n_clusters=n_clusters, random_state=random_state, model_seed=instance.seed,
             checkpoint_sha256=value["sha256"], code_version=value["code_version"],
         ))
     return rows
 
 
 def learning_curve_table(
-    instances: Sequence[TrainedInstance], k: int = 4, seed: int = 42, cache: ResultCache | None = None,
+    instances: Sequence[TrainedInstance], n_clusters: int = 4, random_state: int = 42, cache: ResultCache | None = None,
     progress: bool = True,
 ):
     """The learning-curve rows of every instance that has checkpoints, as a DataFrame."""
     with_checkpoints = [inst for inst in instances if inst.checkpoints()]
     rows: list[LearningCurveRow] = []
     for inst in progress_bar(with_checkpoints, desc="learning curves", unit="model", enabled=progress):
-        rows += learning_curve_rows(inst, k, seed, cache)
+        rows += learning_curve_rows(inst, n_clusters, random_state, cache)
     return frame(rows, LearningCurveRow)
 
 
 def run_mlp_learning_curve(
     paths: ExperimentPaths,
-    k: int = 4,
-    seed: int = 42,
+    n_clusters: int = 4,
+    random_state: int = 42,
     tags: Sequence[str] | None = None,
     progress: bool = True,
 ):
@@ -118,7 +118,7 @@ def run_mlp_learning_curve(
     if tags is None:
         tags = [t for t, spec in REGISTRY.items() if spec.learning_curve]
     instances = find_instances(paths.models, list(tags), arch=Architecture.MLP)
-    table = learning_curve_table(instances, k, seed, paths.cache, progress)
+    table = learning_curve_table(instances, n_clusters, random_state, paths.cache, progress)
     if table.empty:
         raise NnClusteringError(
             f"no checkpoints under {paths.models} for {', '.join(tags)}; train with a profile that "

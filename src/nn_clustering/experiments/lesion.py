@@ -24,8 +24,8 @@ from ..core.lesion import (
     single_lesion_test,
     submodules,
 )
+from ..core.parameters import checked
 from ..core.rows import Row
-from ..core.validation import check_choice
 from ..data.build import ensure_dataset, load_dataset
 from ..errors import DatasetUnavailable, NnClusteringError
 from ..formats.loader import load_keras_model
@@ -50,7 +50,7 @@ class LesionProvenance(Row):
     tag: str
     instance: int
     stage: Stage
-    k: int
+    n_clusters: int
     model_seed: int
     profile: str
     model_sha256: str
@@ -79,7 +79,7 @@ class LesionSetup:
 
 
 def lesion_setup(
-    paths: ExperimentPaths, tag: str, k: int, seed: int, data_dir: str | Path | None = None,
+    paths: ExperimentPaths, tag: str, n_clusters: int, random_state: int, data_dir: str | Path | None = None,
     arch: Architecture | str = Architecture.MLP,
 ) -> LesionSetup:
     """Instance 0 of ``tag`` (pruned), its labels and provenance; clear errors when the model or
@@ -96,10 +96,10 @@ def lesion_setup(
         raise NnClusteringError(f"dataset {dataset} for {tag} is missing: {exc}") from exc
     data_path = data_dir / f"{dataset}.npz"
     provenance = LesionProvenance(
-        tag=instance.tag, instance=instance.instance, stage=Stage.PRUNED, k=k, model_seed=instance.seed,
+        tag=instance.tag, instance=instance.instance, stage=Stage.PRUNED, n_clusters=n_clusters, model_seed=instance.seed,
         profile=instance.profile, model_sha256=instance.digest(Stage.PRUNED), dataset_md5=file_digest(data_path),
     )
-    labels = pruned_clustering(instance, k, seed, paths.cache).labels
+    labels = pruned_clustering(instance, n_clusters, random_state, paths.cache).labels
     return LesionSetup(instance, labels, data_path, provenance)
 
 
@@ -128,7 +128,7 @@ def single_lesion_rows(
 
 def run_lesion(
     paths: ExperimentPaths, arch: Architecture | str = Architecture.MLP, tags: Sequence[str] = LESION_TAGS,
-    k: int = 10, config: LesionConfig | None = None, data_dir=None, progress: bool = True,
+    n_clusters: int = 10, config: LesionConfig | None = None, data_dir=None, progress: bool = True,
 ):
     """``mlp-lesion`` / ``cnn-lesion``: single lesion test per tag (neurons of an MLP's hidden
     layers, channels of a CNN's conv layers); writes ``<arch>-lesion.xlsx`` (one sheet per
@@ -137,11 +137,11 @@ def run_lesion(
 
     from .plots import lesion_plot
 
-    arch = check_choice(arch, Architecture, "arch")
+    arch = checked("arch", arch)
     config = config or LesionConfig()
     tables, randoms = {}, {}
     for tag in tags:
-        setup = lesion_setup(paths, tag, k, config.seed, data_dir, arch)
+        setup = lesion_setup(paths, tag, n_clusters, config.random_state, data_dir, arch)
         rows, randoms[tag], version = single_lesion_rows(paths, setup, config, progress)
         tables[tag] = pd.DataFrame(table_rows(setup.provenance, rows, version))
     write_xlsx(tables, paths.results / f"{arch}-lesion.xlsx")
@@ -151,20 +151,20 @@ def run_lesion(
     return tables
 
 
-def run_mlp_lesion(paths: ExperimentPaths, tags: Sequence[str] = LESION_TAGS, k: int = 10,
+def run_mlp_lesion(paths: ExperimentPaths, tags: Sequence[str] = LESION_TAGS, n_clusters: int = 10,
                    config: LesionConfig | None = None, data_dir=None, progress: bool = True):
     """``mlp-lesion``: :func:`run_lesion` of the MLPs."""
-    return run_lesion(paths, Architecture.MLP, tags, k, config, data_dir, progress)
+    return run_lesion(paths, Architecture.MLP, tags, n_clusters, config, data_dir, progress)
 
 
-def run_cnn_lesion(paths: ExperimentPaths, tags: Sequence[str] = CNN_LESION_TAGS, k: int = 4,
+def run_cnn_lesion(paths: ExperimentPaths, tags: Sequence[str] = CNN_LESION_TAGS, n_clusters: int = 4,
                    config: LesionConfig | None = None, data_dir=None, progress: bool = True):
     """``cnn-lesion``: :func:`run_lesion` of the CNNs' channel clusters."""
-    return run_lesion(paths, Architecture.CNN, tags, k, config, data_dir, progress)
+    return run_lesion(paths, Architecture.CNN, tags, n_clusters, config, data_dir, progress)
 
 
 def run_mlp_double_lesion(
-    paths: ExperimentPaths, tag: str, k: int = 10, single: LesionConfig | None = None,
+    paths: ExperimentPaths, tag: str, n_clusters: int = 10, single: LesionConfig | None = None,
     n_random: int = 50, pairs: PairSelection | str = PairSelection.ALL, data_dir=None, progress: bool = True,
 ):
     """``mlp-double-lesion`` for one tag: every pair of sub-modules that are not small or
@@ -175,12 +175,12 @@ def run_mlp_double_lesion(
 
     from .plots import dependency_graph_plot
 
-    pairs = check_choice(pairs, PairSelection, "pairs")
+    pairs = checked("pairs", pairs)
     single = single or LesionConfig()
-    setup = lesion_setup(paths, tag, k, single.seed, data_dir)
+    setup = lesion_setup(paths, tag, n_clusters, single.random_state, data_dir)
     single_rows, _, _ = single_lesion_rows(paths, setup, single, progress)
     parts = {"what": "double_lesion", **setup.provenance.as_dict(), "n_random": n_random,
-             "seed": single.seed, "single": asdict(single), "pairs": pairs}
+             "random_state": single.random_state, "single": asdict(single), "pairs": pairs}
 
     def compute() -> dict:
         modules = None  # double_lesion_test's default: every sub-module not small or complete
@@ -197,7 +197,7 @@ def run_mlp_double_lesion(
         def checkpoint(so_far: list[DoubleLesionRow]) -> None:
             paths.cache.put(partial, {"rows": [r.as_dict() for r in so_far]})
 
-        rows = double_lesion_test(setup.evaluator, setup.labels, single_rows, n_random, single.seed, modules,
+        rows = double_lesion_test(setup.evaluator, setup.labels, single_rows, n_random, single.random_state, modules,
                                   progress, done, checkpoint)
         paths.cache.discard(partial)
         return {"rows": [r.as_dict() for r in rows], "code_version": code_version()}

@@ -14,7 +14,7 @@ from .clustering import pruned_clustering
 from .paths import ExperimentPaths
 
 
-def run_mlp_plots(paths: ExperimentPaths, seed: int = 42, draw_tag: str | None = None) -> list[Path]:
+def run_mlp_plots(paths: ExperimentPaths, random_state: int = 42, draw_tag: str | None = None) -> list[Path]:
     """``mlp-plots``: the figures of method.md §7 from the tables of the other experiments.
 
     Returns the written PNG paths (each also saved as SVG) under ``results/figures``.
@@ -39,14 +39,14 @@ def run_mlp_plots(paths: ExperimentPaths, seed: int = 42, draw_tag: str | None =
     curve = paths.results / "mlp-learning-curve.csv"
     if curve.exists():
         figures["mlp-learning-curve"] = plots.learning_curves(read_table(curve, "mlp-learning-curve"))
-    figures["mlp-clustered-network"] = draw_clustered_network(paths, table, seed, draw_tag)
+    figures["mlp-clustered-network"] = draw_clustered_network(paths, table, random_state, draw_tag)
     written = []
     for name, fig in figures.items():
         written.append(save_figure(fig, paths.figures / name)[0])
     return written
 
 
-def draw_clustered_network(paths: ExperimentPaths, table, seed: int = 42, tag: str | None = None):
+def draw_clustered_network(paths: ExperimentPaths, table, random_state: int = 42, tag: str | None = None):
     """The drawing of instance 0 of ``tag`` (default: the first tag of the table), pruned,
     clustered with the table's k and seed (the same clustering as its shuffle test)."""
     from . import plots
@@ -57,8 +57,8 @@ def draw_clustered_network(paths: ExperimentPaths, table, seed: int = 42, tag: s
         raise NnClusteringError(f"no trained {tag} model under {paths.models} to draw")
     instance = found[0]
     kernels = instance.weights(Stage.PRUNED).kernels
-    k = int(table["k"].iloc[0])
-    clustering = pruned_clustering(instance, k, seed, paths.cache)
-    title = (f"{tag} (instance {instance.instance}, pruned), k = {k}: n-cut {clustering.ncut:.3f}; "
+    n_clusters = int(table["n_clusters"].iloc[0])
+    clustering = pruned_clustering(instance, n_clusters, random_state, paths.cache)
+    title = (f"{tag} (instance {instance.instance}, pruned), k = {n_clusters}: n-cut {clustering.ncut:.3f}; "
              "strongest edges, coloured when inside a cluster")
     return plots.clustered_network(mlp_graph(kernels).layer_sizes, kernels, clustering.labels, title=title)

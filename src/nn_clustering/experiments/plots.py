@@ -48,7 +48,7 @@ def ncut_vs_accuracy(table, method: str = "layer"):
         ax.set_title(f"{stage} networks")
         ax.set_xlabel("test accuracy")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"n-cut (k = {int(rows['k'].iloc[0])})")
+    axes[0][0].set_ylabel(f"n-cut (k = {int(rows['n_clusters'].iloc[0])})")
     axes[0][-1].legend(title="tag (filled: trained, hollow: mean of\n"
                              f"{method} shuffles)", fontsize=8, title_fontsize=8, loc="best")
     fig.suptitle("Clusterability against accuracy: lower n-cut = more modular")
@@ -74,11 +74,11 @@ def shuffle_distributions(table, shuffles, stage: str = "pruned", instance: int 
         ax = axes[tags.index(r["tag"])][methods.index(r["method"])]
         values = shuffles[(shuffles["tag"] == r["tag"]) & (shuffles["instance"] == instance)
                           & (shuffles["stage"] == stage) & (shuffles["method"] == r["method"])
-                          & (shuffles["k"] == r["k"])]["ncut"]
+                          & (shuffles["n_clusters"] == r["n_clusters"])]["ncut"]
         ax.hist(values, bins=30, color="0.6", label=f"{len(values)} shuffles")
         ax.axvline(r["ncut"], color="crimson", lw=2, label="trained network")
         ax.set_title(f"{r['tag']} {stage}, {r['method']}: p = {r['p_value']:.3g}", fontsize=9)
-        ax.set_xlabel(f"n-cut (k = {r['k']})")
+        ax.set_xlabel(f"n-cut (k = {r['n_clusters']})")
         ax.set_ylabel("shuffles")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("Trained n-cut against its shuffled networks (left of every bar = significant)")
@@ -140,7 +140,7 @@ def learning_curves(curve):
             acc.set_ylim(0, 1.02)  # a net stuck at chance: its noise drawn to scale, not magnified
         ax.set_title(tag)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(f"n-cut (k = {int(part['k'].iloc[0])})", color="C0")
+        ax.set_ylabel(f"n-cut (k = {int(part['n_clusters'].iloc[0])})", color="C0")
         acc.set_ylabel("accuracy")
         if not handles:
             handles = ax.get_legend_handles_labels()[0] + acc.get_legend_handles_labels()[0]
@@ -158,7 +158,7 @@ def stability_plot(table):
     rows = table[table["stage"] == "pruned"]
     tags = _unique(rows["tag"])
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tags) + 2) + 2, 4))
-    groups = list(rows.groupby(["k", "method"], sort=True))
+    groups = list(rows.groupby(["n_clusters", "method"], sort=True))
     width = 0.8 / max(1, len(groups))
     for i, ((k, method), g) in enumerate(groups):
         xs = np.array([tags.index(t) for t in g["tag"]]) + (i - (len(groups) - 1) / 2) * width

@@ -33,8 +33,8 @@ class RandomInitRow(Row):
 
     init_seed: int
     ncut: float
-    k: int
-    seed: int  # root seed of the clustering
+    n_clusters: int
+    random_state: int  # root seed of the clustering
     layer_sizes: str
     backend: str  # Keras backend: each draws its own initial weights from the same seed
     code_version: str
@@ -48,8 +48,8 @@ class TrainedNcutRow(Row):
     instance: int
     stage: Stage
     ncut: float
-    k: int
-    seed: int
+    n_clusters: int
+    random_state: int
     percentile: float  # share of the untrained nets with a lower n-cut
     code_version: str
 
@@ -71,51 +71,51 @@ def initial_kernels(init_seed: int) -> list[np.ndarray]:
     return [np.asarray(layer.kernel, np.float64) for layer in prunable_layers(build_mlp())]
 
 
-def random_init_rows(n_nets: int = 100, k: int = 12, first_seed: int = 0, seed: int = 42,
+def random_init_rows(n_nets: int = 100, n_clusters: int = 12, first_seed: int = 0, random_state: int = 42,
                      progress: bool = False) -> list[RandomInitRow]:
     """The n-cut at k of ``n_nets`` untrained MLPs (init seeds ``first_seed`` onwards)."""
-    spectral, version, backend, rows = SpectralConfig(n_clusters=k), code_version(), keras_backend(), []
+    spectral, version, backend, rows = SpectralConfig(n_clusters=n_clusters), code_version(), keras_backend(), []
     for init_seed in progress_bar(range(first_seed, first_seed + n_nets), desc="untrained MLPs", enabled=progress):
         graph = mlp_graph(initial_kernels(init_seed))
-        ncut = observed_clustering(graph, spectral, seed).ncut
-        rows.append(RandomInitRow(init_seed, ncut, k, seed, "-".join(map(str, graph.layer_sizes)), backend,
+        ncut = observed_clustering(graph, spectral, random_state).ncut
+        rows.append(RandomInitRow(init_seed, ncut, n_clusters, random_state, "-".join(map(str, graph.layer_sizes)), backend,
                                   version))
     return rows
 
 
-def trained_rows(paths: ExperimentPaths, untrained: np.ndarray, k: int, seed: int) -> list[TrainedNcutRow]:
+def trained_rows(paths: ExperimentPaths, untrained: np.ndarray, n_clusters: int, random_state: int) -> list[TrainedNcutRow]:
     """Every trained MLP under the profile's models folder at k (none when nothing is trained)."""
     try:
         instances = find_instances(paths.models)
     except ModelError:
         return []
-    spectral, version, rows = SpectralConfig(n_clusters=k), code_version(), []
+    spectral, version, rows = SpectralConfig(n_clusters=n_clusters), code_version(), []
     for instance in instances:
         for stage in Stage:
-            ncut = observed_clustering(mlp_graph(instance.weights(stage).kernels), spectral, seed).ncut
-            rows.append(TrainedNcutRow(instance.tag, instance.instance, stage, ncut, k, seed,
+            ncut = observed_clustering(mlp_graph(instance.weights(stage).kernels), spectral, random_state).ncut
+            rows.append(TrainedNcutRow(instance.tag, instance.instance, stage, ncut, n_clusters, random_state,
                                        float(np.mean(untrained < ncut)), version))
     return rows
 
 
-def run_random_init_ncuts(paths: ExperimentPaths, n_nets: int = 100, k: int = 12, first_seed: int = 0,
-                          seed: int = 42, progress: bool = False):
+def run_random_init_ncuts(paths: ExperimentPaths, n_nets: int = 100, n_clusters: int = 12, first_seed: int = 0,
+                          random_state: int = 42, progress: bool = False):
     """Write ``random-init-ncuts[-kK].csv`` (one row per untrained net), its ``-summary.csv``,
     ``-trained.csv`` and the figure ``figures/random-init-ncuts[-kK].png``; return the summary."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    table = frame(random_init_rows(n_nets, k, first_seed, seed, progress), RandomInitRow)
-    stem = f"random-init-ncuts{k_suffix(k)}"
+    table = frame(random_init_rows(n_nets, n_clusters, first_seed, random_state, progress), RandomInitRow)
+    stem = f"random-init-ncuts{k_suffix(n_clusters)}"
     write_csv(table, paths.results / f"{stem}.csv")
     values = table["ncut"].to_numpy()
     summary = pd.DataFrame([{
-        "n_nets": len(values), "k": k, "mean": values.mean(), "sd": values.std(ddof=1), "min": values.min(),
-        "max": values.max(), "first_seed": first_seed, "seed": seed, "backend": keras_backend(),
+        "n_nets": len(values), "n_clusters": n_clusters, "mean": values.mean(), "sd": values.std(ddof=1), "min": values.min(),
+        "max": values.max(), "first_seed": first_seed, "random_state": random_state, "backend": keras_backend(),
         "code_version": code_version(),
     }])
     write_csv(summary, paths.results / f"{stem}-summary.csv")
-    trained = frame(trained_rows(paths, values, k, seed), TrainedNcutRow)
+    trained = frame(trained_rows(paths, values, n_clusters, random_state), TrainedNcutRow)
     write_csv(trained, paths.results / f"{stem}-trained.csv")
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -124,7 +124,7 @@ def run_random_init_ncuts(paths: ExperimentPaths, n_nets: int = 100, k: int = 12
     for stage, rows in trained.groupby("stage", sort=False) if len(trained) else []:
         ax.vlines(rows["ncut"], 0, 0.25, transform=ax.get_xaxis_transform(), colors=colours[Stage(stage)],
                   label=f"trained, {stage} ({len(rows)})")
-    ax.set_xlabel(f"n-cut (k = {k})")
+    ax.set_xlabel(f"n-cut (k = {n_clusters})")
     ax.set_ylabel("untrained nets")
     ax.set_title(f"Untrained 784-256x4-10 MLPs: n-cut {values.mean():.3f} +- {values.std(ddof=1):.3f}")
     ax.legend(loc="upper left", fontsize=8)

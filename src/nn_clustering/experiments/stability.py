@@ -30,7 +30,7 @@ class StabilityRow(Row):
 
     tag: str
     stage: Stage
-    k: int
+    n_clusters: int
     method: ShuffleMethod
     n_instances: int
     ncut_mean: float
@@ -66,9 +66,9 @@ def stability_rows(results: Sequence[ModelClustering]) -> list[StabilityRow]:
     """One row per tag, stage, k and method, over that tag's instances."""
     groups: dict[tuple, list[ModelClustering]] = {}
     for r in results:
-        groups.setdefault((r.row.tag, r.row.stage, r.row.k, r.row.method), []).append(r)
+        groups.setdefault((r.row.tag, r.row.stage, r.row.n_clusters, r.row.method), []).append(r)
     rows = []
-    for (tag, stage, k, method), members in groups.items():
+    for (tag, stage, n_clusters, method), members in groups.items():
         ncuts = np.array([m.row.ncut for m in members], dtype=np.float64)
         shuffles = [m.shuffled_ncuts for m in members]
         accuracy = np.array([m.row.test_accuracy for m in members if m.row.test_accuracy is not None])
@@ -76,7 +76,7 @@ def stability_rows(results: Sequence[ModelClustering]) -> list[StabilityRow]:
         shuffled_mean = float(np.mean(np.concatenate(shuffles)))
         pooled = pooled_sd_of(shuffles)
         rows.append(StabilityRow(
-            tag=tag, stage=stage, k=k, method=method, n_instances=len(members),
+            tag=tag, stage=stage, n_clusters=n_clusters, method=method, n_instances=len(members),
             ncut_mean=float(ncuts.mean()), ncut_sd=_sd(ncuts),
             shuffled_mean=shuffled_mean, shuffled_pooled_sd=pooled,
             z_pooled=z_score(float(ncuts.mean()), shuffled_mean, pooled),

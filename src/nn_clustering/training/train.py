@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from ..core.enums import Architecture, Stage
-from ..core.validation import check_int
+from ..core.parameters import checked
 from ..data.build import ensure_dataset, load_dataset, parse_name
 from ..data.imageset import Dataset
 from ..errors import DatasetUnavailable, ModelError
@@ -382,7 +382,7 @@ def train_tags(
     finished instances are skipped).
     """
     if max_instances is not None:
-        max_instances = check_int(max_instances, "--instances", 1)
+        max_instances = checked("max_instances", max_instances)
     profile = load_profile(profile) if isinstance(profile, str) else profile
     specs = [profile.apply(get_spec(tag)) for tag in tags]  # unknown tags fail before training
     done: dict[str, list[Path]] = {}
