@@ -325,22 +325,31 @@ def test_onnx_unsupported_operator_is_one_line_naming_node_and_operator(tmp_path
     kernels, biases = mlp_arrays()
     path = onnx_mlp(tmp_path / "net.onnx", kernels, biases)
     model = onnx.load(str(path))
-    model.graph.node[1].op_type = "Mul"
-    model.graph.node[1].name = "scale_me"
+    model.graph.node[1].op_type = "Einsum"
+    model.graph.node[1].name = "mix_me"
     onnx.save(model, str(path))
-    with pytest.raises(ModelError, match=r"node 'scale_me' uses operator Mul, which the graph builder does not") as e:
+    with pytest.raises(ModelError, match=r"node 'mix_me' uses operator Einsum, which the graph builder does not") as e:
         load_weights(path)
     assert "\n" not in str(e.value)
 
 
-def test_pre_activation_batch_norm_is_refused_naming_the_layer(tmp_path):
+def test_pre_activation_batch_norm_scales_the_rows_of_the_layer_that_reads_it(tmp_path):
+    """A batch norm after an activation (DenseNet, ResNetV2) cannot be folded backwards; its
+    scale multiplies the rows of the next kernel (method.md §3.3): the graph of the network
+    without it whose next kernel carries the scale by hand."""
     keras = pytest.importorskip("keras")
     x = keras.Input((6, 6, 2))
     a = keras.layers.Conv2D(4, 3, activation="relu", name="a")(x)
-    b = keras.layers.Conv2D(4, 3, name="b")(keras.layers.BatchNormalization(name="pre_bn")(a))
-    model = keras.Model(x, keras.layers.Conv2D(3, 1)(b))
-    with pytest.raises(ModelError, match=r"batch normalisation 'pre_bn' .*cannot be folded"):
-        load_weights_of(model)
+    bn = keras.layers.BatchNormalization(name="pre_bn")
+    b = keras.layers.Conv2D(4, 3, name="b")(bn(a))
+    model = keras.Model(x, keras.layers.Conv2D(3, 1, name="c")(b))
+    rng = np.random.default_rng(5)
+    bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, 4)])
+    gamma, _, _, var = (np.asarray(w, np.float64) for w in bn.get_weights())
+    scale = gamma / np.sqrt(var + bn.epsilon)
+    kernels = [np.asarray(model.get_layer(n).kernel, np.float64) for n in ("a", "b", "c")]
+    kernels[1] = kernels[1] * scale[:, None]
+    same_graph(graph_of(load_weights_of(model)), graph_of(NetworkWeights.from_arrays(kernels)))
 
 
 def load_weights_of(model):
@@ -449,5 +458,5 @@ def test_pytorch_exporter_idioms_read_like_their_plain_forms(tmp_path):
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     onnx.save(model, str(tmp_path / "mixing.onnx"))
-    with pytest.raises(ModelError, match=r"\(ReduceMean\) reduces over axes \[1\], which mixes units"):
+    with pytest.raises(ModelError, match=r"\(ReduceMean\) reduces over axes \[1\], which include the units' axis 1"):
         load_weights(tmp_path / "mixing.onnx")

@@ -68,8 +68,14 @@ def test_handlers_refuse_what_they_cannot_follow_in_one_line(tmp_path):
         tmp_path, [helper.make_node("Gemm", ["x", "w"], ["y"], name="g", transA=1)], w)
     assert "node 'mm' (MatMul) must multiply an activation by a weight initialiser" in _refused(
         tmp_path, [helper.make_node("MatMul", ["w", "x"], ["y"], name="mm")], w)
-    assert "node 'c' (Conv) is grouped (group=2); only group=1 is supported" in _refused(
-        tmp_path, [helper.make_node("Conv", ["x", "k"], ["y"], name="c", group=2)], k, (1, 1, 6, 6))
+    assert "layer 'k' has 2 output channels, which do not split into 3 groups" in _refused(
+        tmp_path, [helper.make_node("Conv", ["x", "k"], ["y"], name="c", group=3)], k, (1, 3, 6, 6))
+    assert "layer 'k' has 2 outputs but a bias of shape (5,)" in _refused(
+        tmp_path, [helper.make_node("Conv", ["x", "k", "b"], ["y"], name="c")], k | {"b": np.ones(5)}, (1, 1, 6, 6))
+    assert "node 't' (Transpose) moves the batch axis" in _refused(
+        tmp_path, [helper.make_node("Transpose", ["x"], ["y"], name="t", perm=[1, 0])], w)
+    assert "node 'm' (Mul) multiplies by a constant of shape (3,), which is not one factor per unit" in _refused(
+        tmp_path, [helper.make_node("Mul", ["x", "c3"], ["y"], name="m")], {"c3": np.ones(3)})
     assert "node 'cat' (Concat) joins along axis 2" in _refused(
         tmp_path, [helper.make_node("Conv", ["x", "k"], ["h"]),
                    helper.make_node("Concat", ["h", "h"], ["y"], name="cat", axis=2)], k, (1, 1, 6, 6))

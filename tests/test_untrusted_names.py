@@ -120,7 +120,7 @@ def test_layer_names_with_escapes_cannot_forge_lines(tmp_path, capsys):
     assert "\x1b" not in out and not any(line.startswith("error:") for line in out.splitlines())
     assert "layer 1 0\\nerror: \\x1b[31mforged: cluster sizes" in out
     # the same name in an error message is one escaped line
-    save_file({f"{forged}.weight": rng.normal(size=(8, 12, 2))}, str(tmp_path / "bad.safetensors"))
+    save_file({f"{forged}.weight": rng.normal(size=(2,) * 6)}, str(tmp_path / "bad.safetensors"))
     err = one_error_line(capsys, cli.main(["cluster", str(tmp_path / "bad.safetensors"), "--quiet"]))
     assert "\\x1b[31mforged" in err and "\x1b" not in err
 

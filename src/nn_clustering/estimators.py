@@ -26,7 +26,7 @@ from .core.parameters import validate
 from .core.shuffle import ShuffleConfig, ShuffleTestResult, observed_clustering, shuffle_test
 from .core.spectral import Clustering, SpectralConfig
 from .core.stats import ShuffleStats
-from .errors import NnClusteringError, ParameterError
+from .errors import GraphError, NnClusteringError, ParameterError
 from .formats.loader import as_weights
 
 #: The estimator parameters a :class:`ShuffleConfig` takes.
@@ -80,7 +80,11 @@ class _Estimator:
         params = self._validated()
         self.weights_: NetworkWeights = as_weights(network)
         kernels, builder = graph_inputs(self.weights_, params["norm"], params["drop_dead_ends"])
-        self.graph_: Graph | DagGraph = builder(kernels)
+        try:
+            self.graph_: Graph | DagGraph = builder(kernels)
+        except GraphError as exc:  # name the file the kernels came from
+            source = self.weights_.source
+            raise GraphError(f"{source}: {exc}" if source and not str(exc).startswith(source) else str(exc)) from None
         return params, kernels, builder, SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"])
 
     @property

@@ -181,10 +181,13 @@ def check_wiring(wiring: Wiring, matrices: Sequence[np.ndarray]) -> None:
 def dag_blocks(matrices: Sequence[np.ndarray], wiring: Wiring) -> list[tuple[int, int, np.ndarray]]:
     """The edge blocks of a wiring from its (non-negative) weight matrices: per feed and source
     group, the rows of the matrix that group feeds, placed at the group's units (blocks of the
-    same pair of groups summed)."""
+    same pair of groups summed). A group whose own kernel is all zero (a zero-initialised
+    residual branch) outputs constants, so it passes nothing on: its nodes get no edges
+    (method.md §3.3)."""
+    silent = {feed.target for feed, m in zip(wiring.feeds, matrices, strict=True) if not m.any()}
     blocks: dict[tuple[int, int], np.ndarray] = {}
     for feed, m in zip(wiring.feeds, matrices, strict=True):
-        for p in feed.pieces:
+        for p in (p for p in feed.pieces if p.group not in silent and feed.target not in silent):
             key = (p.group, feed.target)
             if key not in blocks:
                 blocks[key] = np.zeros((wiring.sizes[p.group], m.shape[1]))

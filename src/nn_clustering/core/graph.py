@@ -240,40 +240,50 @@ def _sparse_adjacency(blocks: Sequence[np.ndarray]) -> sp.csr_matrix:
     return sp.csr_matrix(sp.bmat(grid, format="csr"))
 
 
-def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel", chain: bool = True) -> list[np.ndarray]:
-    """Validate 2-D weight matrices: real numbers, finite, non-empty, not all zero, and (with
-    ``chain``) shapes that chain. Returns them as float64 arrays. Raises :class:`GraphError`
-    naming the first bad matrix."""
+def check_kernels(kernels: Sequence[np.ndarray], what: str = "kernel", chain: bool = True,
+                  names: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Validate 2-D weight matrices: real numbers, finite, non-empty, and (with ``chain``)
+    shapes that chain and none all zero (in a chain it disconnects the network; elsewhere a
+    zero kernel, such as a zero-initialised residual branch, only leaves its units without
+    those edges). Returns them as float64 arrays. Raises :class:`GraphError` naming the first
+    bad matrix (by ``names``, when given)."""
     if len(kernels) == 0:
         raise GraphError(f"no {what}s given; pass at least one weight matrix")
     out = []
     for i, k in enumerate(kernels):
-        raw = np.asarray(k)
-        if np.iscomplexobj(raw):
-            raise GraphError(f"{what} {i} has complex weights ({raw.dtype}); a weight graph needs real "
-                             "weights: pass the real kernels of the network")
-        if raw.dtype == bool or not np.issubdtype(raw.dtype, np.number):
-            raise GraphError(f"{what} {i} holds {raw.dtype} values, not numbers; save the kernels as "
-                             "float arrays (numpy.savez(path, *kernels))")
-        arr = raw.astype(np.float64, copy=False)
-        if arr.ndim != 2:
-            raise GraphError(f"{what} {i} has shape {arr.shape}; expected a 2-D (inputs, outputs) matrix")
-        if arr.size == 0:
-            raise GraphError(f"{what} {i} is empty (shape {arr.shape}); every layer needs at least one unit")
-        if not np.isfinite(arr).all():
-            raise GraphError(
-                f"{what} {i} has {int(np.count_nonzero(~np.isfinite(arr)))} NaN/inf weights; the model "
-                "diverged or the file is corrupt: retrain or re-save it"
-            )
-        if not arr.any():
-            raise GraphError(f"{what} {i} is all zeros; the layer disconnects the network, so there is nothing to cluster")
+        label = f"{what} {i}" if names is None else f"{what} {i} ({names[i]})"
+        arr = _checked_matrix(k, label)
+        if chain and not arr.any():
+            raise GraphError(f"{label} is all zeros; the layer disconnects the network, so there is nothing to cluster")
         if chain and out and out[-1].shape[1] != arr.shape[0]:
             raise GraphError(
                 f"{what}s do not chain: {what} {i - 1} has {out[-1].shape[1]} outputs but {what} {i} "
                 f"has {arr.shape[0]} inputs; pass the kernels in layer order"
             )
         out.append(arr)
+    if not any(m.any() for m in out):
+        raise GraphError(f"every {what} is all zeros; the network has no edges, so there is nothing to cluster")
     return out
+
+
+def _checked_matrix(k: np.ndarray, label: str) -> np.ndarray:
+    """One weight matrix as float64: real, numeric, 2-D, non-empty and finite."""
+    raw = np.asarray(k)
+    if np.iscomplexobj(raw):
+        raise GraphError(f"{label} has complex weights ({raw.dtype}); a weight graph needs real "
+                         "weights: pass the real kernels of the network")
+    if raw.dtype == bool or not np.issubdtype(raw.dtype, np.number):
+        raise GraphError(f"{label} holds {raw.dtype} values, not numbers; save the kernels as "
+                         "float arrays (numpy.savez(path, *kernels))")
+    arr = raw.astype(np.float64, copy=False)
+    if arr.ndim != 2:
+        raise GraphError(f"{label} has shape {arr.shape}; expected a 2-D (inputs, outputs) matrix")
+    if arr.size == 0:
+        raise GraphError(f"{label} is empty (shape {arr.shape}); every layer needs at least one unit")
+    if not np.isfinite(arr).all():
+        raise GraphError(f"{label} has {int(np.count_nonzero(~np.isfinite(arr)))} NaN/inf weights; the model "
+                         "diverged or the file is corrupt: retrain or re-save it")
+    return arr
 
 
 #: Weights whose largest magnitude lies outside 2**-EXPONENT_LIMIT .. 2**EXPONENT_LIMIT are rescaled.
@@ -333,7 +343,7 @@ def dag_graph(kernels: Sequence[np.ndarray], wiring: Wiring, norm: SliceNorm | s
     matrices = [conv_channel_weights(k, norm) if np.ndim(k) == 4 else k for k in kernels]
     if wiring.is_chain():
         return layered_graph(matrices)
-    checked = check_kernels(matrices, chain=False)
+    checked = check_kernels(matrices, chain=False, names=[wiring.names[f.target] for f in wiring.feeds])
     check_wiring(wiring, checked)
     shift = exact_scale(checked)
     absolute = [np.ldexp(np.abs(m), shift) if shift else np.abs(m) for m in checked]

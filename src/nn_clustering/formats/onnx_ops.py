@@ -53,10 +53,11 @@ class Walk:
     """What the walk over a graph's nodes knows so far; the handlers read and update it.
 
     ``constants``: initialisers and Constant values (float64) by tensor name; ``shapes``: the
-    static shapes of the graph's inputs, outputs and inferred values; ``units`` and ``ranks``:
-    the units and rank of every tensor computed from the network input; ``readers``: how many
-    node inputs read each tensor; ``producers``: the node that computed each tensor (for
-    errors).
+    static shapes of the graph's inputs, outputs and inferred values; ``units``, ``ranks`` and
+    ``axes``: the units, rank and unit (channel) axis of every tensor computed from the network
+    input (axis 1 for PyTorch's NCHW; a Transpose moves it); ``readers``: how many node inputs
+    read each tensor; ``producers`` and ``protos``: the node that computed each tensor (its
+    name for errors, itself to recognise SiLU).
     """
 
     source: str
@@ -68,6 +69,8 @@ class Walk:
     units: dict[str, Units] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
     producers: dict[str, str] = field(default_factory=dict)
+    axes: dict[str, int] = field(default_factory=dict)
+    protos: dict[str, NodeProto] = field(default_factory=dict)
 
     def refuse(self, node: Node, text: str) -> ModelError:
         """The one-line error ``{source}: node {label} ({operator}) {text}``."""
@@ -89,21 +92,35 @@ class Walk:
         return node.proto.name or node.output
 
     def record(self, node: Node, out: Units, rank: int) -> None:
-        """Note the units and rank of the node's output, and the node that computed it."""
+        """Note the units, rank and unit axis of the node's output (the input's axis at the same
+        rank, 1 for a (batch, units) matrix, unless the handler set it), and its node."""
         self.units[node.output], self.ranks[node.output] = out, rank
+        self.axes.setdefault(node.output, node.axis if rank == node.rank else 1 if rank == 2 else node.axis)
         self.producers[node.output] = node.proto.name or node.output
+        self.protos[node.output] = node.proto
+
+    def per_unit(self, node: Node, value: np.ndarray) -> np.ndarray | None:
+        """A constant operand as one factor per unit of the node's input: a scalar, or a tensor
+        whose only axis longer than 1 is the unit axis (broadcast from the right); None otherwise."""
+        if value.size == 1:
+            return np.full(max(node.x.size, 1), float(value.reshape(-1)[0]))
+        dims = (1,) * (node.rank - value.ndim) + value.shape
+        if value.ndim > node.rank or value.size != node.x.size or dims[node.axis] != value.size:
+            return None
+        return value.reshape(-1)
 
 
 @dataclass
 class Node:
     """A node that reads activations: its ``NodeProto``, attributes, the inputs computed from
-    the network input (``live``), and the units ``x`` and ``rank`` of the first of them."""
+    the network input (``live``), and the units ``x``, ``rank`` and unit ``axis`` of the first."""
 
     proto: NodeProto
     attrs: dict
     live: list[str]
     x: Units
     rank: int
+    axis: int = 1
 
     @property
     def op(self) -> str:
@@ -263,57 +280,215 @@ def _matmul(walk: Walk, node: Node) -> tuple[Units, int]:
     """
     if node.inputs[0] != node.live[0] or node.inputs[1] not in walk.constants:
         raise walk.refuse(node, "must multiply an activation by a weight initialiser")
-    return walk.rec.weighted(walk.layer_name(node), _matrix(walk, node, 1), None, node.x, linear=True), node.rank
+    if node.axis != node.rank - 1:
+        raise walk.refuse(node, "multiplies along an axis that is not the units' (channel) axis")
+    kernel = _matrix(walk, node, 1)
+    if node.rank == 4:  # a channels-last linear layer over a feature map: a 1 x 1 convolution
+        kernel = kernel[None, None]
+    return walk.rec.weighted(walk.layer_name(node), kernel, None, node.x, linear=True), node.rank
 
 
 def _conv(walk: Walk, node: Node) -> tuple[Units, int]:
-    """``Conv``: a 2-D convolution, its OIHW weights turned into Keras' HWIO.
+    """``Conv``: a 1-D to 3-D convolution, grouped or not (depthwise: one group per channel),
+    its (out, in / group, *spatial) weights turned into Keras' (*spatial, in / group, out).
 
     Parameters
     ----------
     walk : Walk
         The walk's state.
     node : Node
-        The Conv node; other than 2-D or grouped convolutions are refused.
+        The Conv node.
 
     Returns
     -------
     tuple of (Units, int)
-        The layer's output units (its channels) and rank 4.
+        The layer's output units (its channels) and the input's rank.
     """
     w = walk.weight(node, 1)
-    if w.ndim != 4:
-        raise walk.refuse(node, f"has a {w.ndim - 2}-D kernel; only 2-D convolutions are supported")
-    if node.attrs.get("group", 1) != 1:
-        raise walk.refuse(node, f"is grouped (group={node.attrs['group']}); only group=1 is supported")
+    if node.axis != 1:
+        raise walk.refuse(node, "reads a tensor whose channels are not on axis 1; transpose it back first")
+    if w.ndim not in (3, 4, 5):
+        raise walk.refuse(node, f"has a weight of shape {shape_text(w.shape)}; expected a 1-D to 3-D convolution's")
     bias = walk.weight(node, 2) if node.has_input(2) else None
-    return walk.rec.weighted(walk.layer_name(node), w.transpose(2, 3, 1, 0), bias, node.x, linear=True), 4
+    kernel = w.transpose(*range(2, w.ndim), 1, 0)
+    out = walk.rec.weighted(walk.layer_name(node), kernel, bias, node.x, linear=True, groups=node.attrs.get("group", 1))
+    return out, node.rank
 
 
 def _batchnorm(walk: Walk, node: Node) -> tuple[Units, int]:
-    """``BatchNormalization`` in inference mode, folded into the layer it directly follows.
+    """``BatchNormalization`` in inference mode: folded into the layer whose linear output it
+    alone reads, else its scale waits for the next layer's rows (method.md §3.3).
 
     Parameters
     ----------
     walk : Walk
-        The walk's state; ``readers`` and ``producers`` tell whether the batch norm is the sole
-        reader of a fresh layer output (else the recorder refuses it).
+        The walk's state; ``readers`` tells whether the batch norm is its input's only reader.
     node : Node
         The node; its scale, bias, mean and variance must be constants.
 
     Returns
     -------
     tuple of (Units, int)
-        The (unchanged) units of the layer it is folded into, and the input's rank.
+        The units (unchanged, or carrying the pending scale) and the input's rank.
     """
     if node.attrs.get("training_mode", 0):
         raise walk.refuse(node, "is in training mode; export the model in eval mode (model.eval())")
+    if node.axis != 1:
+        raise walk.refuse(node, "normalises a tensor whose channels are not on axis 1")
     gamma, beta, mean, var = (walk.weight(node, i) for i in range(1, 5))
     scale = gamma / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
-    first = node.live[0]
-    out = walk.rec.batchnorm(node.label[1:-1], node.x, scale, beta - mean * scale, walk.readers.get(first, 0) == 1,
-                             after=walk.producers.get(first, first))
-    return out, node.rank
+    sole = walk.readers.get(node.live[0], 0) == 1
+    return walk.rec.rescale(node.x, scale, beta - mean * scale, sole), node.rank
+
+
+def _layernorm(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``LayerNormalization`` over the units (the last axis), ``RMSNormalization`` alike: the
+    units pass through and the per-unit scale waits for the next layer's rows.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The node; it must normalise over the unit axis alone, with a constant scale.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The units carrying the pending scale, and the input's rank.
+    """
+    axis = node.attrs.get("axis", -1) % node.rank
+    if axis != node.axis or axis != node.rank - 1:
+        raise walk.refuse(node, f"normalises from axis {axis}, not over the units (axis {node.axis}) alone")
+    gamma = walk.weight(node, 1) if node.has_input(1) else None
+    return walk.rec.normalise(node.x, None if gamma is None else gamma.reshape(-1)), node.rank
+
+
+def _groupnorm(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``GroupNormalization``/``InstanceNormalization`` of channels (axis 1): the channels pass
+    through and the per-channel scale (per group in opset 18, repeated over its channels)
+    waits for the next layer's rows.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The node; its scale must be a constant.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The units carrying the pending scale, and the input's rank.
+    """
+    if node.axis != 1:
+        raise walk.refuse(node, "normalises a tensor whose channels are not on axis 1")
+    gamma = walk.weight(node, 1).reshape(-1)
+    if gamma.size != node.x.size and node.x.size % max(gamma.size, 1) == 0:
+        gamma = np.repeat(gamma, node.x.size // gamma.size)
+    return walk.rec.normalise(node.x, gamma), node.rank
+
+
+# --------------------------------------------------------------------------- element-wise products
+
+
+#: Operators whose output, multiplied by their input, is an activation: x * sigmoid(x) is SiLU.
+GATING_ACTIVATIONS = frozenset({"Sigmoid", "HardSigmoid", "Tanh"})
+
+
+def _self_gated(walk: Walk, node: Node) -> str | None:
+    """The tensor x when the node multiplies x by an activation of x (SiLU, Swish, hard swish
+    written as x * hardsigmoid(x)): an activation, not a gate; else None."""
+    a, b = node.inputs[:2]
+    for x, y in ((a, b), (b, a)):
+        proto = walk.protos.get(y)
+        if proto is not None and proto.op_type in GATING_ACTIVATIONS and proto.input[0] == x:
+            return x
+    return None
+
+
+def _mul(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Mul``/``Div``: by a constant per unit (a layer scale) or a scalar, a rescaling folded
+    into a kernel; x * sigmoid(x) an activation; of two activations a gate, which joins unit i
+    of each factor to unit i of the product as a sum does (method.md §3.3).
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The node.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The product's units and the input's rank.
+    """
+    rec = walk.rec
+    if len(node.inputs) != 2:
+        raise walk.refuse(node, f"has {len(node.inputs)} inputs; {node.op} takes 2")
+    if len(node.live) > 1:
+        gated = _self_gated(walk, node) if node.op == "Mul" else None
+        if gated is not None:
+            return rec.passthrough(walk.units[gated]), walk.ranks[gated]
+        if node.op == "Div":
+            raise walk.refuse(node, "divides one activation by another; not supported")
+        return rec.multiply(node.label, [walk.units[n] for n in node.inputs]), max(walk.ranks[n] for n in node.inputs)
+    other = next(n for n in node.inputs if n != node.live[0])
+    if other not in walk.constants or (node.op == "Div" and node.inputs[0] != node.live[0]):
+        raise walk.refuse(node, "multiplies by a tensor that is neither an activation nor a constant")
+    factor = walk.per_unit(node, walk.constants[other])
+    if factor is None:
+        raise walk.refuse(node, f"multiplies by a constant of shape {shape_text(walk.constants[other].shape)}, "
+                                "which is not one factor per unit")
+    factor = 1.0 / factor if node.op == "Div" else factor
+    return rec.rescale(node.x, factor, None, walk.readers.get(node.live[0], 0) == 1), node.rank
+
+
+def _shift(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Sub`` of a constant (a shift, like a bias after the layer) passes units through; the
+    difference of two activations joins them as a sum does.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The node.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The output's units and the input's rank.
+    """
+    if len(node.live) > 1:
+        return walk.rec.add(node.label, [walk.units[n] for n in node.inputs]), node.rank
+    return walk.rec.passthrough(node.x), node.rank
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def _transpose(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Transpose``: the same units, their axis moved (to channels-last and back).
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state; the output's unit axis is set here.
+    node : Node
+        The node; a permutation that moves the batch axis is refused.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The input's units (a fresh layer output stays fresh: the values are the same) and rank.
+    """
+    perm = [int(p) for p in node.attrs.get("perm", range(node.rank - 1, -1, -1))]
+    if perm[0] != 0:
+        raise walk.refuse(node, f"moves the batch axis (perm={perm}); only layout changes of one sample are supported")
+    walk.axes[node.output] = perm.index(node.axis)
+    return node.x, node.rank
 
 
 # --------------------------------------------------------------------------- joins
@@ -359,9 +534,9 @@ def _concat(walk: Walk, node: Node) -> tuple[Units, int]:
     tuple of (Units, int)
         The joined units and the first activation's rank.
     """
-    axis = node.attrs.get("axis", 1)
-    if axis not in (1, 1 - node.rank):
-        raise walk.refuse(node, f"joins along axis {axis}; only the channel axis (1) is supported")
+    axis = node.attrs.get("axis", 1) % node.rank
+    if axis != node.axis:
+        raise walk.refuse(node, f"joins along axis {axis}; only the units' (channel) axis {node.axis} is supported")
     if len(node.live) != len(node.inputs):
         raise walk.refuse(node, "joins a constant to activations; not supported")
     return walk.rec.concat(node.label, [walk.units[n] for n in node.inputs]), node.rank
@@ -442,10 +617,12 @@ def _reduce(walk: Walk, node: Node) -> tuple[Units, int]:
     if axes is None and node.has_input(1):
         axes = walk.weight(node, 1).astype(int).tolist()
     axes = sorted({int(a) % rank for a in (axes if axes is not None else range(rank))})
-    if 0 in axes or 1 in axes:
-        raise walk.refuse(node, f"reduces over axes {axes}, which mixes units or samples; only reductions over "
+    if 0 in axes:
+        raise walk.refuse(node, f"reduces over axes {axes}, which mixes samples; only reductions over "
                                 "spatial axes (pooling) are supported")
-    out = rec.flatten(rec.passthrough(x), x.size, True) if rank > 2 else rec.passthrough(x)
+    if node.axis in axes:
+        raise walk.refuse(node, f"reduces over axes {axes}, which include the units' axis {node.axis}")
+    out = rec.pool(x) if rank > 2 else rec.passthrough(x)
     return out, rank if node.attrs.get("keepdims", 1) else rank - len(axes)
 
 
@@ -464,7 +641,9 @@ def _global_pool(walk: Walk, node: Node) -> tuple[Units, int]:
     tuple of (Units, int)
         The pooled (flattened) units and the input's rank.
     """
-    return walk.rec.flatten(walk.rec.passthrough(node.x), node.x.size, True), node.rank
+    if node.axis != 1:
+        raise walk.refuse(node, "pools a tensor whose channels are not on axis 1")
+    return walk.rec.pool(node.x), node.rank
 
 
 def _pass_through(walk: Walk, node: Node) -> tuple[Units, int]:
@@ -492,6 +671,8 @@ CONSTANT_FOLDS: dict[str, Fold] = {"Constant": _constant, "Identity": _shared_co
 #: Operators that read activations, by ``op_type``.
 OPERATORS: dict[str, Handler] = {
     "Gemm": _gemm, "MatMul": _matmul, "Conv": _conv, "BatchNormalization": _batchnorm,
+    "LayerNormalization": _layernorm, "RMSNormalization": _layernorm, "GroupNormalization": _groupnorm,
+    "InstanceNormalization": _groupnorm, "Mul": _mul, "Div": _mul, "Sub": _shift, "Transpose": _transpose,
     "Add": _add, "Sum": _add, "Concat": _concat, "Flatten": _flatten, "Reshape": _reshape,
     **dict.fromkeys(REDUCTIONS, _reduce), **dict.fromkeys(GLOBAL_POOLS, _global_pool),
     **dict.fromkeys(PASS_THROUGH, _pass_through),
@@ -513,7 +694,7 @@ def walk_node(walk: Walk, proto: NodeProto) -> None:
     handler = OPERATORS.get(op)
     if handler is None:
         raise ModelError(f"{walk.source}: node {node_label(proto)} uses operator {op_text(op)}, which the graph builder "
-                         f"does not support; supported: {', '.join(SUPPORTED)}")
-    node = Node(proto, attrs, live, walk.units[live[0]], walk.ranks[live[0]])
+                         "does not support (docs/method.md §3.4 lists the operators it follows)")
+    node = Node(proto, attrs, live, walk.units[live[0]], walk.ranks[live[0]], walk.axes.get(live[0], 1))
     out, rank = handler(walk, node)
     walk.record(node, out, rank)

@@ -30,6 +30,7 @@ from ..errors import ModelError, quoted
 from .dtypes import EXPORT_HINT, bfloat16_to_float32, complex_refusal
 from .limits import ModelBudget, element_count, format_size, one_line, shape_text
 from .torch_pickle import read_torch_zip
+from .wiring import ungrouped
 
 
 def _natural_key(path: str) -> tuple:
@@ -152,8 +153,8 @@ def load_torch_weights(path: str | Path) -> NetworkWeights:
     return weights_of_state_dict({k: v.detach().cpu().double().numpy() for k, v in state.items()}, str(path))
 
 
-def weights_of_state_dict(tensors: dict[str, np.ndarray], source: str) -> NetworkWeights:
-    """Kernels and biases of a sequential network from its parameters by module path."""
+def _modules(tensors: dict[str, np.ndarray], source: str) -> dict[str, dict[str, np.ndarray]]:
+    """Parameters grouped by module path, in module-path order (numbers as numbers)."""
     modules: dict[str, dict[str, np.ndarray]] = {}
     for key, value in tensors.items():
         value = np.asarray(value)
@@ -165,28 +166,84 @@ def weights_of_state_dict(tensors: dict[str, np.ndarray], source: str) -> Networ
     if norms:
         raise ModelError(f"{source}: holds batch normalisation {norms[0]!r}; a state_dict cannot say whether "
                          f"it sits before or after its activation, so it cannot be folded; {EXPORT_HINT}")
-    layers = []
-    for module in sorted(modules, key=_natural_key):
-        params = modules[module]
+    for module, params in modules.items():
         if "weight" not in params:
             raise ModelError(f"{source}: module {module!r} has parameters {sorted(params)} but no weight; "
-                             f"only Linear and Conv2d layers can be read from a state_dict; {EXPORT_HINT}")
-        w = params["weight"].astype(np.float64)
-        if w.ndim == 2:
-            kernel = w.T
-        elif w.ndim == 4:
-            kernel = w.transpose(2, 3, 1, 0)
-        else:
-            raise ModelError(f"{source}: module {module!r} has a {w.ndim}-D weight {w.shape}; only Linear (2-D) "
-                             f"and Conv2d (4-D) layers can be read; {EXPORT_HINT}")
+                             f"only Linear, Conv and norm layers can be read from a state_dict; {EXPORT_HINT}")
+    return {m: modules[m] for m in sorted(modules, key=_natural_key)}
+
+
+def _dense_layout(modules: dict[str, dict[str, np.ndarray]], source: str) -> str:
+    """``"out_in"`` (PyTorch's ``Linear``) or ``"in_out"`` (Hugging Face's ``Conv1D``) for the
+    file's 2-D weights, told by the bias lengths: a bias as long as the weight's first axis
+    only is a Linear's, as long as its second axis only a Conv1D's; a bias as long as neither
+    is refused, and a file whose biases say both is read layer by layer."""
+    said = set()
+    for module, params in modules.items():
+        w, bias = params["weight"], params.get("bias")
+        if w.ndim != 2 or bias is None:
+            continue
+        if bias.size not in w.shape:
+            raise ModelError(f"{source}: module {module!r} has a weight of shape {shape_text(w.shape)} but a bias of "
+                             f"{bias.size} values; the file's tensors do not belong together")
+        if w.shape[0] != w.shape[1]:
+            said.add("out_in" if bias.size == w.shape[0] else "in_out")
+    return said.pop() if len(said) == 1 else "out_in"
+
+
+def _kernel(module: str, params: dict[str, np.ndarray], layout: str, source: str) -> np.ndarray:
+    """A module's weight in the project's (in, out) or (*spatial, in / groups, out) layout."""
+    w, bias = params["weight"].astype(np.float64), params.get("bias")
+    if w.ndim == 2:
+        own = layout if bias is None or w.shape[0] == w.shape[1] else "out_in" if bias.size == w.shape[0] else "in_out"
+        return w if own == "in_out" else w.T
+    if w.ndim in (3, 4, 5):
+        if bias is not None and bias.size != w.shape[0]:
+            raise ModelError(f"{source}: module {module!r} has {w.shape[0]} output channels but a bias of "
+                             f"{bias.size} values; the file's tensors do not belong together")
+        return w.transpose(*range(2, w.ndim), 1, 0)
+    raise ModelError(f"{source}: module {module!r} has a {w.ndim}-D weight {w.shape}; only Linear, Conv1D "
+                     f"and Conv1d-3d layers and norms can be read; {EXPORT_HINT}")
+
+
+def weights_of_state_dict(tensors: dict[str, np.ndarray], source: str) -> NetworkWeights:
+    """Kernels and biases of a sequential network from its parameters by module path: Linear
+    and Hugging Face Conv1D layers, 1-D to 3-D convolutions (grouped ones recognised by the
+    chain), and norm layers (a 1-D weight: LayerNorm, GroupNorm), whose per-unit scale
+    multiplies the rows of the next layer (method.md §3.3)."""
+    modules = _modules(tensors, source)
+    layout = _dense_layout(modules, source)
+    layers, pending = [], None
+    for module, params in modules.items():
+        if params["weight"].ndim == 1:
+            pending = params["weight"].astype(np.float64) * (1.0 if pending is None else pending)
+            continue
+        kernel = _ungroup(module, _kernel(module, params, layout, source), layers, source)
+        if pending is not None:
+            if pending.size != kernel.shape[-2]:
+                raise ModelError(f"{source}: the norm before module {module!r} scales {pending.size} units but "
+                                 f"{module!r} reads {kernel.shape[-2]}; the layer order cannot be known; {EXPORT_HINT}")
+            kernel, pending = kernel * pending[:, None], None
         bias = params.get("bias")
-        layers.append((module, kernel, np.zeros(kernel.shape[-1]) if bias is None else bias.astype(np.float64)))
+        layers.append((module, kernel, np.zeros(kernel.shape[-1]) if bias is None else bias.astype(np.float64).reshape(-1)))
     if not layers:
-        raise ModelError(f"{source}: holds no tensors; save model.state_dict()")
+        raise ModelError(f"{source}: holds no weight matrices or kernels; save model.state_dict()")
     _check_order(layers, source)
-    kernels = [k for _, k, _ in layers]
+    kernels = [k.reshape(1, -1, *k.shape[-2:]) if k.ndim in (3, 5) else k for _, k, _ in layers]
     return NetworkWeights(kernels, [b for _, _, b in layers], network_kind(kernels, source), source,
                           [m for m, _, _ in layers])
+
+
+def _ungroup(module: str, kernel: np.ndarray, layers: list, source: str) -> np.ndarray:
+    """A convolution reading fewer channels than the previous layer writes is grouped: each of
+    ``groups`` = previous outputs / its inputs groups reads its own slice (depthwise: one
+    channel each); its block-diagonal full kernel (:func:`~.wiring.ungrouped`)."""
+    if kernel.ndim < 3 or not layers or layers[-1][1].ndim < 3:
+        return kernel
+    n_prev, per_in, n_out = layers[-1][1].shape[-1], kernel.shape[-2], kernel.shape[-1]
+    if per_in == n_prev or n_prev % per_in or n_out % (n_prev // per_in):
+        return kernel
+    return ungrouped(kernel, n_prev // per_in, lambda text: ModelError(f"{source}: module {module!r} {text}"))
 
 
 def _check_order(layers: list[tuple[str, np.ndarray, np.ndarray]], source: str) -> None:
@@ -195,7 +252,7 @@ def _check_order(layers: list[tuple[str, np.ndarray, np.ndarray]], source: str) 
     its flattened or pooled feature map (any width that is a multiple of the channels)."""
     for (prev, a, _), (name, b, _) in zip(layers, layers[1:], strict=False):
         n_out, n_in = a.shape[-1], b.shape[-2]
-        flattening = a.ndim == 4 and b.ndim == 2
+        flattening = a.ndim >= 3 and b.ndim == 2
         if (flattening and n_in % n_out) or (not flattening and n_in != n_out):
             raise ModelError(
                 f"{source}: the layer order cannot be known from the file: in module-path order {prev!r} "

@@ -12,7 +12,7 @@ group's units, at which position) and finally builds the kernels, biases and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -22,6 +22,23 @@ from ..errors import ModelError
 
 #: The producer of units that come straight from the network input.
 INPUT = -1
+
+
+def ungrouped(kernel: np.ndarray, groups: int, error) -> np.ndarray:
+    """A grouped convolution's kernel (*spatial, in / groups, out) as the full kernel
+    (*spatial, in, out) of the same layer: output channel o reads the inputs of its group
+    o // (out / groups) and no other (zeros elsewhere, method.md §3.2). ``error(text)`` makes
+    the exception for a kernel whose outputs do not split into ``groups``."""
+    if groups == 1:
+        return kernel
+    per_in, n_out = kernel.shape[-2], kernel.shape[-1]
+    if groups < 1 or n_out % groups:
+        raise error(f"has {n_out} output channels, which do not split into {groups} groups")
+    per_out = n_out // groups
+    full = np.zeros((*kernel.shape[:-2], per_in * groups, n_out))
+    for g in range(groups):
+        full[..., g * per_in:(g + 1) * per_in, g * per_out:(g + 1) * per_out] = kernel[..., g * per_out:(g + 1) * per_out]
+    return full
 
 
 @dataclass(frozen=True)
@@ -41,13 +58,24 @@ class Units:
 
     ``fresh`` is the weighted layer whose linear output this tensor is (a batch normalisation
     can be folded into it), else None. ``head`` marks a flattened conv feature map: the dense
-    layers reading it form a CNN's head, which is not part of its channel graph.
+    layers reading it form a CNN's head, which is not part of its channel graph. ``scale`` is a
+    per-unit factor not yet folded into a kernel (a layer norm's gamma, a batch norm that does
+    not directly follow a weighted layer): the next weighted layer multiplies its rows by it
+    (method.md §3.3). ``pooled`` marks channels pooled over their spatial positions (a global
+    pooling), which a convolution may read (squeeze-and-excitation) and a flatten makes a head.
     """
 
     sources: tuple[Source, ...]
     size: int
     fresh: int | None = None
     head: bool = False
+    scale: np.ndarray | None = None
+    pooled: bool = False
+
+    def but(self, **changes) -> Units:
+        """A copy with ``changes``; ``fresh`` is dropped unless given (the tensor is no longer
+        a weighted layer's linear output)."""
+        return replace(self, **{"fresh": None, **changes})
 
 
 @dataclass
@@ -77,17 +105,39 @@ class WiringRecorder:
         self.input_size = int(size)
         return Units((Source(INPUT, 0, 0, int(size)),), int(size))
 
-    def weighted(self, name: str, kernel: np.ndarray, bias: np.ndarray | None, x: Units, linear: bool) -> Units:
-        """A Dense (kernel (in, out)) or Conv2D (kernel (h, w, in, out)) layer reading ``x``;
-        ``linear``: its output is not passed through an activation inside the layer."""
+    def weighted(self, name: str, kernel: np.ndarray, bias: np.ndarray | None, x: Units, linear: bool,
+                 groups: int = 1) -> Units:
+        """A Dense layer (kernel (in, out)) or a convolution (kernel (*spatial, in / groups, out),
+        1 to 3 spatial axes) reading ``x``; ``linear``: its output is not passed through an
+        activation inside the layer. A convolution is kept as (h, w, in, out), its spatial axes
+        merged (a slice's norm is over all its entries, method.md §3.2); a grouped one
+        (``groups`` > 1; depthwise: one group per input channel) becomes its block-diagonal
+        full kernel (:func:`ungrouped`)."""
         kernel = np.asarray(kernel, np.float64)
+        if kernel.ndim not in (2, 3, 4, 5):
+            raise self._error(f"layer {name!r} has a kernel of shape {kernel.shape}; expected a dense (in, out) "
+                              "or a 1-D to 3-D convolution's kernel")
+        if kernel.ndim > 2:
+            kernel = ungrouped(kernel, groups, lambda text: self._error(f"layer {name!r} {text}"))
+            kernel = kernel.reshape(1, -1, *kernel.shape[-2:]) if kernel.ndim != 4 else kernel
         n_in, n_out = kernel.shape[-2], kernel.shape[-1]
         if x.size >= 0 and n_in != x.size:  # a flattened feature map of unknown shape has size -1
             raise self._error(f"layer {name!r} has {n_in} inputs but reads a tensor of {x.size} units")
-        bias = np.zeros(n_out) if bias is None else np.broadcast_to(np.asarray(bias, np.float64), (n_out,)).copy()
-        self.layers.append(_Layer(name, kernel, bias, x.sources, x.head))
+        if x.scale is not None:  # a normalisation's per-unit scale, folded into this layer's rows
+            kernel = kernel * x.scale[:, None]
+        self.layers.append(_Layer(name, kernel, self._bias(name, bias, n_out), x.sources, x.head))
         index = len(self.layers) - 1
         return Units((Source(index, 0, 0, n_out),), n_out, fresh=index if linear else None)
+
+    def _bias(self, name: str, bias: np.ndarray | None, n_out: int) -> np.ndarray:
+        """A layer's bias as ``n_out`` values: one per output, or one value for all."""
+        if bias is None:
+            return np.zeros(n_out)
+        bias = np.asarray(bias, np.float64)
+        if bias.size not in (1, n_out):
+            raise self._error(f"layer {name!r} has {n_out} outputs but a bias of shape {bias.shape}; the file's "
+                              "kernel and bias do not belong together (a transposed or corrupt layer)")
+        return np.broadcast_to(bias.reshape(-1), (n_out,)).copy()
 
     def add_bias(self, x: Units, bias: np.ndarray) -> Units:
         """A constant added to a weighted layer's output joins its bias (an MLP exported as
@@ -97,36 +147,52 @@ class WiringRecorder:
             layer.bias = layer.bias + np.broadcast_to(np.asarray(bias, np.float64), layer.bias.shape)
         return x
 
-    def batchnorm(self, name: str, x: Units, scale: np.ndarray, shift: np.ndarray, sole_reader: bool,
-                  after: str = "") -> Units:
-        """An inference-mode batch normalisation y = scale * x + shift, folded into the weighted
-        layer whose output it reads directly (output unit c's kernel column times scale_c);
-        ``after`` names the operation that produced its input (for the error)."""
-        if x.fresh is None or not sole_reader:
-            where = (f"sits after {after!r}, not directly after a Dense/Conv layer without activation"
-                     if x.fresh is None else f"shares its input (the output of {after!r}) with other operations")
-            raise self._error(
-                f"batch normalisation {name!r} {where}, so it cannot be folded into a kernel (a "
-                "pre-activation or post-sum batch norm, as in DenseNet); only batch norms directly after "
-                "a weighted layer can be read: put it between the layer and its activation"
-            )
-        layer = self.layers[x.fresh]
-        layer.kernel = layer.kernel * scale
-        layer.bias = layer.bias * scale + shift
-        return x
+    def rescale(self, x: Units, scale: np.ndarray, shift: np.ndarray | None = None, sole_reader: bool = False) -> Units:
+        """A per-unit affine map y = scale * x + shift (an inference-mode batch norm, a layer
+        scale, a constant factor): folded into the weighted layer whose linear output it reads
+        when it is that output's only reader (output unit c's kernel column times scale_c, its
+        bias b_c scale_c + shift_c: exact); otherwise kept as the tensor's pending ``scale``,
+        which the next weighted layer multiplies into its rows (method.md §3.3)."""
+        scale = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (max(x.size, 1),)) if x.size >= 0 else scale
+        if x.fresh is not None and sole_reader:
+            layer = self.layers[x.fresh]
+            layer.kernel = layer.kernel * scale
+            shift = 0.0 if shift is None else np.broadcast_to(np.asarray(shift, np.float64).reshape(-1), scale.shape)
+            layer.bias = layer.bias * scale + shift
+            return x
+        return x.but(scale=scale.copy() if x.scale is None else x.scale * scale)
+
+    def normalise(self, x: Units, gamma: np.ndarray | None) -> Units:
+        """A normalisation over the units (layer norm, group norm, RMS norm): it passes units
+        through, and its per-unit ``gamma`` (None: 1) waits for the next weighted layer's rows."""
+        return x.but() if gamma is None else self.rescale(x.but(), gamma)
 
     def passthrough(self, x: Units) -> Units:
         """An operation that does not mix units (activation, pooling, dropout, padding)."""
-        return Units(x.sources, x.size, None, x.head)
+        return x.but()
 
-    def add(self, name: str, xs: list[Units]) -> Units:
+    def pool(self, x: Units) -> Units:
+        """A global pooling: one unit per channel, still those channels (method.md §3.3)."""
+        return x.but(pooled=True)
+
+    def multiply(self, name: str, xs: list[Units]) -> Units:
+        """An element-wise product of activations (a gate: squeeze-and-excitation, a gated
+        linear unit): unit i of each factor reaches unit i of the product, as in a sum."""
+        return self.add(name, xs, "product")
+
+    def add(self, name: str, xs: list[Units], what: str = "sum") -> Units:
         """An element-wise sum: every summand's units reach the same positions."""
         sizes = {x.size for x in xs}
         if len(sizes) != 1:
-            raise self._error(f"sum {name!r} adds tensors of {sorted(sizes)} units; a residual sum needs equal widths")
+            raise self._error(f"{what} {name!r} joins tensors of {sorted(sizes)} units; it needs equal widths")
         if any(x.head for x in xs):
-            raise self._error(f"sum {name!r} adds flattened feature maps; only sums of units or channels are supported")
-        return Units(tuple(s for x in xs for s in x.sources), xs[0].size)
+            raise self._error(f"{what} {name!r} joins flattened feature maps; only units or channels can be joined")
+        scales = [x.scale for x in xs]
+        if any(s is not None for s in scales) and not all(s is not None and np.array_equal(s, scales[0]) for s in scales):
+            raise self._error(f"{what} {name!r} joins tensors normalised differently (a layer or batch norm on one "
+                              "side only, not folded into a kernel); the graph cannot weigh its summands' units")
+        return Units(tuple(s for x in xs for s in x.sources), xs[0].size, scale=scales[0],
+                     pooled=all(x.pooled for x in xs))
 
     def concat(self, name: str, xs: list[Units]) -> Units:
         """A concatenation along the units (channel) axis: each part keeps its own slice."""
@@ -137,7 +203,10 @@ class WiringRecorder:
         for x in xs:
             sources += [Source(s.producer, s.start, s.offset + offset, s.length) for s in x.sources]
             offset += x.size
-        return Units(tuple(sources), offset)
+        scale = None
+        if any(x.scale is not None for x in xs):
+            scale = np.concatenate([np.ones(x.size) if x.scale is None else x.scale for x in xs])
+        return Units(tuple(sources), offset, scale=scale)
 
     def flatten(self, x: Units, size: int, spatial: bool) -> Units:
         """Flattening to ``size`` units. The input image flattened gives ``size`` input features
@@ -189,14 +258,16 @@ class WiringRecorder:
         for i in conv:
             layer = self.layers[i]
             from_input = [s.producer == INPUT for s in layer.sources]
-            if all(from_input):
-                continue
-            if any(from_input):
+            if any(from_input) and not all(from_input):
                 raise self._error(f"conv layer {layer.name!r} reads the network input together with "
                                   "conv channels; the input is not part of a CNN's channel graph")
-            feeds.append(Feed(group[i], tuple(Piece(group[s.producer], s.start, s.offset, s.length)
-                                              for s in layer.sources)))
-            used.append(i)
+            # units of dense layers inside a CNN (a squeeze-and-excitation written with Linear
+            # layers) are not channels: only conv-to-conv kernels form the graph
+            pieces = tuple(Piece(group[s.producer], s.start, s.offset, s.length)
+                           for s in layer.sources if s.producer in group)
+            if pieces:
+                feeds.append(Feed(group[i], pieces))
+                used.append(i)
         if not feeds:
             raise self._error(f"a CNN needs at least two conv layers for a channel graph (found {len(conv)}); "
                               "only conv-to-conv kernels form it")
