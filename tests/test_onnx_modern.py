@@ -169,15 +169,20 @@ def test_channels_last_block_equals_its_channels_first_form(tmp_path):
     same_graph(graph_of(a), graph_of(b))
 
 
-def test_a_sum_of_differently_normalised_tensors_is_one_line(tmp_path):
-    nodes = [helper.make_node("LayerNormalization", ["r1t", "ln"], ["n"], axis=-1)]
+def test_a_sum_of_differently_normalised_tensors_weighs_each_summand_by_its_own_scale(tmp_path):
+    """ConvNeXt's stem: a layer norm's output joins the residual stream, so the next layer reads
+    a sum of a scaled and an unscaled tensor; each summand's edges carry its own scale:
+    |W[i, j]| |gamma_i| from the normalised one, |W[i, j]| from the other."""
     rng = np.random.default_rng(9)
-    weights = {"ln": rng.uniform(0.5, 2, 8)}
-    middle = [helper.make_node("Transpose", ["r1"], ["r1t"], perm=[0, 2, 3, 1]), *nodes,
+    gamma = rng.uniform(0.5, 2, 8).astype(np.float32)
+    middle = [helper.make_node("Transpose", ["r1"], ["r1t"], perm=[0, 2, 3, 1]),
+              helper.make_node("LayerNormalization", ["r1t", "ln"], ["n"], axis=-1),
               helper.make_node("Add", ["n", "r1t"], ["s"]), helper.make_node("Transpose", ["s"], ["m"], perm=[0, 3, 1, 2])]
-    with pytest.raises(ModelError, match="joins tensors normalised differently") as e:
-        load_weights(three_convs(tmp_path, "mixed", middle, weights))
-    assert "\n" not in str(e.value)
+    weights = load_weights(three_convs(tmp_path, "mixed", middle, {"ln": gamma}))
+    graph = graph_of(weights)
+    (block,) = [b for s, t, b in graph.edges if (s, t) == (0, 1)]
+    c = conv_channel_weights(weights.kernels[1], "l1")
+    np.testing.assert_allclose(block, c * (1 + gamma.astype(np.float64))[:, None])
 
 
 # --------------------------------------------------------------------------- state_dicts
@@ -281,3 +286,23 @@ def test_a_network_of_zero_kernels_only_is_one_line(tmp_path):
 
     with pytest.raises(Exception, match=r"zeros\.onnx: every kernel is all zeros"):
         SpectralNCut(n_clusters=2).fit(save_onnx(tmp_path / "zeros.onnx", nodes, weights, [1, 3, 8, 8], "y"))
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_layers_and_errors_are_named_by_module_path_from_either_exporter(tmp_path):
+    """Exporters rename the weights they fuse or transpose (``onnx::MatMul_5``, ``val_3``): the
+    layer names come from the legacy exporter's node names or the dynamo exporter's name
+    scopes instead, and an error names the module path, not ``node_Conv_813``."""
+    rng = np.random.default_rng(14)
+    legacy = helper.make_node("MatMul", ["x", "onnx::MatMul_5"], ["h"], name="/features/features.1/block/block.3/MatMul")
+    dynamo = helper.make_node("MatMul", ["h", "val_3"], ["y"], name="node_MatMul_7")
+    dynamo.metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'head', 'head.fc', 'linear']")
+    weights = {"onnx::MatMul_5": float32(rng, 5, 4), "val_3": float32(rng, 4, 3)}
+    path = save_onnx(tmp_path / "names.onnx", [legacy, dynamo], weights, [1, 5], "y")
+    assert load_weights(path).names == ["features.1.block.3", "head.fc"]
+    odd = helper.make_node("Acosh", ["x"], ["y"], name="node_Acosh_813")
+    odd.metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'blocks', 'blocks.2', 'acosh']")
+    with pytest.raises(ModelError, match=r"node 'blocks\.2/acosh' uses operator Acosh"):
+        load_weights(save_onnx(tmp_path / "odd.onnx", [odd], {}, [1, 5], "y"))

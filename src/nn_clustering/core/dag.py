@@ -28,12 +28,14 @@ from .nodes import LayeredNodes
 @dataclass(frozen=True)
 class Piece:
     """Units ``[start, start + length)`` of group ``group`` arrive at input units
-    ``[offset, offset + length)`` of a weighted layer."""
+    ``[offset, offset + length)`` of a weighted layer, each multiplied by its ``scale`` (one
+    factor per unit; empty: 1), a normalisation applied to this source only (method.md §3.3)."""
 
     group: int
     start: int
     offset: int
     length: int
+    scale: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,5 +193,6 @@ def dag_blocks(matrices: Sequence[np.ndarray], wiring: Wiring) -> list[tuple[int
             key = (p.group, feed.target)
             if key not in blocks:
                 blocks[key] = np.zeros((wiring.sizes[p.group], m.shape[1]))
-            blocks[key][p.start : p.start + p.length] += m[p.offset : p.offset + p.length]
+            rows = m[p.offset : p.offset + p.length]
+            blocks[key][p.start : p.start + p.length] += np.abs(np.asarray(p.scale))[:, None] * rows if p.scale else rows
     return [(s, t, b) for (s, t), b in blocks.items()]

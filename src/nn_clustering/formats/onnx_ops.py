@@ -18,6 +18,8 @@ line naming the node. Supporting a new operator is one handler and one entry in
 
 from __future__ import annotations
 
+import ast
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ REEXPORT = "re-export it with torch.onnx.export"
 #: Operators that neither mix units nor carry graph weights.
 PASS_THROUGH = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Celu", "Gelu", "Softplus", "Softsign",
-    "HardSigmoid", "HardSwish", "Mish", "Clip", "Softmax", "LogSoftmax", "Dropout", "Identity", "MaxPool",
+    "HardSigmoid", "HardSwish", "Mish", "Clip", "Softmax", "LogSoftmax", "Dropout", "Identity", "MaxPool", "Erf",
     "AveragePool", "Pad", "Cast",
 })
 GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool"})
@@ -84,12 +86,16 @@ class Walk:
         return self.constants[node.inputs[i]]
 
     def layer_name(self, node: Node) -> str:
-        """A weighted node's layer name: its weight's initialiser name without ``.weight``
-        (PyTorch's module path, e.g. ``layer1.0.conv1``), else the node's name."""
-        if len(node.inputs) > 1 and node.inputs[1] in self.constants:
-            name = node.inputs[1]
-            return name[: -len(".weight")] if name.endswith(".weight") else name
-        return node.proto.name or node.output
+        """A weighted node's layer name, PyTorch's module path (``layer1.0.conv1``) where the
+        file says it: its weight's initialiser name without ``.weight``, unless the exporter
+        generated that name (``onnx::Conv_650``, ``val_4``: a weight it fused or transposed);
+        then the dynamo exporter's name scope, or the legacy exporter's node name
+        (``/layer1/layer1.0/conv1/Conv``); else the node's name."""
+        weight = node.inputs[1] if len(node.inputs) > 1 and node.inputs[1] in self.constants else ""
+        if weight and not GENERATED_NAME.match(weight):
+            return weight[: -len(".weight")] if weight.endswith(".weight") else weight
+        path = module_path(node.proto) or legacy_path(node.proto.name)
+        return path[0] if path is not None and path[0] else weight or node.proto.name or node.output
 
     def record(self, node: Node, out: Units, rank: int) -> None:
         """Note the units, rank and unit axis of the node's output (the input's axis at the same
@@ -155,8 +161,48 @@ def _attributes(node: NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
+#: Where PyTorch's dynamo exporter records a node's module path (``['', 'layer1', 'layer1.0', 'conv2d']``).
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def module_path(node: NodeProto) -> tuple[str, str] | None:
+    """The PyTorch module path of a node exported by the dynamo exporter and the operation's
+    own scope name (``("layer1.0.conv1", "conv2d")``), else None."""
+    for prop in node.metadata_props:
+        if prop.key == NAME_SCOPES:
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return None
+            if isinstance(scopes, list) and len(scopes) >= 2 and all(isinstance(x, str) for x in scopes):
+                return scopes[-2], scopes[-1]
+    return None
+
+
+#: Initialiser names an exporter generates for weights it fused or transposed.
+GENERATED_NAME = re.compile(r"^(?:.*::.*|_?val_\d+)$")
+
+
+def legacy_path(name: str) -> tuple[str, str] | None:
+    """The module path in a legacy exporter's node name (``/features/features.1/block/block.3/
+    MatMul`` -> ``features.1.block.3``) and the operation, else None."""
+    if not name.startswith("/") or name.count("/") < 2:
+        return None
+    *segments, op = name[1:].split("/")
+    path, previous = "", ""
+    for seg in segments:  # an indexed child ("block.3" after "block") replaces its container
+        path = path[: len(path) - len(previous)] + seg if previous and seg.startswith(previous + ".") else (
+            f"{path}.{seg}" if path else seg)
+        previous = seg
+    return path, op
+
+
 def node_label(node: NodeProto) -> str:
-    """How an error names a node: its name, else its first output (``repr``, cut short)."""
+    """How an error names a node: its module path and operation where the exporter recorded
+    them (``'layer1.0/add'``), else its name, else its first output (``repr``, cut short)."""
+    path = module_path(node)
+    if path is not None and path[0]:
+        return quoted(f"{path[0]}/{path[1]}")
     return quoted(node.name or (node.output[0] if node.output else ""))
 
 
@@ -408,9 +454,10 @@ def _self_gated(walk: Walk, node: Node) -> str | None:
 
 
 def _mul(walk: Walk, node: Node) -> tuple[Units, int]:
-    """``Mul``/``Div``: by a constant per unit (a layer scale) or a scalar, a rescaling folded
-    into a kernel; x * sigmoid(x) an activation; of two activations a gate, which joins unit i
-    of each factor to unit i of the product as a sum does (method.md §3.3).
+    """``Mul``/``Div``: by a constant per unit (a layer scale), a rescaling folded into a kernel;
+    by a scalar, or x times a function of x (SiLU's x * sigmoid(x), GELU's x * erf(...)), part
+    of an activation; of two other activations a gate, which joins unit i of each factor to
+    unit i of the product as a sum does (method.md §3.3).
 
     Parameters
     ----------
@@ -431,12 +478,18 @@ def _mul(walk: Walk, node: Node) -> tuple[Units, int]:
         gated = _self_gated(walk, node) if node.op == "Mul" else None
         if gated is not None:
             return rec.passthrough(walk.units[gated]), walk.ranks[gated]
+        factors = [walk.units[n] for n in node.inputs]
+        if len({frozenset(f.sources) for f in factors}) == 1:  # a function of one tensor: GELU's x * erf(...)
+            plain = [n for n, f in zip(node.inputs, factors, strict=True) if f.scale is None] or node.inputs
+            return rec.passthrough(walk.units[plain[0]]), walk.ranks[plain[0]]
         if node.op == "Div":
             raise walk.refuse(node, "divides one activation by another; not supported")
         return rec.multiply(node.label, [walk.units[n] for n in node.inputs]), max(walk.ranks[n] for n in node.inputs)
     other = next(n for n in node.inputs if n != node.live[0])
     if other not in walk.constants or (node.op == "Div" and node.inputs[0] != node.live[0]):
         raise walk.refuse(node, "multiplies by a tensor that is neither an activation nor a constant")
+    if walk.constants[other].size == 1:  # a scalar: part of an activation (GELU's 0.5, x / sqrt(2), x / 6)
+        return rec.passthrough(node.x), node.rank
     factor = walk.per_unit(node, walk.constants[other])
     if factor is None:
         raise walk.refuse(node, f"multiplies by a constant of shape {shape_text(walk.constants[other].shape)}, "
@@ -477,7 +530,7 @@ def _transpose(walk: Walk, node: Node) -> tuple[Units, int]:
     walk : Walk
         The walk's state; the output's unit axis is set here.
     node : Node
-        The node; a permutation that moves the batch axis is refused.
+        The node.
 
     Returns
     -------
@@ -485,8 +538,6 @@ def _transpose(walk: Walk, node: Node) -> tuple[Units, int]:
         The input's units (a fresh layer output stays fresh: the values are the same) and rank.
     """
     perm = [int(p) for p in node.attrs.get("perm", range(node.rank - 1, -1, -1))]
-    if perm[0] != 0:
-        raise walk.refuse(node, f"moves the batch axis (perm={perm}); only layout changes of one sample are supported")
     walk.axes[node.output] = perm.index(node.axis)
     return node.x, node.rank
 
@@ -575,25 +626,72 @@ def _flatten(walk: Walk, node: Node) -> tuple[Units, int]:
     return _flattened(walk, node)
 
 
+def _kept_axis(before: tuple, axis: int, after: tuple) -> int | None:
+    """The axis of ``after`` that holds the units of ``before``'s ``axis`` unchanged (the same
+    size, and the same number of elements before it, so unit c stays unit c in memory order),
+    else None. Unknown sizes (None) must match one for one."""
+    def lead(dims: tuple) -> tuple[int, int] | None:
+        known = [d for d in dims if d is not None]
+        return int(np.prod(known)) if known else 1, len(dims) - len(known)
+
+    size = before[axis]
+    if size is None:
+        return None
+    for j, d in enumerate(after):
+        if d == size and lead(before[:axis]) == lead(after[:j]):
+            return j
+    return None
+
+
 def _reshape(walk: Walk, node: Node) -> tuple[Units, int]:
-    """``Reshape`` to (batch, features), as a flatten.
+    """``Reshape``: one that keeps the units on one axis (a pooled map to (batch, channels) and
+    back, (N, C, H, W) to (N, C, H * W)) passes them through; else a flatten to (batch,
+    features).
 
     Parameters
     ----------
     walk : Walk
-        The walk's state; the output's inferred shape must have rank 2.
+        The walk's state; the inferred shapes of the input and output decide.
     node : Node
         The Reshape node.
 
     Returns
     -------
     tuple of (Units, int)
-        The flattened units and rank 2.
+        The units (passed through, or flattened) and the output's rank.
     """
-    target = walk.shapes.get(node.output)
+    target, before = walk.shapes.get(node.output), walk.shapes.get(node.live[0])
+    kept = None if target is None or before is None else _kept_axis(before, node.axis, target)
+    if kept is not None:
+        walk.axes[node.output] = kept
+        return walk.rec.passthrough(node.x), len(target)
     if target is None or len(target) != 2:
-        raise walk.refuse(node, "does not flatten to (batch, features); only flattening reshapes are supported")
+        raise walk.refuse(node, "neither keeps the units on one axis nor flattens to (batch, features)")
     return _flattened(walk, node)
+
+
+def _gather(walk: Walk, node: Node) -> tuple[Units, int]:
+    """``Gather`` of a vector of units by a constant arange (the dynamo exporter's
+    ``as_strided`` after a pooling): the same units, reshaped.
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    node : Node
+        The node; any other gather (an embedding, a selection of units) is refused.
+
+    Returns
+    -------
+    tuple of (Units, int)
+        The units and the rank of the indices.
+    """
+    indices = walk.constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    size = node.x.size
+    if node.rank != 1 or indices is None or indices.size != size or not np.array_equal(indices.reshape(-1), np.arange(size)):
+        raise walk.refuse(node, "selects or embeds units by index; only a gather that keeps every unit in order is followed")
+    walk.axes[node.output] = int(np.argmax(np.asarray(indices.shape) == size))
+    return walk.rec.passthrough(node.x), indices.ndim
 
 
 def _reduce(walk: Walk, node: Node) -> tuple[Units, int]:
@@ -673,11 +771,19 @@ OPERATORS: dict[str, Handler] = {
     "Gemm": _gemm, "MatMul": _matmul, "Conv": _conv, "BatchNormalization": _batchnorm,
     "LayerNormalization": _layernorm, "RMSNormalization": _layernorm, "GroupNormalization": _groupnorm,
     "InstanceNormalization": _groupnorm, "Mul": _mul, "Div": _mul, "Sub": _shift, "Transpose": _transpose,
+    "Gather": _gather,
     "Add": _add, "Sum": _add, "Concat": _concat, "Flatten": _flatten, "Reshape": _reshape,
     **dict.fromkeys(REDUCTIONS, _reduce), **dict.fromkeys(GLOBAL_POOLS, _global_pool),
     **dict.fromkeys(PASS_THROUGH, _pass_through),
 }
 SUPPORTED = sorted(CONSTANT_FOLDS.keys() | OPERATORS.keys())
+_RECURRENT = ("is recurrent: its units mix through time, so its weights are not edges between units "
+              "of a feed-forward graph (method.md §3.3)")
+#: Operators refused with their own reason.
+REFUSED: dict[str, str] = {
+    "LSTM": _RECURRENT, "GRU": _RECURRENT, "RNN": _RECURRENT, "Scan": _RECURRENT, "Loop": _RECURRENT,
+    "Attention": "is attention: its mixing weights are computed from the data (method.md §3.3)",
+}
 
 
 def walk_node(walk: Walk, proto: NodeProto) -> None:
@@ -692,6 +798,8 @@ def walk_node(walk: Walk, proto: NodeProto) -> None:
         raise ModelError(f"{walk.source}: node {node_label(proto)} ({op}) reads no tensor computed from the input; "
                          "fold constant subgraphs before exporting (do_constant_folding=True)")
     handler = OPERATORS.get(op)
+    if op in REFUSED:
+        raise ModelError(f"{walk.source}: node {node_label(proto)} ({op}) {REFUSED[op]}")
     if handler is None:
         raise ModelError(f"{walk.source}: node {node_label(proto)} uses operator {op_text(op)}, which the graph builder "
                          "does not support (docs/method.md §3.4 lists the operators it follows)")

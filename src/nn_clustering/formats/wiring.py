@@ -24,6 +24,17 @@ from ..errors import ModelError
 INPUT = -1
 
 
+def _scaled_sources(x: Units) -> tuple[Source, ...]:
+    """``x``'s sources with its pending scale moved onto each of them (their own factors)."""
+    if x.scale is None:
+        return x.sources
+    out = []
+    for s in x.sources:
+        part = x.scale[s.offset:s.offset + s.length]
+        out.append(replace(s, scale=part if s.scale is None else s.scale * part))
+    return tuple(out)
+
+
 def ungrouped(kernel: np.ndarray, groups: int, error) -> np.ndarray:
     """A grouped convolution's kernel (*spatial, in / groups, out) as the full kernel
     (*spatial, in, out) of the same layer: output channel o reads the inputs of its group
@@ -44,12 +55,20 @@ def ungrouped(kernel: np.ndarray, groups: int, error) -> np.ndarray:
 @dataclass(frozen=True)
 class Source:
     """Units ``[start, start + length)`` of ``producer`` (a weighted layer's index, or
-    :data:`INPUT`) at positions ``[offset, offset + length)`` of a tensor."""
+    :data:`INPUT`) at positions ``[offset, offset + length)`` of a tensor, multiplied by
+    ``scale`` (one factor per unit, None: 1) where a sum joined it to differently scaled
+    tensors."""
 
     producer: int
     start: int
     offset: int
     length: int
+    scale: np.ndarray | None = field(default=None, compare=False)
+
+    def piece(self, group: int) -> Piece:
+        """This source as a piece of the graph's wiring, from ``group``."""
+        scale = () if self.scale is None else tuple(float(v) for v in self.scale)
+        return Piece(group, self.start, self.offset, self.length, scale)
 
 
 @dataclass(frozen=True)
@@ -188,11 +207,13 @@ class WiringRecorder:
         if any(x.head for x in xs):
             raise self._error(f"{what} {name!r} joins flattened feature maps; only units or channels can be joined")
         scales = [x.scale for x in xs]
-        if any(s is not None for s in scales) and not all(s is not None and np.array_equal(s, scales[0]) for s in scales):
-            raise self._error(f"{what} {name!r} joins tensors normalised differently (a layer or batch norm on one "
-                              "side only, not folded into a kernel); the graph cannot weigh its summands' units")
-        return Units(tuple(s for x in xs for s in x.sources), xs[0].size, scale=scales[0],
-                     pooled=all(x.pooled for x in xs))
+        if all(s is None or np.array_equal(s, scales[0]) for s in scales) and (scales[0] is not None) == all(
+                s is not None for s in scales):
+            sources = tuple(dict.fromkeys(s for x in xs for s in x.sources))
+            return Units(sources, xs[0].size, scale=scales[0], pooled=all(x.pooled for x in xs))
+        # summands scaled differently: each keeps its own scale on its sources
+        sources = tuple(s for x in xs for s in _scaled_sources(x))
+        return Units(sources, xs[0].size, pooled=all(x.pooled for x in xs))
 
     def concat(self, name: str, xs: list[Units]) -> Units:
         """A concatenation along the units (channel) axis: each part keeps its own slice."""
@@ -201,7 +222,7 @@ class WiringRecorder:
                               "along the channel axis are supported")
         sources, offset = [], 0
         for x in xs:
-            sources += [Source(s.producer, s.start, s.offset + offset, s.length) for s in x.sources]
+            sources += [replace(s, offset=s.offset + offset) for s in x.sources]
             offset += x.size
         scale = None
         if any(x.scale is not None for x in xs):
@@ -239,7 +260,7 @@ class WiringRecorder:
         """Groups: the input, then every dense layer's outputs."""
         group = {INPUT: 0} | {i: i + 1 for i in range(len(self.layers))}
         feeds = tuple(
-            Feed(i + 1, tuple(Piece(group[s.producer], s.start, s.offset, s.length) for s in layer.sources))
+            Feed(i + 1, tuple(s.piece(group[s.producer]) for s in layer.sources))
             for i, layer in enumerate(self.layers)
         )
         return Wiring(
@@ -263,8 +284,7 @@ class WiringRecorder:
                                   "conv channels; the input is not part of a CNN's channel graph")
             # units of dense layers inside a CNN (a squeeze-and-excitation written with Linear
             # layers) are not channels: only conv-to-conv kernels form the graph
-            pieces = tuple(Piece(group[s.producer], s.start, s.offset, s.length)
-                           for s in layer.sources if s.producer in group)
+            pieces = tuple(s.piece(group[s.producer]) for s in layer.sources if s.producer in group)
             if pieces:
                 feeds.append(Feed(group[i], pieces))
                 used.append(i)
