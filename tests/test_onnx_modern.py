@@ -14,7 +14,7 @@ from nn_clustering.core.graph import conv_channel_weights, graph_inputs
 from nn_clustering.errors import ModelError
 
 onnx = pytest.importorskip("onnx")
-from onnx import helper  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
 
 
 def graph_of(path):
@@ -306,3 +306,38 @@ def test_layers_and_errors_are_named_by_module_path_from_either_exporter(tmp_pat
     odd.metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'blocks', 'blocks.2', 'acosh']")
     with pytest.raises(ModelError, match=r"node 'blocks\.2/acosh' uses operator Acosh"):
         load_weights(save_onnx(tmp_path / "odd.onnx", [odd], {}, [1, 5], "y"))
+
+
+# --------------------------------------------------------------------------- splits and channel shuffles
+
+
+def test_channel_shuffle_equals_the_next_kernels_rows_permuted_by_hand(tmp_path):
+    """ShuffleNet's unit: split the channels, convolve one half, concatenate, shuffle (reshape
+    to (2, C / 2), transpose, merge back). Against the same net written with Slice and no
+    shuffle, whose next kernel's rows are permuted by hand."""
+    rng = np.random.default_rng(15)
+    a, b, c = float32(rng, 3, 3, 3, 8), float32(rng, 3, 3, 4, 4), float32(rng, 3, 3, 8, 6)
+    perm = np.arange(8).reshape(2, 4).T.reshape(-1)  # shuffled position p holds unit perm[p]
+    unshuffled = np.zeros_like(c)
+    unshuffled[:, :, perm] = c
+    def shape(name, values):  # integer constants, stored as they are
+        return {name: numpy_helper.from_array(np.asarray(values, np.int64), name)}
+
+    weights_a: dict = {**shape("sizes", [4, 4]), **shape("s5", [1, 2, 4, 8, 8]), **shape("s4", [1, 8, 8, 8])}
+    shuffled = [onnx_conv("a", "x", a, np.zeros(8), "h", weights_a), relu("h", "r"),
+                helper.make_node("Split", ["r", "sizes"], ["left", "right"], axis=1),
+                onnx_conv("b", "right", b, np.zeros(4), "hb", weights_a), relu("hb", "rb"),
+                helper.make_node("Concat", ["left", "rb"], ["cat"], axis=1),
+                helper.make_node("Reshape", ["cat", "s5"], ["split5"]),
+                helper.make_node("Transpose", ["split5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+                helper.make_node("Reshape", ["t5", "s4"], ["shuf"]),
+                onnx_conv("c", "shuf", c, np.zeros(6), "y", weights_a)]
+    weights_b: dict = {**shape("zero", [0]), **shape("four", [4]), **shape("eight", [8]), **shape("one", [1])}
+    sliced = [onnx_conv("a", "x", a, np.zeros(8), "h", weights_b), relu("h", "r"),
+              helper.make_node("Slice", ["r", "zero", "four", "one"], ["left"]),
+              helper.make_node("Slice", ["r", "four", "eight", "one"], ["right"]),
+              onnx_conv("b", "right", b, np.zeros(4), "hb", weights_b), relu("hb", "rb"),
+              helper.make_node("Concat", ["left", "rb"], ["cat"], axis=1),
+              onnx_conv("c", "cat", unshuffled, np.zeros(6), "y", weights_b)]
+    same_graph(graph_of(save_onnx(tmp_path / "shuffled.onnx", shuffled, weights_a, [1, 3, 8, 8], "y")),
+               graph_of(save_onnx(tmp_path / "sliced.onnx", sliced, weights_b, [1, 3, 8, 8], "y")))

@@ -25,13 +25,12 @@ from collections import Counter
 from os import path as os_path
 from pathlib import Path
 
-import numpy as np
-
 from ..core.graph import NetworkWeights
 from ..errors import ModelError, quoted
 from .dtypes import complex_refusal
 from .limits import ModelBudget, element_count, shape_text
-from .onnx_ops import REEXPORT, Walk, node_label, op_text, walk_node
+from .onnx_ops import walk_node
+from .onnx_walk import REEXPORT, Walk, node_label, op_text
 from .wiring import WiringRecorder
 
 
@@ -155,7 +154,7 @@ def load_onnx_weights(path: str | Path) -> NetworkWeights:
         raise ModelError(f"{source}: not a readable ONNX file ({type(exc).__name__}); {REEXPORT}") from None
     external = [check_onnx_tensor(t, label, path.parent, source, budget) for label, t in _data_tensors(model.graph)]
     with contextlib.suppress(Exception):  # shapes only help with Flatten/Reshape sizes
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
         if len(_data_tensors(inferred.graph)) == len(external):
             model = inferred
     for (_, tensor), place in zip(_data_tensors(model.graph), external, strict=True):
@@ -177,9 +176,9 @@ def weights_of_onnx_graph(graph, source: str, to_array) -> NetworkWeights:
     are topologically sorted (:func:`check_sorted`): each node goes to its operator's handler
     (:func:`~nn_clustering.formats.onnx_ops.walk_node`)."""
     check_sorted(graph, source)
-    constants = {t.name: to_array(t).astype(np.float64) for t in graph.initializer}
     shapes = {v.name: _static_shape(v) for v in [*graph.input, *graph.value_info, *graph.output]}
-    inputs = [v for v in graph.input if v.name not in constants]
+    initialised = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initialised]
     rec = WiringRecorder(source)
     if len(inputs) != 1:
         raise ModelError(f"{source}: the model has {len(inputs)} inputs; only single-input networks form a graph")
@@ -188,7 +187,9 @@ def weights_of_onnx_graph(graph, source: str, to_array) -> NetworkWeights:
         raise ModelError(f"{source}: input {inputs[0].name!r} has shape {shape}; expected (batch, features) "
                          "or (batch, channels, height, width) with a fixed feature or channel count")
     readers = Counter(name for node in graph.node for name in node.input)
-    walk = Walk(source, rec, to_array, constants, shapes, readers)
+    walk = Walk(source, rec, to_array, {}, shapes, readers)
+    for t in graph.initializer:
+        walk.constant(t.name, to_array(t))
     walk.units[inputs[0].name], walk.ranks[inputs[0].name] = rec.input(shape[1]), len(shape)
     for node in graph.node:
         walk_node(walk, node)

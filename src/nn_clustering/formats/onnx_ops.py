@@ -18,23 +18,29 @@ line naming the node. Supporting a new operator is one handler and one entry in
 
 from __future__ import annotations
 
-import ast
-import re
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ModelError, quoted
+from ..errors import ModelError
 from .limits import shape_text
-from .wiring import Units, WiringRecorder
+from .onnx_layout import flatten, gather, reshape, slice_units, split, transpose
+from .onnx_walk import (
+    REEXPORT,
+    SMALL_CONSTANT,
+    Fold,
+    Handler,
+    Node,
+    Walk,
+    attributes,
+    node_label,
+    op_text,
+)
+from .wiring import Units
 
 if TYPE_CHECKING:
     from onnx import NodeProto
 
-REEXPORT = "re-export it with torch.onnx.export"
 #: Operators that neither mix units nor carry graph weights.
 PASS_THROUGH = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Celu", "Gelu", "Softplus", "Softsign",
@@ -47,170 +53,6 @@ GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool"})
 REDUCTIONS = frozenset({"ReduceMean", "ReduceMax", "ReduceSum"})
 
 
-# --------------------------------------------------------------------------- the walk's state
-
-
-@dataclass
-class Walk:
-    """What the walk over a graph's nodes knows so far; the handlers read and update it.
-
-    ``constants``: initialisers and Constant values (float64) by tensor name; ``shapes``: the
-    static shapes of the graph's inputs, outputs and inferred values; ``units``, ``ranks`` and
-    ``axes``: the units, rank and unit (channel) axis of every tensor computed from the network
-    input (axis 1 for PyTorch's NCHW; a Transpose moves it); ``readers``: how many node inputs
-    read each tensor; ``producers`` and ``protos``: the node that computed each tensor (its
-    name for errors, itself to recognise SiLU).
-    """
-
-    source: str
-    rec: WiringRecorder
-    to_array: Callable
-    constants: dict[str, np.ndarray]
-    shapes: dict[str, tuple[int | None, ...]]
-    readers: Counter[str]
-    units: dict[str, Units] = field(default_factory=dict)
-    ranks: dict[str, int] = field(default_factory=dict)
-    producers: dict[str, str] = field(default_factory=dict)
-    axes: dict[str, int] = field(default_factory=dict)
-    protos: dict[str, NodeProto] = field(default_factory=dict)
-
-    def refuse(self, node: Node, text: str) -> ModelError:
-        """The one-line error ``{source}: node {label} ({operator}) {text}``."""
-        return ModelError(f"{self.source}: node {node.label} ({node.op}) {text}")
-
-    def weight(self, node: Node, i: int) -> np.ndarray:
-        """The node's input ``i``, which must be a constant (an initialiser or Constant)."""
-        if len(node.inputs) <= i or node.inputs[i] not in self.constants:
-            raise self.refuse(node, "takes its weights from a computed tensor, not an initialiser; export with "
-                                    "constant weights")
-        return self.constants[node.inputs[i]]
-
-    def layer_name(self, node: Node) -> str:
-        """A weighted node's layer name, PyTorch's module path (``layer1.0.conv1``) where the
-        file says it: its weight's initialiser name without ``.weight``, unless the exporter
-        generated that name (``onnx::Conv_650``, ``val_4``: a weight it fused or transposed);
-        then the dynamo exporter's name scope, or the legacy exporter's node name
-        (``/layer1/layer1.0/conv1/Conv``); else the node's name."""
-        weight = node.inputs[1] if len(node.inputs) > 1 and node.inputs[1] in self.constants else ""
-        if weight and not GENERATED_NAME.match(weight):
-            return weight[: -len(".weight")] if weight.endswith(".weight") else weight
-        path = module_path(node.proto) or legacy_path(node.proto.name)
-        return path[0] if path is not None and path[0] else weight or node.proto.name or node.output
-
-    def record(self, node: Node, out: Units, rank: int) -> None:
-        """Note the units, rank and unit axis of the node's output (the input's axis at the same
-        rank, 1 for a (batch, units) matrix, unless the handler set it), and its node."""
-        self.units[node.output], self.ranks[node.output] = out, rank
-        self.axes.setdefault(node.output, node.axis if rank == node.rank else 1 if rank == 2 else node.axis)
-        self.producers[node.output] = node.proto.name or node.output
-        self.protos[node.output] = node.proto
-
-    def per_unit(self, node: Node, value: np.ndarray) -> np.ndarray | None:
-        """A constant operand as one factor per unit of the node's input: a scalar, or a tensor
-        whose only axis longer than 1 is the unit axis (broadcast from the right); None otherwise."""
-        if value.size == 1:
-            return np.full(max(node.x.size, 1), float(value.reshape(-1)[0]))
-        dims = (1,) * (node.rank - value.ndim) + value.shape
-        if value.ndim > node.rank or value.size != node.x.size or dims[node.axis] != value.size:
-            return None
-        return value.reshape(-1)
-
-
-@dataclass
-class Node:
-    """A node that reads activations: its ``NodeProto``, attributes, the inputs computed from
-    the network input (``live``), and the units ``x``, ``rank`` and unit ``axis`` of the first."""
-
-    proto: NodeProto
-    attrs: dict
-    live: list[str]
-    x: Units
-    rank: int
-    axis: int = 1
-
-    @property
-    def op(self) -> str:
-        return self.proto.op_type
-
-    @property
-    def inputs(self) -> list[str]:
-        return list(self.proto.input)
-
-    @property
-    def output(self) -> str:
-        return self.proto.output[0]
-
-    @property
-    def label(self) -> str:
-        return node_label(self.proto)
-
-    def has_input(self, i: int) -> bool:
-        """Whether optional input ``i`` is given (present and not empty)."""
-        return len(self.proto.input) > i and bool(self.proto.input[i])
-
-
-#: A handler: the units of a node's output and the output's rank.
-Handler = Callable[[Walk, Node], tuple[Units, int]]
-#: A constant fold: whether it defined the node's output as a constant.
-Fold = Callable[[Walk, "NodeProto", dict], bool]
-
-
-def _attributes(node: NodeProto) -> dict:
-    import onnx
-
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-#: Where PyTorch's dynamo exporter records a node's module path (``['', 'layer1', 'layer1.0', 'conv2d']``).
-NAME_SCOPES = "pkg.torch.onnx.name_scopes"
-
-
-def module_path(node: NodeProto) -> tuple[str, str] | None:
-    """The PyTorch module path of a node exported by the dynamo exporter and the operation's
-    own scope name (``("layer1.0.conv1", "conv2d")``), else None."""
-    for prop in node.metadata_props:
-        if prop.key == NAME_SCOPES:
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                return None
-            if isinstance(scopes, list) and len(scopes) >= 2 and all(isinstance(x, str) for x in scopes):
-                return scopes[-2], scopes[-1]
-    return None
-
-
-#: Initialiser names an exporter generates for weights it fused or transposed.
-GENERATED_NAME = re.compile(r"^(?:.*::.*|_?val_\d+)$")
-
-
-def legacy_path(name: str) -> tuple[str, str] | None:
-    """The module path in a legacy exporter's node name (``/features/features.1/block/block.3/
-    MatMul`` -> ``features.1.block.3``) and the operation, else None."""
-    if not name.startswith("/") or name.count("/") < 2:
-        return None
-    *segments, op = name[1:].split("/")
-    path, previous = "", ""
-    for seg in segments:  # an indexed child ("block.3" after "block") replaces its container
-        path = path[: len(path) - len(previous)] + seg if previous and seg.startswith(previous + ".") else (
-            f"{path}.{seg}" if path else seg)
-        previous = seg
-    return path, op
-
-
-def node_label(node: NodeProto) -> str:
-    """How an error names a node: its module path and operation where the exporter recorded
-    them (``'layer1.0/add'``), else its name, else its first output (``repr``, cut short)."""
-    path = module_path(node)
-    if path is not None and path[0]:
-        return quoted(f"{path[0]}/{path[1]}")
-    return quoted(node.name or (node.output[0] if node.output else ""))
-
-
-def op_text(op: object) -> str:
-    """An operator's name for a message: as is when it looks like one, else quoted and cut short."""
-    return op if isinstance(op, str) and op.isidentifier() and len(op) <= 60 else quoted(op)
-
-
 def _matrix(walk: Walk, node: Node, i: int) -> np.ndarray:
     """A dense layer's weight (the node's input ``i``), which must be a matrix."""
     w = walk.weight(node, i)
@@ -218,16 +60,6 @@ def _matrix(walk: Walk, node: Node, i: int) -> np.ndarray:
         raise walk.refuse(node, f"has a {w.ndim}-D weight of shape {shape_text(w.shape)}; a dense layer's "
                                 f"weight is a matrix; {REEXPORT}")
     return w
-
-
-def _flat_size(target: tuple | None, before: tuple | None) -> int | None:
-    """Units after flattening a feature map: from the inferred output shape, else the input's
-    static shape, else unknown (None)."""
-    if target is not None and len(target) == 2 and target[1] is not None:
-        return int(target[1])
-    if before is not None and all(d is not None for d in before[1:]):
-        return int(np.prod(before[1:]))
-    return None
 
 
 # --------------------------------------------------------------------------- constant folds
@@ -251,7 +83,7 @@ def _constant(walk: Walk, proto: NodeProto, attrs: dict) -> bool:
         True; a Constant without a tensor ``value`` is refused.
     """
     if "value" in attrs:
-        walk.constants[proto.output[0]] = walk.to_array(attrs["value"]).astype(np.float64)
+        walk.constant(proto.output[0], walk.to_array(attrs["value"]))
         return True
     raise ModelError(f"{walk.source}: node {node_label(proto)} (Constant) holds no tensor value")
 
@@ -278,6 +110,74 @@ def _shared_constant(walk: Walk, proto: NodeProto, attrs: dict) -> bool:
     if any(name in walk.units for name in proto.input) or proto.input[0] not in walk.constants:
         return False
     walk.constants[proto.output[0]] = walk.constants[proto.input[0]]
+    if proto.input[0] in walk.raw:
+        walk.raw[proto.output[0]] = walk.raw[proto.input[0]]
+    return True
+
+
+def _shape(walk: Walk, proto: NodeProto, attrs: dict) -> bool:
+    """``Shape`` of a tensor whose static shape is known: that shape, a constant (the legacy
+    exporter computes ``chunk`` sizes from it).
+
+    Parameters
+    ----------
+    walk : Walk
+        The walk's state.
+    proto : onnx.NodeProto
+        The Shape node.
+    attrs : dict
+        Its ``start`` and ``end``.
+
+    Returns
+    -------
+    bool
+        Whether the shape was known; else the node is refused as an unsupported operator.
+    """
+    shape = walk.shapes.get(proto.input[0])
+    if shape is None or any(d is None for d in shape):
+        return False
+    walk.constant(proto.output[0], np.asarray(shape, np.int64)[attrs.get("start", 0):attrs.get("end", len(shape))])
+    return True
+
+
+#: Operators evaluated when every input is a small constant: the shape arithmetic exporters
+#: write (sizes from Shape, split points). Operators that can make large tensors from small
+#: inputs (Range, Expand, Tile, ConstantOfShape) are not among them.
+SHAPE_ARITHMETIC = frozenset({"Gather", "Add", "Sub", "Mul", "Div", "Unsqueeze", "Squeeze", "Concat", "Slice",
+                              "Cast", "Reshape", "Floor", "Ceil", "Equal", "Where", "Min", "Max", "Neg", "Abs", "Mod"})
+
+
+#: Operators that can make a large constant from small inputs, with the size of their output
+#: (computed before they are evaluated): a recurrent layer's initial state, for instance.
+GROWING = {
+    "Expand": lambda data, shape: int(np.prod(np.broadcast_shapes(data.shape, tuple(int(d) for d in shape)))),
+    "ConstantOfShape": lambda shape: int(np.prod(shape.astype(np.int64))),
+    "Tile": lambda data, repeats: int(data.size * np.prod(repeats.astype(np.int64))),
+    "Range": lambda start, limit, delta: int(max(0, np.ceil((float(limit) - float(start)) / float(delta)))),
+}
+
+
+def _evaluated(walk: Walk, proto: NodeProto) -> bool:
+    """Evaluate a shape-arithmetic node whose inputs are all small constants (ONNX's reference
+    evaluator); its outputs become constants. False when it is not such a node."""
+    names = [n for n in proto.input if n]
+    if proto.op_type not in SHAPE_ARITHMETIC | GROWING.keys() or not names or not all(n in walk.raw for n in names):
+        return False
+    if proto.op_type in GROWING and GROWING[proto.op_type](*(walk.raw[n] for n in names)) > SMALL_CONSTANT:
+        raise ModelError(f"{walk.source}: node {node_label(proto)} ({proto.op_type}) would make a constant of more "
+                         f"than {SMALL_CONSTANT} elements from shape arithmetic; {REEXPORT}")
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        outputs = ReferenceEvaluator(proto).run(None, {n: walk.raw[n] for n in names})
+    except Exception as exc:  # the reference evaluator raises many types for bad nodes
+        raise ModelError(f"{walk.source}: node {node_label(proto)} ({proto.op_type}) cannot be evaluated "
+                         f"({type(exc).__name__}); {REEXPORT}") from None
+    for name, value in zip(proto.output, outputs, strict=False):
+        if np.size(value) > SMALL_CONSTANT:
+            raise ModelError(f"{walk.source}: node {node_label(proto)} ({proto.op_type}) computes a constant of "
+                             f"{np.size(value)} elements from shape arithmetic; {REEXPORT}")
+        walk.constant(name, np.asarray(value))
     return True
 
 
@@ -519,29 +419,6 @@ def _shift(walk: Walk, node: Node) -> tuple[Units, int]:
     return walk.rec.passthrough(node.x), node.rank
 
 
-# --------------------------------------------------------------------------- layout
-
-
-def _transpose(walk: Walk, node: Node) -> tuple[Units, int]:
-    """``Transpose``: the same units, their axis moved (to channels-last and back).
-
-    Parameters
-    ----------
-    walk : Walk
-        The walk's state; the output's unit axis is set here.
-    node : Node
-        The node.
-
-    Returns
-    -------
-    tuple of (Units, int)
-        The input's units (a fresh layer output stays fresh: the values are the same) and rank.
-    """
-    perm = [int(p) for p in node.attrs.get("perm", range(node.rank - 1, -1, -1))]
-    walk.axes[node.output] = perm.index(node.axis)
-    return node.x, node.rank
-
-
 # --------------------------------------------------------------------------- joins
 
 
@@ -593,105 +470,7 @@ def _concat(walk: Walk, node: Node) -> tuple[Units, int]:
     return walk.rec.concat(node.label, [walk.units[n] for n in node.inputs]), node.rank
 
 
-# --------------------------------------------------------------------------- reshaping and pooling
-
-
-def _flattened(walk: Walk, node: Node) -> tuple[Units, int]:
-    """The units of a tensor flattened to (batch, features) (shared by Flatten and Reshape);
-    a feature map's size comes from the inferred shapes (:func:`_flat_size`)."""
-    x, rank = node.x, node.rank
-    size = _flat_size(walk.shapes.get(node.output), walk.shapes.get(node.live[0])) if rank > 2 else x.size
-    if size is None and x.sources and all(src.producer < 0 for src in x.sources):
-        raise walk.refuse(node, "flattens the input of unknown shape; export with a fixed input size")
-    return walk.rec.flatten(x, -1 if size is None else size, rank > 2), 2
-
-
-def _flatten(walk: Walk, node: Node) -> tuple[Units, int]:
-    """``Flatten`` at axis 1.
-
-    Parameters
-    ----------
-    walk : Walk
-        The walk's state.
-    node : Node
-        The Flatten node; another axis is refused.
-
-    Returns
-    -------
-    tuple of (Units, int)
-        The flattened units and rank 2.
-    """
-    if node.attrs.get("axis", 1) != 1:
-        raise walk.refuse(node, f"uses axis {node.attrs['axis']}; only axis 1 is supported")
-    return _flattened(walk, node)
-
-
-def _kept_axis(before: tuple, axis: int, after: tuple) -> int | None:
-    """The axis of ``after`` that holds the units of ``before``'s ``axis`` unchanged (the same
-    size, and the same number of elements before it, so unit c stays unit c in memory order),
-    else None. Unknown sizes (None) must match one for one."""
-    def lead(dims: tuple) -> tuple[int, int] | None:
-        known = [d for d in dims if d is not None]
-        return int(np.prod(known)) if known else 1, len(dims) - len(known)
-
-    size = before[axis]
-    if size is None:
-        return None
-    for j, d in enumerate(after):
-        if d == size and lead(before[:axis]) == lead(after[:j]):
-            return j
-    return None
-
-
-def _reshape(walk: Walk, node: Node) -> tuple[Units, int]:
-    """``Reshape``: one that keeps the units on one axis (a pooled map to (batch, channels) and
-    back, (N, C, H, W) to (N, C, H * W)) passes them through; else a flatten to (batch,
-    features).
-
-    Parameters
-    ----------
-    walk : Walk
-        The walk's state; the inferred shapes of the input and output decide.
-    node : Node
-        The Reshape node.
-
-    Returns
-    -------
-    tuple of (Units, int)
-        The units (passed through, or flattened) and the output's rank.
-    """
-    target, before = walk.shapes.get(node.output), walk.shapes.get(node.live[0])
-    kept = None if target is None or before is None else _kept_axis(before, node.axis, target)
-    if kept is not None:
-        walk.axes[node.output] = kept
-        return walk.rec.passthrough(node.x), len(target)
-    if target is None or len(target) != 2:
-        raise walk.refuse(node, "neither keeps the units on one axis nor flattens to (batch, features)")
-    return _flattened(walk, node)
-
-
-def _gather(walk: Walk, node: Node) -> tuple[Units, int]:
-    """``Gather`` of a vector of units by a constant arange (the dynamo exporter's
-    ``as_strided`` after a pooling): the same units, reshaped.
-
-    Parameters
-    ----------
-    walk : Walk
-        The walk's state.
-    node : Node
-        The node; any other gather (an embedding, a selection of units) is refused.
-
-    Returns
-    -------
-    tuple of (Units, int)
-        The units and the rank of the indices.
-    """
-    indices = walk.constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
-    size = node.x.size
-    if node.rank != 1 or indices is None or indices.size != size or not np.array_equal(indices.reshape(-1), np.arange(size)):
-        raise walk.refuse(node, "selects or embeds units by index; only a gather that keeps every unit in order is followed")
-    walk.axes[node.output] = int(np.argmax(np.asarray(indices.shape) == size))
-    return walk.rec.passthrough(node.x), indices.ndim
+# --------------------------------------------------------------------------- pooling
 
 
 def _reduce(walk: Walk, node: Node) -> tuple[Units, int]:
@@ -765,14 +544,15 @@ def _pass_through(walk: Walk, node: Node) -> tuple[Units, int]:
 # --------------------------------------------------------------------------- the tables
 
 #: Operators that may define a constant; a fold that returns False leaves the node to OPERATORS.
-CONSTANT_FOLDS: dict[str, Fold] = {"Constant": _constant, "Identity": _shared_constant, "Cast": _shared_constant}
+CONSTANT_FOLDS: dict[str, Fold] = {"Constant": _constant, "Identity": _shared_constant, "Cast": _shared_constant,
+                                   "Shape": _shape}
 #: Operators that read activations, by ``op_type``.
 OPERATORS: dict[str, Handler] = {
     "Gemm": _gemm, "MatMul": _matmul, "Conv": _conv, "BatchNormalization": _batchnorm,
     "LayerNormalization": _layernorm, "RMSNormalization": _layernorm, "GroupNormalization": _groupnorm,
-    "InstanceNormalization": _groupnorm, "Mul": _mul, "Div": _mul, "Sub": _shift, "Transpose": _transpose,
-    "Gather": _gather,
-    "Add": _add, "Sum": _add, "Concat": _concat, "Flatten": _flatten, "Reshape": _reshape,
+    "InstanceNormalization": _groupnorm, "Mul": _mul, "Div": _mul, "Sub": _shift, "Transpose": transpose,
+    "Gather": gather, "Split": split, "Slice": slice_units,
+    "Add": _add, "Sum": _add, "Concat": _concat, "Flatten": flatten, "Reshape": reshape,
     **dict.fromkeys(REDUCTIONS, _reduce), **dict.fromkeys(GLOBAL_POOLS, _global_pool),
     **dict.fromkeys(PASS_THROUGH, _pass_through),
 }
@@ -789,11 +569,13 @@ REFUSED: dict[str, str] = {
 def walk_node(walk: Walk, proto: NodeProto) -> None:
     """Follow one node: fold it into a constant, or hand it to its operator's handler and record
     its output; one line for a node that reads no activation or an unsupported operator."""
-    op, attrs = proto.op_type, _attributes(proto)
+    op, attrs = proto.op_type, attributes(proto)
     fold = CONSTANT_FOLDS.get(op)
     if fold is not None and fold(walk, proto, attrs):
         return
     live = [name for name in proto.input if name in walk.units]
+    if not live and _evaluated(walk, proto):
+        return
     if not live:
         raise ModelError(f"{walk.source}: node {node_label(proto)} ({op}) reads no tensor computed from the input; "
                          "fold constant subgraphs before exporting (do_constant_folding=True)")

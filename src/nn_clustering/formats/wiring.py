@@ -194,6 +194,21 @@ class WiringRecorder:
         """A global pooling: one unit per channel, still those channels (method.md §3.3)."""
         return x.but(pooled=True)
 
+    def select(self, x: Units, indices: np.ndarray) -> Units:
+        """The units of ``x`` at ``indices``, in that order: a slice or split along the units'
+        axis, or a permutation of them (ShuffleNet's channel shuffle)."""
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        sources = []
+        for s in x.sources:
+            new = np.nonzero((idx >= s.offset) & (idx < s.offset + s.length))[0]
+            units = idx[new] - s.offset + s.start
+            breaks = np.nonzero((np.diff(new) != 1) | (np.diff(units) != 1))[0] + 1
+            for at, run in zip(np.split(new, breaks), np.split(units, breaks), strict=True):
+                if at.size:
+                    scale = None if s.scale is None else s.scale[run - s.start]
+                    sources.append(Source(s.producer, int(run[0]), int(at[0]), int(at.size), scale))
+        return Units(tuple(sources), int(idx.size), None, x.head, None if x.scale is None else x.scale[idx], x.pooled)
+
     def multiply(self, name: str, xs: list[Units]) -> Units:
         """An element-wise product of activations (a gate: squeeze-and-excitation, a gated
         linear unit): unit i of each factor reaches unit i of the product, as in a sum."""
