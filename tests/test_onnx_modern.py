@@ -57,6 +57,22 @@ def test_grouped_conv_is_the_block_diagonal_full_conv(tmp_path):
     same_graph(graph_of(a), graph_of(b))
 
 
+def test_grouped_conv_is_its_groups_as_separate_convolutions_concatenated(tmp_path):
+    rng = np.random.default_rng(16)
+    grouped = float32(rng, 8, 4, 3, 3)  # 2 groups: outputs 0-3 read inputs 0-3, outputs 4-7 inputs 4-7
+    sizes = numpy_helper.from_array(np.array([4, 4], np.int64), "sizes")
+    one = [helper.make_node("Conv", ["r1", "b.weight"], ["m"], group=2, pads=[1] * 4)]
+    apart = [helper.make_node("Split", ["r1", "sizes"], ["g0", "g1"], axis=1),
+             helper.make_node("Conv", ["g0", "b0.weight"], ["m0"], pads=[1] * 4),
+             helper.make_node("Conv", ["g1", "b1.weight"], ["m1"], pads=[1] * 4),
+             helper.make_node("Concat", ["m0", "m1"], ["m"], axis=1)]
+    a = graph_of(three_convs(tmp_path, "one", one, {"b.weight": grouped}))
+    b = graph_of(three_convs(tmp_path, "apart", apart, {"b0.weight": grouped[:4], "b1.weight": grouped[4:],
+                                                          "sizes": sizes}))
+    assert a.layer_sizes == (8, 8, 6) and b.layer_sizes == (8, 4, 4, 6)  # the same nodes in the same order
+    np.testing.assert_allclose(a.adjacency.toarray(), b.adjacency.toarray(), rtol=1e-12)
+
+
 def test_depthwise_conv_joins_each_channel_to_its_own_outputs_by_hand(tmp_path):
     rng = np.random.default_rng(2)
     depthwise = float32(rng, 8, 1, 3, 3, sparsity=0)  # one output per channel
