@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-from nn_clustering.core.graph import cnn_graph, graph_inputs  # noqa: E402
+from nn_clustering.core.graph import NetworkWeights, cnn_graph, graph_inputs  # noqa: E402
 from nn_clustering.core.lesion import LesionConfig, single_lesion_test  # noqa: E402
 from nn_clustering.core.shuffle import shuffle_weights  # noqa: E402
 from nn_clustering.core.spectral import SpectralConfig, cluster_graph  # noqa: E402
@@ -175,10 +175,12 @@ def test_single_lesion_test_covers_every_conv_layer():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (lambda h: keras.layers.LayerNormalization(name="odd_norm")(h), "'odd_norm' (LayerNormalization) is not supported"),
-    (lambda h: keras.layers.BatchNormalization(name="late_bn")(keras.layers.ReLU(name="relu_x")(h)),
-     "batch normalisation 'late_bn' sits after 'relu_x'"),
-    (lambda h: keras.layers.Multiply(name="gate")([h, h]), "'gate' (Multiply) is not supported"),
+    (lambda h: keras.layers.Reshape((3, 4), name="odd_reshape")(h),
+     "layer 'odd_reshape' (Reshape) reshapes (2, 2, 3) to (3, 4)"),
+    (lambda h: keras.layers.Permute((3, 1, 2), name="odd_permute")(h),
+     "layer 'odd_permute' (Permute) permutes the axes to (3, 1, 2)"),
+    (lambda h: keras.layers.Concatenate(axis=1, name="odd_cat")([h, h]), "layer 'odd_cat' (Concatenate) joins along axis 1"),
+    (lambda h: keras.layers.Maximum(name="odd_max")([h, h]), "layer 'odd_max' (Maximum) is not supported"),
 ])
 def test_unsupported_layers_get_a_clear_error_naming_them(bad, message, tmp_path):
     inputs = keras.Input((6, 6, 1))
@@ -194,3 +196,37 @@ def test_unsupported_layers_get_a_clear_error_naming_them(bad, message, tmp_path
                          capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("error: ")
     assert message.split("'")[1] in run.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("late", ["layer_norm", "late_bn", "gate"])
+def test_layers_once_refused_now_scale_the_rows_of_the_next_conv(late):
+    """A layer norm, a batch norm after an activation and a product of computed tensors, once
+    refused, are read by the rules of method.md §3.3: the norm's per-channel factor multiplies
+    the next conv's rows (by hand here); the product x * x joins x's channels to the next conv."""
+    inputs = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(3, 3, activation="relu", name="conv_0")(inputs)
+    h = keras.layers.Conv2D(3, 3, name="conv_1")(h)
+    norm = {"layer_norm": keras.layers.LayerNormalization(name="odd_norm"),
+            "late_bn": keras.layers.BatchNormalization(name="late_bn")}.get(late)
+    if norm is None:
+        h = keras.layers.Multiply(name="gate")([h, h])
+    else:
+        h = norm(keras.layers.ReLU(name="relu_x")(h) if late == "late_bn" else h)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="conv_2")(h))
+    rng = np.random.default_rng(0)
+    factor = np.ones(3)
+    if norm is not None:
+        norm.set_weights([rng.uniform(0.5, 2.0, w.shape) for w in norm.get_weights()])
+        gamma = np.asarray(norm.gamma, np.float64)
+        factor = gamma if late == "layer_norm" else gamma / np.sqrt(np.asarray(norm.moving_variance, np.float64)
+                                                                    + norm.epsilon)
+    kernels = [np.asarray(model.get_layer(f"conv_{i}").kernel, np.float64) for i in range(3)]
+    kernels[2] = kernels[2] * factor[:, None]
+    kernels_of_graph, builder = graph_inputs(weights_of_keras_model(model))
+    got = builder(kernels_of_graph).adjacency.toarray()
+    plain_kernels, plain_builder = graph_inputs(NetworkWeights.from_arrays(kernels))
+    want = plain_builder(plain_kernels).adjacency.toarray()
+    if late == "gate":  # the product's channel i is x_i x_i: the same edges, whatever their scale
+        np.testing.assert_array_equal(got != 0, want != 0)
+    else:
+        np.testing.assert_array_equal(got, want)
