@@ -320,7 +320,7 @@ def test_pipe_is_refused_without_blocking(tmp_path):
 
 
 def test_folder_and_empty_file_are_one_line_each(tmp_path):
-    with pytest.raises(ModelError, match="is a folder, not a model file"):
+    with pytest.raises(ModelError, match="is a folder without a config.json"):
         load_weights(tmp_path)
     (tmp_path / "empty.onnx").write_bytes(b"")
     with pytest.raises(ModelError, match="empty.onnx is empty; re-save the model"):

@@ -6,7 +6,8 @@ A file's format is told by its first bytes where they say it, else by its suffix
 (:mod:`nn_clustering.formats.keras`, which imports Keras only when such a file is read),
 ``.onnx`` (:mod:`~nn_clustering.formats.onnx`), ``.safetensors`` and PyTorch ``.pt``/``.pth``
 state_dicts (:mod:`~nn_clustering.formats.state_dict`, PyTorch's zip files read without PyTorch
-by :mod:`~nn_clustering.formats.torch_pickle`). A path is first checked to be a readable regular
+by :mod:`~nn_clustering.formats.torch_pickle`); a Hugging Face checkpoint folder (``config.json``
+with safetensors weights) holds a transformer (:mod:`~nn_clustering.formats.hf`). A path is first checked to be a readable regular
 file (:func:`check_model_path`); every reader then checks the sizes a file declares
 against the memory limit of :mod:`~nn_clustering.formats.limits` before it allocates anything.
 """
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..core.graph import NetworkWeights
 from ..errors import ModelError
+from .hf import is_checkpoint_folder, load_checkpoint_weights
 from .keras import load_keras_weights, read_keras_model, weights_of_keras_model
 from .npz import READ_ERRORS, load_npz_weights
 from .onnx import load_onnx_weights
@@ -61,7 +63,8 @@ def check_model_path(path: str | os.PathLike) -> Path:
                              "check the folders' permissions") from None
         raise ModelError(f"{path} cannot be read ({exc.strerror}); check the path") from None
     if stat.S_ISDIR(info.st_mode):
-        raise ModelError(f"{path} is a folder, not a model file; pass a model file inside it")
+        raise ModelError(f"{path} is a folder without a config.json; pass a model file inside it, or a Hugging "
+                         "Face checkpoint folder")
     real = os.path.realpath(path)
     pseudo = any(real == root or real.startswith(root + "/") for root in ("/proc", "/sys"))
     if not stat.S_ISREG(info.st_mode) or pseudo:
@@ -118,6 +121,8 @@ def load_weights(path: str | Path) -> NetworkWeights:
     anything else: a path that is not a readable regular file
     (:func:`check_model_path`) or a file whose tensors would pass
     the memory limit (:mod:`~nn_clustering.formats.limits`)."""
+    if is_checkpoint_folder(Path(path)):
+        return load_checkpoint_weights(path)
     path = check_model_path(path)
     return READERS[file_format(path)](path)
 
