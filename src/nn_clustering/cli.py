@@ -58,8 +58,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     from .core.spectral import smallest_cluster
     from .estimators import ShuffleTest
     from .experiments.clustering import tiny_cluster_note
+    from .experiments.composition import head_dims
     from .formats.limits import memory_limit_set
-    from .storage.files import check_output, file_digest, write_json_atomic
+    from .storage.files import check_output, write_json_atomic
     from .storage.provenance import code_version, library_versions
 
     params = validate({name: getattr(args, name) for name in args.spelled}, args.spelled)
@@ -70,8 +71,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         test.fit(args.path)
     weights, graph, stats = test.weights_, test.graph_, test.stats_
     shape = "residual/concatenating " if weights.wiring is not None else ""
-    print(f"{printable(args.path)}: {shape}{weights.kind.upper()}, {graph.n_nodes} nodes in layers "
-          f"{list(graph.layer_sizes)}")
+    kind = "transformer" if head_dims(weights) else weights.kind.upper()
+    print(f"{printable(args.path)}: {'' if kind == 'transformer' else shape}{kind}, {graph.n_nodes} nodes in "
+          f"layers {list(graph.layer_sizes)}")
     if args.drop_dead_ends:
         kernels, builder = graph_inputs(weights, args.norm)
         print(f"dropped {int(builder(kernels).active.sum() - graph.active.sum())} nodes on no input-to-output path")
@@ -80,8 +82,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         f"n-cut {test.ncut_:.4f} (k = {test.n_clusters}); {test.method} shuffles "
         f"(N = {stats.n}): mean {stats.mean:.4f}, sd {stats.sd:.4f}, {z}, {stats.verdict()}"
     )
-    for i, (name, row) in enumerate(zip(test.layer_names_, test.clustering_.sizes_by_layer(graph), strict=True)):
-        print(f"  layer {i} {printable(name)}: cluster sizes {row}")
+    _print_groups(test)
     note = tiny_cluster_note(smallest_cluster(test.labels_, test.n_clusters), int(np.sum(test.labels_ >= 0)))
     if note:
         print(f"{note.strip()}, under 1% of them: check its nodes (a cluster of a few weakly "
@@ -89,13 +90,35 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     if output is not None:
         record = {
             **test.to_dict(),
-            "model": {"path": str(args.path), "kind": weights.kind, "sha256": file_digest(args.path, "sha256")},
+            "model": {"path": str(args.path), "kind": weights.kind, "sha256": _digests(Path(args.path))},
             "code_version": code_version(),
             "versions": library_versions(),
         }
         write_json_atomic(output, record)
         print(f"wrote {printable(output)}")
     return 0
+
+
+def _print_groups(test) -> None:
+    """The cluster sizes of every group, and for a transformer what each cluster holds (MLP
+    units, value dimensions by head, stream units)."""
+    from .experiments.composition import cluster_composition, composition_lines, head_dims
+
+    for i, (name, row) in enumerate(zip(test.layer_names_, test.clustering_.sizes_by_layer(test.graph_), strict=True)):
+        print(f"  layer {i} {printable(name)}: cluster sizes {row}")
+    if head_dims(test.weights_):
+        print("what each cluster holds (units / of the part):")
+        for line in composition_lines(cluster_composition(test.weights_, test.labels_by_layer_)):
+            print(printable(line))
+
+
+def _digests(path: Path) -> str | dict[str, str]:
+    """The model file's SHA-256, or for a checkpoint folder each of its JSON and safetensors files'."""
+    from .storage.files import file_digest
+
+    if not path.is_dir():
+        return file_digest(path, "sha256")
+    return {p.name: file_digest(p, "sha256") for p in sorted(path.iterdir()) if p.suffix in (".json", ".safetensors")}
 
 
 def _cmd_index(args: argparse.Namespace) -> int:

@@ -1,0 +1,69 @@
+"""What each cluster of a transformer holds (method.md §3.5): per block, how many MLP units and
+how many value dimensions of each attention head, and how many units of the residual stream.
+That is what a researcher reads first: whether a cluster is a set of heads, a slice of one
+block's MLP, or a circuit through several blocks.
+
+A group of value units is recognised by the output projection that reads it head by head (its
+wiring pieces: one per query head, head_dim units each); every other group is reported whole.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.graph import NetworkWeights
+from ..core.rows import Row
+
+
+@dataclass(frozen=True)
+class CompositionRow(Row):
+    """One cluster's units in one part of the network (a head's value dimensions, an MLP, the
+    stream)."""
+
+    cluster: int
+    group: str
+    part: str  # "head 3", "units" (an MLP's or the stream's units)
+    units: int
+    of: int  # the part's size
+
+
+def head_dims(weights: NetworkWeights) -> dict[int, int]:
+    """Group index -> head_dim, for the groups of value units (read head by head by an output
+    projection that writes the stream, group 0)."""
+    out: dict[int, int] = {}
+    if weights.wiring is None:
+        return out
+    for feed in weights.wiring.feeds:
+        if feed.target == 0 and len(feed.pieces) > 1 and len({p.group for p in feed.pieces}) == 1:
+            out[feed.pieces[0].group] = feed.pieces[0].length
+    return out
+
+
+def cluster_composition(weights: NetworkWeights, labels_by_layer: list[np.ndarray]) -> list[CompositionRow]:
+    """Per cluster, group and part, the number of units of that part in that cluster (parts a
+    cluster does not touch are left out)."""
+    names = list(weights.wiring.names) if weights.wiring is not None else []
+    dims, rows = head_dims(weights), []
+    for g, labels in enumerate(labels_by_layer):
+        parts = ([(f"head {h}", labels[h * dims[g]:(h + 1) * dims[g]]) for h in range(len(labels) // dims[g])]
+                 if g in dims else [("units", labels)])
+        for part, part_labels in parts:
+            clusters, counts = np.unique(part_labels[part_labels >= 0], return_counts=True)
+            rows += [CompositionRow(int(c), names[g] if g < len(names) else str(g), part, int(n), len(part_labels))
+                     for c, n in zip(clusters, counts, strict=True)]
+    return sorted(rows, key=lambda r: (r.cluster, names.index(r.group) if r.group in names else 0))
+
+
+def composition_lines(rows: list[CompositionRow], width: int = 100) -> list[str]:
+    """Per cluster, the parts it holds, largest first (heads as ``h3 4/8``), wrapped to ``width``."""
+    lines = []
+    for cluster in sorted({r.cluster for r in rows}):
+        mine = sorted((r for r in rows if r.cluster == cluster), key=lambda r: -r.units)
+        parts = [f"{r.group}{'' if r.part == 'units' else ' ' + r.part.replace('head ', 'h')} {r.units}/{r.of}"
+                 for r in mine]
+        lines += textwrap.wrap(", ".join(parts), width, initial_indent=f"  cluster {cluster}: ",
+                               subsequent_indent="    ", break_on_hyphens=False)
+    return lines
