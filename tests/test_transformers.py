@@ -1,0 +1,165 @@
+"""Transformers from Hugging Face checkpoint folders (method.md §3.5), against oracles written
+by tests/export_transformer_fixtures.py from the models' own modules (tiny random GPT-2,
+GPT-NeoX, LLaMA with grouped-query attention, BERT and ViT; tests/fixtures/transformers/):
+the per-head split of fused projections, the norms folded into the reading rows, the edges
+joining the stream, the value units and the MLP units, and a sharded checkpoint. Read without
+PyTorch or transformers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nn_clustering import SpectralNCut, load_weights
+from nn_clustering.core.graph import graph_inputs
+from nn_clustering.errors import ModelError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "transformers"
+FAMILIES = ("gpt2", "gpt_neox", "llama", "bert", "vit")
+
+
+def oracle(family: str) -> tuple[dict[str, np.ndarray], dict]:
+    data = np.load(FIXTURES / f"{family}.oracle.npz")
+    return {k: data[k] for k in data.files if k != "meta"}, json.loads(str(data["meta"]))
+
+
+def norms_before(family: str, o: dict, meta: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per block, the scales of the norms before its attention and its MLP read the stream (a
+    post-norm model's: the norm after the previous sum, the embeddings' for the first block)."""
+    if meta["pre_ln"]:
+        return [(o[f"b{b}.ln_attn"], o[f"b{b}.ln_mlp"]) for b in range(meta["n_layers"])]
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(FIXTURES / family / "model.safetensors"))
+    embedding = next(v for k, v in tensors.items() if k.endswith("embeddings.LayerNorm.weight"))
+    before, out = embedding.astype(np.float64), []
+    for b in range(meta["n_layers"]):
+        out.append((before, o[f"b{b}.ln_attn_out"]))
+        before = o[f"b{b}.ln_mlp_out"]
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_projections_match_the_models_own_modules(family):
+    """Kernels in order: per block value (norm folded into rows), output, [gate,] up (norm
+    folded), down; each against the oracle computed by running the model's modules."""
+    o, meta = oracle(family)
+    weights = load_weights(FIXTURES / family)
+    expected = []
+    for b, (n_attn, n_mlp) in enumerate(norms_before(family, o, meta)):
+        expected += [o[f"b{b}.v"] * n_attn[:, None], o[f"b{b}.o"]]
+        if meta["gated_mlp"]:
+            expected.append(o[f"b{b}.mlp_gate"] * n_mlp[:, None])
+        expected += [o[f"b{b}.mlp_in"] * n_mlp[:, None], o[f"b{b}.mlp_out"]]
+    assert len(weights.kernels) == len(expected)
+    for kernel, want in zip(weights.kernels, expected, strict=True):
+        np.testing.assert_allclose(kernel, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_groups_are_the_stream_value_units_and_mlp_units_by_module_path(family):
+    o, meta = oracle(family)
+    weights = load_weights(FIXTURES / family)
+    names, sizes = weights.wiring.names, weights.wiring.sizes
+    per_block = 3 if meta["gated_mlp"] else 2
+    assert names[0] == "stream" and sizes[0] == meta["d_model"]
+    assert len(names) == 1 + per_block * meta["n_layers"]
+    assert sizes[1] == meta["n_kv_heads"] * meta["head_dim"] and sizes[-1] == meta["d_mlp"]
+    assert names[1].startswith(meta["paths"]["b0.v"]) and names[-1].startswith(
+        meta["paths"][f"b{meta['n_layers'] - 1}.mlp_in"].rsplit(".", 1)[0])
+
+
+def test_grouped_query_heads_share_their_value_units_by_hand():
+    """LLaMA with 4 query heads on 2 key/value heads: the value -> stream block of block 0 is
+    |o| with the rows of query heads 2k and 2k + 1 added onto value head k's units."""
+    o, meta = oracle("llama")
+    weights = load_weights(FIXTURES / "llama")
+    kernels, builder = graph_inputs(weights)
+    graph = builder(kernels)
+    hd, repeat = meta["head_dim"], meta["n_heads"] // meta["n_kv_heads"]
+    by_hand = np.zeros((meta["n_kv_heads"] * hd, meta["d_model"]))
+    for h in range(meta["n_heads"]):
+        kv = h // repeat
+        by_hand[kv * hd:(kv + 1) * hd] += np.abs(o["b0.o"][h * hd:(h + 1) * hd])
+    (block,) = [b for s, t, b in graph.edges if (s, t) == (1, 0)]
+    np.testing.assert_allclose(block, by_hand, rtol=1e-5)
+
+
+def test_a_sharded_checkpoint_equals_the_unsharded_one():
+    one, sharded = load_weights(FIXTURES / "llama"), load_weights(FIXTURES / "llama_sharded")
+    assert one.names == sharded.names and one.wiring == sharded.wiring
+    for a, b in zip(one.kernels, sharded.kernels, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_transformer_clusters_and_names_its_groups():
+    fit = SpectralNCut(n_clusters=3, random_state=0).fit(FIXTURES / "gpt2")
+    assert fit.layer_names_[:3] == ["stream", "transformer.h.0.attn.c_attn.v", "transformer.h.0.mlp.c_fc"]
+    assert (fit.labels_ >= 0).all() and 0 < fit.ncut_ < 3
+
+
+# --------------------------------------------------------------------------- bad checkpoints
+
+
+def copy_of(tmp_path: Path, family: str) -> Path:
+    return Path(shutil.copytree(FIXTURES / family, tmp_path / family))
+
+
+def config_of(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_weights", "has no model.safetensors or model.safetensors.index.json"),
+    ("family", "model_type 'mamba' is not read; supported: gpt2, gpt_neox, llama"),
+    ("contradicts", "but the config says"),
+    ("missing_in_shard", "is missing from shard"),
+    ("escaping_shard", "not a .safetensors file of the folder itself"),
+])
+def test_bad_checkpoints_are_one_line(tmp_path, case, message):
+    folder = copy_of(tmp_path, "llama_sharded" if "shard" in case else "gpt2")
+    if case == "no_weights":
+        (folder / "model.safetensors").unlink()
+    elif case in ("family", "contradicts"):
+        config = config_of(folder) | ({"model_type": "mamba"} if case == "family" else {"n_embd": 24})
+        (folder / "config.json").write_text(json.dumps(config))
+    else:  # the index moves one tensor to a shard that does not hold it, or outside the folder
+        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        name, shard = next(iter(index["weight_map"].items()))
+        other = next(s for s in index["weight_map"].values() if s != shard)
+        index["weight_map"][name] = other if case == "missing_in_shard" else "../x.safetensors"
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelError, match=message) as e:
+        load_weights(folder)
+    assert "\n" not in str(e.value)
+
+
+def test_float16_checkpoint_is_read_exactly(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    folder = copy_of(tmp_path, "gpt2")
+    tensors = {k: v.astype(np.float16) for k, v in load_file(str(folder / "model.safetensors")).items()}
+    save_file(tensors, str(folder / "model.safetensors"))
+    weights = load_weights(folder)
+    v = tensors["transformer.h.0.attn.c_attn.weight"].astype(np.float64)[:, 32:]
+    ln = tensors["transformer.h.0.ln_1.weight"].astype(np.float64)
+    np.testing.assert_array_equal(weights.kernels[0], v * ln[:, None])
+
+
+def test_cluster_composition_counts_each_heads_value_dimensions_by_hand():
+    from nn_clustering.experiments.composition import cluster_composition
+
+    fit = SpectralNCut(n_clusters=3, random_state=0).fit(FIXTURES / "gpt2")
+    rows = cluster_composition(fit.weights_, fit.labels_by_layer_)
+    values = fit.labels_by_name_["transformer.h.1.attn.c_attn.v"]  # 4 heads of 4 value dimensions
+    for h in range(4):
+        for c in range(3):
+            want = int(np.sum(values[4 * h:4 * h + 4] == c))
+            got = [r.units for r in rows if (r.group, r.part, r.cluster) == ("transformer.h.1.attn.c_attn.v", f"head {h}", c)]
+            assert got == ([want] if want else [])
+    mlp = [r for r in rows if r.group == "transformer.h.0.mlp.c_fc"]
+    assert sum(r.units for r in mlp) == 32 and {r.part for r in mlp} == {"units"}
