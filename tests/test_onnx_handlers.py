@@ -68,6 +68,8 @@ def test_handlers_refuse_what_they_cannot_follow_in_one_line(tmp_path):
         tmp_path, [helper.make_node("Gemm", ["x", "w"], ["y"], name="g", transA=1)], w)
     assert "node 'mm' (MatMul) must multiply an activation by a weight initialiser" in _refused(
         tmp_path, [helper.make_node("MatMul", ["w", "x"], ["y"], name="mm")], w)
+    assert "node 'mm' (MatMul) must multiply an activation by a weight initialiser" in _refused(
+        tmp_path, [helper.make_node("MatMul", ["x"], ["y"], name="mm")], w)
     assert "layer 'k' has 2 output channels, which do not split into 3 groups" in _refused(
         tmp_path, [helper.make_node("Conv", ["x", "k"], ["y"], name="c", group=3)], k, (1, 3, 6, 6))
     assert "layer 'k' has 2 outputs but a bias of shape (5,)" in _refused(

@@ -224,7 +224,7 @@ def _matmul(walk: Walk, node: Node) -> tuple[Units, int]:
     tuple of (Units, int)
         The layer's output units and the input's rank.
     """
-    if node.inputs[0] != node.live[0] or node.inputs[1] not in walk.constants:
+    if len(node.inputs) != 2 or node.inputs[0] != node.live[0] or node.inputs[1] not in walk.constants:
         raise walk.refuse(node, "must multiply an activation by a weight initialiser")
     if node.axis != node.rank - 1:
         raise walk.refuse(node, "multiplies along an axis that is not the units' (channel) axis")
