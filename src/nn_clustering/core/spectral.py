@@ -52,6 +52,10 @@ DENSE_BLOCK_LIMIT = 2**27
 #: Relative accuracy of the Lanczos eigenvalues (ARPACK's tol): the embedding's subspace then
 #: agrees with the dense path's to about 1e-15, at ~60% of the iterations of machine precision.
 LANCZOS_TOL = 1e-8
+#: Lanczos basis size of the general (non-bipartite) sparse path: ARPACK's default, 2k + 1 or
+#: 20, restarts often on the clustered spectra of network graphs; 40 halves the products with
+#: the adjacency on a GPT-2-small graph (529 -> 340 at k = 12, benchmarks/README.md).
+LANCZOS_BASIS = 40
 EigenSolver = Literal["auto", "dense", "sparse"]
 
 
@@ -223,7 +227,9 @@ def _general_top_eigvecs(
         return d_inv_sqrt * (adjacency @ (d_inv_sqrt * x)) + x
 
     operator = scipy.sparse.linalg.LinearOperator((n, n), matvec=shifted, dtype=np.float64)
-    _, vectors = scipy.sparse.linalg.eigsh(operator, k=k, which="LA", tol=LANCZOS_TOL, v0=rng.uniform(-1, 1, n))
+    ncv = min(n - 1, max(2 * k + 1, LANCZOS_BASIS))
+    _, vectors = scipy.sparse.linalg.eigsh(operator, k=k, which="LA", tol=LANCZOS_TOL, v0=rng.uniform(-1, 1, n),
+                                           ncv=ncv)
     return vectors
 
 
