@@ -427,3 +427,49 @@ def test_a_keras_application_clusters():
     assert len(fit.labels_) == sum(fit.graph_.layer_sizes)
     assert set(np.unique(fit.labels_)) - {-1} == set(range(12))
     assert 0 < fit.ncut_ < 12
+
+
+# --------------------------------------------------------------------------- one network, two frameworks
+
+
+def test_a_modern_block_gives_one_graph_through_keras_and_onnx(tmp_path):
+    """Depthwise conv, pre-activation batch norm, squeeze-and-excitation gate and a residual sum,
+    built in Keras and written again as ONNX (PyTorch's layout) with the same weights: the same
+    groups and the same edge weights."""
+    pytest.importorskip("onnx")
+    from model_files import save_onnx
+    from onnx import helper
+
+    rng = np.random.default_rng(21)
+    x = keras.Input((6, 6, 3))
+    a = L.Conv2D(8, 3, padding="same", activation="relu", name="a")(x)
+    d = L.DepthwiseConv2D(3, padding="same", name="dw")(L.ReLU()(L.BatchNormalization(name="bn")(a)))
+    pooled = L.GlobalAveragePooling2D(keepdims=True)(d)
+    gate = L.Conv2D(8, 1, activation="sigmoid", name="se2")(L.Conv2D(2, 1, activation="relu", name="se1")(pooled))
+    y = L.Conv2D(4, 1, name="c")(L.Add()([a, L.Multiply()([d, gate])]))
+    model = keras.Model(x, y)
+    for name in ("a", "bn", "dw", "se1", "se2", "c"):
+        randomise(model.get_layer(name), rng)
+    path = tmp_path / "block.keras"
+    model.save(path)
+
+    w = {n: [np.asarray(v, np.float64) for v in model.get_layer(n).get_weights()] for n in ("a", "bn", "dw", "se1", "se2", "c")}
+    gamma, beta, mean, var = w["bn"]
+    oihw = {n: w[n][0].transpose(3, 2, 0, 1) for n in ("a", "se1", "se2", "c")}
+    oihw["dw"] = w["dw"][0].transpose(2, 3, 0, 1)  # (h, w, C, 1) -> (C, 1, h, w): one group per channel
+    weights = {f"{n}.weight": oihw[n] for n in oihw} | {f"{n}.bias": w[n][1] for n in ("a", "dw", "se1", "se2", "c")}
+    weights |= {"g": gamma, "b": beta, "m": mean, "v": var}
+    conv = lambda n, i, o, **kw: helper.make_node("Conv", [i, f"{n}.weight", f"{n}.bias"], [o], **kw)  # noqa: E731
+    nodes = [conv("a", "x", "ha", pads=[1] * 4), helper.make_node("Relu", ["ha"], ["ra"]),
+             helper.make_node("BatchNormalization", ["ra", "g", "b", "m", "v"], ["n"], epsilon=1e-3),
+             helper.make_node("Relu", ["n"], ["rn"]), conv("dw", "rn", "hd", pads=[1] * 4, group=8),
+             helper.make_node("GlobalAveragePool", ["hd"], ["p"]), conv("se1", "p", "s1"),
+             helper.make_node("Relu", ["s1"], ["r1"]), conv("se2", "r1", "s2"),
+             helper.make_node("Sigmoid", ["s2"], ["gate"]), helper.make_node("Mul", ["hd", "gate"], ["gated"]),
+             helper.make_node("Add", ["ra", "gated"], ["s"]), conv("c", "s", "y")]
+    onnx_path = save_onnx(tmp_path / "block.onnx", nodes, weights, [1, 3, 6, 6], "y")
+    from_keras, from_onnx = load_weights(path), load_weights(onnx_path)
+    assert from_keras.names == from_onnx.names == ["a", "dw", "se1", "se2", "c"]
+    a_graph, b_graph = graph_of(from_keras), graph_of(from_onnx)
+    assert a_graph.layer_sizes == b_graph.layer_sizes
+    np.testing.assert_allclose(a_graph.adjacency.toarray(), b_graph.adjacency.toarray(), rtol=1e-5)
