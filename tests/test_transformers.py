@@ -163,3 +163,22 @@ def test_cluster_composition_counts_each_heads_value_dimensions_by_hand():
             assert got == ([want] if want else [])
     mlp = [r for r in rows if r.group == "transformer.h.0.mlp.c_fc"]
     assert sum(r.units for r in mlp) == 32 and {r.part for r in mlp} == {"units"}
+
+
+def test_bfloat16_checkpoint_is_read_exactly(tmp_path):
+    """A checkpoint saved in bfloat16 (numpy has no bfloat16: the bytes are written by hand)
+    reads as the float32 values that bfloat16 holds exactly."""
+    from make_fixture_models import bf16_exact, safetensors_bytes
+    from safetensors.numpy import load_file
+
+    folder = copy_of(tmp_path, "gpt2")
+    rng = np.random.default_rng(22)
+    entries, exact = {}, {}
+    for name, value in load_file(str(folder / "model.safetensors")).items():
+        exact[name], raw = bf16_exact(rng, *value.shape)
+        entries[name] = ("BF16", list(value.shape), raw)
+    (folder / "model.safetensors").write_bytes(safetensors_bytes(entries))
+    weights = load_weights(folder)
+    v = exact["transformer.h.0.attn.c_attn.weight"].astype(np.float64)[:, 32:]
+    ln = exact["transformer.h.0.ln_1.weight"].astype(np.float64)
+    np.testing.assert_array_equal(weights.kernels[0], v * ln[:, None])
