@@ -319,6 +319,23 @@ def test_keras_configuration_of_huge_layers_is_refused_before_keras_builds_them(
     assert "the kernel of layer 'dense' of shape (20000, 200000) would take 29.8 GiB as float64" in line
 
 
+@pytest.mark.parametrize("kind, extra, shape", [
+    ("DepthwiseConv2D", {"depth_multiplier": 100000}, "(3, 3, 20000, 100000)"),
+    ("SeparableConv2D", {"depth_multiplier": 1, "filters": 200000}, "(1, 1, 20000, 200000)"),
+])
+def test_keras_configuration_of_huge_depthwise_layers_is_refused(tmp_path, keras_model_files, kind, extra, shape):
+    def huge(config):
+        dense = next(layer for layer in config["config"]["layers"] if layer["config"]["name"] == "dense")
+        dense["class_name"] = kind
+        dense["config"] |= {"kernel_size": [3, 3], **extra}
+        dense["build_config"]["input_shape"] = [None, 8, 8, 20000]
+        return config
+
+    bomb = _rewrite_keras(keras_model_files["keras"], tmp_path / "config.keras", config=huge)
+    line = one_error_line(cluster_capped(bomb), "dense")
+    assert f"the kernel of layer 'dense' of shape {shape} would take" in line
+
+
 def test_legacy_h5_dataset_that_inflates_is_refused(tmp_path, keras_model_files):
     import h5py
 

@@ -7,7 +7,8 @@ then the shape of every dataset of ``model.weights.h5`` (read from the HDF5 meta
 (from its ``.npy`` headers). A legacy ``.h5`` file's datasets are counted the same way (a
 gzip-filtered dataset can inflate a thousandfold). The model's configuration is counted too:
 Keras builds every layer, allocating its variables, before it reads any weight, so the kernel of
-each Dense, Conv and Embedding layer whose configuration gives its size is counted as well.
+each Dense, Conv (depthwise and separable included) and Embedding layer whose configuration
+gives its size is counted as well.
 Each count is a tensor's size as float64 (:class:`~nn_clustering.formats.limits.ModelBudget`).
 """
 
@@ -56,28 +57,34 @@ def _shape(value) -> list[int] | None:
     return [v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 1 for v in value]
 
 
-def _kernel_shape(kind: str, config: dict, input_shape: list[int] | None) -> tuple[int, ...] | None:
-    """The kernel that Keras would allocate for a layer, from its configuration; None where the
-    configuration does not say."""
+def _kernel_shapes(kind: str, config: dict, input_shape: list[int] | None) -> list[tuple[int, ...]]:
+    """The kernels that Keras would allocate for a layer, from its configuration (a separable
+    convolution has two); none where the configuration does not say."""
     def size(key: str) -> int | None:
         v = config.get(key)
         return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
     if kind == "Embedding" and size("input_dim") is not None and size("output_dim") is not None:
-        return (size("input_dim"), size("output_dim"))
+        return [(size("input_dim"), size("output_dim"))]
     if not input_shape:
-        return None
+        return []
     channels = input_shape[1] if config.get("data_format") == "channels_first" and len(input_shape) > 1 \
         else input_shape[-1]
     if kind == "Dense" and size("units") is not None:
-        return (channels, size("units"))
+        return [(channels, size("units"))]
+    window = config.get("kernel_size")
+    window = [window] if isinstance(window, int) else window
+    if not (isinstance(window, list) and all(isinstance(w, int) and not isinstance(w, bool) and w >= 0
+                                             for w in window)):
+        return []
+    multiplier = size("depth_multiplier") or 1
+    if kind.startswith("DepthwiseConv"):
+        return [(*window, channels, multiplier)]
+    if kind.startswith("SeparableConv") and size("filters") is not None:
+        return [(*window, channels, multiplier), (1,) * len(window) + (channels * multiplier, size("filters"))]
     if kind.startswith("Conv") and size("filters") is not None:
-        window = config.get("kernel_size")
-        window = [window] if isinstance(window, int) else window
-        if isinstance(window, list) and all(isinstance(w, int) and not isinstance(w, bool) and w >= 0
-                                            for w in window):
-            return (*window, channels, size("filters"))
-    return None
+        return [(*window, channels, size("filters"))]
+    return []
 
 
 def _config_kernels(config, source: str, budget: ModelBudget) -> None:
@@ -91,9 +98,9 @@ def _config_kernels(config, source: str, budget: ModelBudget) -> None:
             kind, layer = item.get("class_name"), item.get("config")
             if isinstance(kind, str) and isinstance(layer, dict):
                 build = item.get("build_config")
-                shape = _kernel_shape(kind, layer, _shape(build.get("input_shape")) if isinstance(build, dict)
-                                      else None)
-                if shape is not None:
+                shapes = _kernel_shapes(kind, layer, _shape(build.get("input_shape")) if isinstance(build, dict)
+                                        else None)
+                for shape in shapes:
                     budget.tensor(f"{layer.get('name', kind)}", shape, what="the kernel of layer")
             stack.extend(item.values())
 

@@ -156,12 +156,11 @@ def kept_axis(before: tuple, axis: int, after: tuple) -> int | None:
     """The axis of ``after`` that holds the units of ``before``'s ``axis`` unchanged (the same
     size, and the same number of elements before it, so unit c stays unit c in memory order),
     else None. Unknown sizes (None) must match one for one."""
-    lead = _lead
     size = before[axis]
     if size is None:
         return None
     for j, d in enumerate(after):
-        if d == size and lead(before[:axis]) == lead(after[:j]):
+        if d == size and _lead(before[:axis]) == _lead(after[:j]):
             return j
     return None
 
