@@ -153,7 +153,7 @@ def _textbook_lloyd(x, centres, max_iter=300, tol=1e-4):
 def test_batched_kmeans_equals_textbook_lloyd_per_restart(k, max_iter, tol, distinct):
     """All restarts at once (work buffers, weighted first-minimum, membership products, final
     cluster sums updated by the moved points) give each restart's textbook Lloyd result from the
-    same k-means++ seeds: the best restart's labels exactly, its inertia to rounding; also when
+    same k-means++ seeds: the best restart's labels exactly (one of the restarts tied at the best inertia), its inertia to rounding; also when
     restarts stop at ``max_iter`` or by a coarse ``tol`` while their labels still change, and with fewer distinct points than clusters (duplicate seeds,
     empty clusters repaired every iteration)."""
     from nn_clustering.core.kmeans import kmeans_plus_plus
@@ -170,7 +170,10 @@ def test_batched_kmeans_equals_textbook_lloyd_per_restart(k, max_iter, tol, dist
         assert adjusted_rand_score(labels, results[best][0]) == 1.0 and len(np.unique(labels)) == distinct
         assert inertia == pytest.approx(0.0, abs=1e-9)
         return
-    np.testing.assert_array_equal(labels, results[best][0])
+    # restarts that reach the same optimum tie to the last bit, and summation order (BLAS kernels
+    # differ between CPUs) decides which of them is the best: the labels are those of one of them
+    tied = [r for r, (_, value) in enumerate(results) if value <= results[best][1] * (1 + 1e-12)]
+    assert any(np.array_equal(labels, results[r][0]) for r in tied), f"labels of none of restarts {tied}"
     assert inertia == pytest.approx(results[best][1], rel=1e-10)
 
 
