@@ -10,7 +10,7 @@ lesions are pushed through the rest of the network together, so no Keras model i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import ModelError, NnClusteringError
 from .enums import Architecture, Taxonomy
 from .graph import NetworkWeights
-from .parameters import validate
+from .parameters import validate_fields
 from .progress import progress_bar
 from .rows import Row
 from .stats import empirical_p
@@ -238,8 +238,7 @@ class LesionConfig:
     random_state: int = 42
 
     def __post_init__(self) -> None:
-        for name, value in validate(asdict(self)).items():
-            object.__setattr__(self, name, value)
+        validate_fields(self)
 
 
 @dataclass(frozen=True)

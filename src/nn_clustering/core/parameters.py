@@ -18,7 +18,7 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ParameterError
@@ -196,6 +196,13 @@ def validate(values: Mapping[str, Any], spelling: Mapping[str, str] | None = Non
         else:
             out[name] = value if constraint is None else constraint.check(value, said)
     return out
+
+
+def validate_fields(config: Any) -> None:
+    """A frozen dataclass ``config``'s fields checked by :func:`validate` and set to their
+    normalised values (its ``__post_init__``)."""
+    for name, value in validate(asdict(config)).items():
+        object.__setattr__(config, name, value)
 
 
 def checked(name: str, value: Any) -> Any:

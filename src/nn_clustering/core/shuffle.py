@@ -22,7 +22,7 @@ from .dag import DagGraph
 from .enums import ShuffleMethod
 from .graph import Graph, GraphBuilder, mlp_graph
 from .parallel import execution
-from .parameters import checked, validate
+from .parameters import checked, validate_fields
 from .progress import progress_bar
 from .spectral import Clustering, SpectralConfig, cluster_graph
 from .stats import DEFAULT_LEVEL, ShuffleStats, shuffle_stats
@@ -49,8 +49,7 @@ class ShuffleConfig:
     level: float = DEFAULT_LEVEL  # significance level of the claim (method.md §5)
 
     def __post_init__(self) -> None:
-        for name, value in validate(asdict(self)).items():
-            object.__setattr__(self, name, value)
+        validate_fields(self)
 
 
 @dataclass(frozen=True)

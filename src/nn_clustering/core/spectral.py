@@ -25,7 +25,7 @@ Two things make it fast without changing the answer:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -38,7 +38,7 @@ from .dag import DagGraph
 from .graph import Graph
 from .kmeans import kmeans
 from .ncut import ncut, ncut_bipartite
-from .parameters import validate
+from .parameters import validate_fields
 
 #: Up to this many connected nodes a graph's eigenvectors come from dense eigensolvers (the
 #: paper's MLP has 1,818 nodes); above it from Lanczos on sparse matrices (the bipartite block
@@ -69,8 +69,7 @@ class SpectralConfig:
     tol: float = 1e-4
 
     def __post_init__(self) -> None:
-        for name, value in validate(asdict(self)).items():
-            object.__setattr__(self, name, value)
+        validate_fields(self)
 
 
 def check_fits(n_clusters: int, n_nodes: int) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.enums import Architecture, ShuffleMethod, SliceNorm, Stage
 from ..core.graph import graph_inputs
-from ..core.parameters import checked, validate
+from ..core.parameters import checked, validate_fields
 from ..core.rows import Row
 from ..core.shuffle import (
     SHUFFLE_METHODS,
@@ -51,8 +51,7 @@ class ClusteringConfig:
     drop_dead_ends: bool = False  # method.md §8: remove nodes on no input-to-output path first
 
     def __post_init__(self) -> None:
-        for name, value in validate(asdict(self)).items():
-            object.__setattr__(self, name, value)
+        validate_fields(self)
 
     def shuffle_test(self, method: ShuffleMethod, progress: bool) -> ShuffleTest:
         """The estimator that runs this configuration's shuffle test with ``method``."""
