@@ -16,6 +16,7 @@ the result rows share) when ``fit`` starts, and a bad one raises
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,8 @@ from .core.stats import ShuffleStats
 from .errors import GraphError, NnClusteringError, ParameterError
 from .formats.loader import as_weights
 
-#: The estimator parameters a :class:`ShuffleConfig` takes.
-SHUFFLE_PARAMETERS = ("n_shuffles", "method", "random_state", "n_jobs", "scheduler", "level")
+#: The estimator parameters a :class:`ShuffleConfig` takes (its fields).
+SHUFFLE_PARAMETERS = tuple(field.name for field in fields(ShuffleConfig))
 
 
 class NotFittedError(NnClusteringError, AttributeError):

@@ -384,7 +384,7 @@ def _mul(walk: Walk, node: Node) -> tuple[Units, int]:
             return rec.passthrough(walk.units[plain[0]]), walk.ranks[plain[0]]
         if node.op == "Div":
             raise walk.refuse(node, "divides one activation by another; not supported")
-        return rec.multiply(node.label, [walk.units[n] for n in node.inputs]), max(walk.ranks[n] for n in node.inputs)
+        return rec.multiply(node.label, factors), max(walk.ranks[n] for n in node.inputs)
     other = next(n for n in node.inputs if n != node.live[0])
     if other not in walk.constants or (node.op == "Div" and node.inputs[0] != node.live[0]):
         raise walk.refuse(node, "multiplies by a tensor that is neither an activation nor a constant")

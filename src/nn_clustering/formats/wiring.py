@@ -172,7 +172,7 @@ class WiringRecorder:
         when it is that output's only reader (output unit c's kernel column times scale_c, its
         bias b_c scale_c + shift_c: exact); otherwise kept as the tensor's pending ``scale``,
         which the next weighted layer multiplies into its rows (method.md §3.3)."""
-        scale = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (max(x.size, 1),)) if x.size >= 0 else scale
+        scale = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (max(x.size, 1),))
         if x.fresh is not None and sole_reader:
             layer = self.layers[x.fresh]
             layer.kernel = layer.kernel * scale
@@ -222,8 +222,7 @@ class WiringRecorder:
         if any(x.head for x in xs):
             raise self._error(f"{what} {name!r} joins flattened feature maps; only units or channels can be joined")
         scales = [x.scale for x in xs]
-        if all(s is None or np.array_equal(s, scales[0]) for s in scales) and (scales[0] is not None) == all(
-                s is not None for s in scales):
+        if all(s is None for s in scales) or all(s is not None and np.array_equal(s, scales[0]) for s in scales):
             sources = tuple(dict.fromkeys(s for x in xs for s in x.sources))
             return Units(sources, xs[0].size, scale=scales[0], pooled=all(x.pooled for x in xs))
         # summands scaled differently: each keeps its own scale on its sources
