@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,20 +45,10 @@ def build(name: str, folder: Path) -> tuple[Path, int]:
     return path, sum(type(layer).__name__ == "Add" for layer in model.layers)
 
 
-def peak_rss_gb() -> float:
-    """This process's peak resident memory in GB: VmHWM, which starts anew at exec (ru_maxrss
-    would carry over the peak of the parent that started this measuring process)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def measure(path: str, k: int, n_shuffles: int, n_jobs: int, sklearn_edges: int) -> dict:
     """Read, build, cluster and shuffle-test one saved model (run in its own process)."""
     import graph_bench
-    from graph_bench import timed
+    from graph_bench import peak_rss_gb, timed
     from threadpoolctl import threadpool_limits
 
     from nn_clustering.core.graph import graph_inputs

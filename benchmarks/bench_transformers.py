@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from graph_bench import peak_rss_gb, timed
 
 #: (model_type, d_model, blocks, heads, MLP width, vocabulary)
 SHAPES = {"gpt2": ("gpt2", 768, 12, 12, 3072, 50257), "pythia-70m": ("gpt_neox", 512, 6, 8, 2048, 50304)}
@@ -67,22 +66,6 @@ def write_checkpoint(name: str, folder: Path) -> Path:
     save_file(tensors, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(config))
     return out
-
-
-def peak_rss_gb() -> float:
-    """This process's peak resident memory in GB: VmHWM, which starts anew at exec (ru_maxrss
-    would carry over the peak of the parent that started this measuring process)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
 
 
 def arpack_baseline(graph, k: int) -> float:

@@ -1,8 +1,9 @@
-"""What the clustering benchmarks share: random MLP kernels, a timer and the scikit-learn
-reference configured as the paper's code configured it."""
+"""What the clustering benchmarks share: random MLP kernels, a timer, a peak-memory reading and the
+scikit-learn reference configured as the paper's code configured it."""
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -30,6 +31,16 @@ def timed(fn):
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory in GB: VmHWM, which starts anew at exec (ru_maxrss
+    would carry over the peak of the parent that started this measuring process)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def reference(k: int, seed: int) -> SpectralClustering:
