@@ -7,6 +7,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import pytest
+from graphs import graph_of, same_graph
 from model_files import float32, onnx_conv, onnx_mlp, save_onnx
 
 from nn_clustering import NetworkWeights, SpectralNCut, load_weights
@@ -25,19 +26,6 @@ from nn_clustering.formats.wiring import WiringRecorder
 
 onnx = pytest.importorskip("onnx")
 from onnx import helper  # noqa: E402
-
-
-def graph_of(weights: NetworkWeights):
-    kernels, builder = graph_inputs(weights)
-    return builder(kernels)
-
-
-def same_graph(a, b) -> None:
-    """Two graphs with equal node groups and equal adjacency, entry for entry."""
-    assert type(a) is type(b)
-    assert tuple(a.layer_sizes) == tuple(b.layer_sizes)
-    assert (a.adjacency != b.adjacency).nnz == 0
-
 
 # --------------------------------------------------------------------------- hand-computed
 

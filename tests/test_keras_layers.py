@@ -11,28 +11,16 @@ import time
 
 import numpy as np
 import pytest
+from graphs import graph_of, same_graph
 
 keras = pytest.importorskip("keras")
 
 from nn_clustering import NetworkWeights, SpectralNCut, as_weights, load_weights  # noqa: E402
 from nn_clustering.core.dag import DagGraph  # noqa: E402
-from nn_clustering.core.graph import graph_inputs  # noqa: E402
 from nn_clustering.errors import ModelError  # noqa: E402
 from nn_clustering.formats.keras import weights_of_keras_model  # noqa: E402
 
 L = keras.layers
-
-
-def graph_of(weights: NetworkWeights):
-    kernels, builder = graph_inputs(weights)
-    return builder(kernels)
-
-
-def same_graph(a, b) -> None:
-    """Two graphs with equal node groups and equal adjacency, entry for entry."""
-    assert type(a) is type(b)
-    assert tuple(a.layer_sizes) == tuple(b.layer_sizes)
-    assert (a.adjacency != b.adjacency).nnz == 0
 
 
 def kernel(model, name: str, attribute: str = "kernel") -> np.ndarray:

@@ -7,26 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graphs import graph_of, same_graph
 from model_files import float32, onnx_conv, save_onnx
 
 from nn_clustering import NetworkWeights, load_weights
-from nn_clustering.core.graph import conv_channel_weights, graph_inputs
+from nn_clustering.core.graph import conv_channel_weights
 from nn_clustering.errors import ModelError
 
 onnx = pytest.importorskip("onnx")
 from onnx import helper, numpy_helper  # noqa: E402
-
-
-def graph_of(path):
-    kernels, builder = graph_inputs(path if isinstance(path, NetworkWeights) else load_weights(path))
-    return builder(kernels)
-
-
-def same_graph(a, b) -> None:
-    """Equal node groups and equal adjacency, to float32 rounding (the files store float32,
-    so weights multiplied by hand are rounded where the reader multiplies in float64)."""
-    assert tuple(a.layer_sizes) == tuple(b.layer_sizes)
-    np.testing.assert_allclose(a.adjacency.toarray(), b.adjacency.toarray(), rtol=1e-6, atol=0)
 
 
 def relu(x: str, out: str):
@@ -54,7 +43,7 @@ def test_grouped_conv_is_the_block_diagonal_full_conv(tmp_path):
     w1, w2 = {"b.weight": grouped}, {"b.weight": full}
     a = three_convs(tmp_path, "grouped", [helper.make_node("Conv", ["r1", "b.weight"], ["m"], group=4, pads=[1] * 4)], w1)
     b = three_convs(tmp_path, "full", [helper.make_node("Conv", ["r1", "b.weight"], ["m"], pads=[1] * 4)], w2)
-    same_graph(graph_of(a), graph_of(b))
+    same_graph(graph_of(a), graph_of(b), rtol=1e-6)
 
 
 def test_grouped_conv_is_its_groups_as_separate_convolutions_concatenated(tmp_path):
@@ -95,7 +84,7 @@ def test_1d_and_3d_convs_are_the_2d_conv_with_spatial_axes_merged(tmp_path, dims
                   relu(f"h{i}", f"r{i + 1}")]
     path = save_onnx(tmp_path / "nd.onnx", nodes, weights, [1, 2, *(8,) * dims], f"r{len(ks)}")
     merged = [k.reshape(k.shape[0], k.shape[1], 1, -1).transpose(2, 3, 1, 0).astype(np.float64) for k in ks]
-    same_graph(graph_of(path), graph_of(NetworkWeights.from_arrays(merged)))
+    same_graph(graph_of(path), graph_of(NetworkWeights.from_arrays(merged)), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- products
@@ -107,7 +96,7 @@ def test_silu_written_as_a_product_is_an_activation(tmp_path):
     plain = [helper.make_node("Conv", ["r1", "b.weight"], ["hb"], pads=[1] * 4), helper.make_node("Relu", ["hb"], ["m"])]
     k = float32(np.random.default_rng(4), 8, 8, 3, 3)
     same_graph(graph_of(three_convs(tmp_path, "silu", silu, {"b.weight": k})),
-               graph_of(three_convs(tmp_path, "plain", plain, {"b.weight": k})))
+               graph_of(three_convs(tmp_path, "plain", plain, {"b.weight": k})), rtol=1e-6)
 
 
 def test_squeeze_and_excitation_gate_joins_its_units_to_the_product(tmp_path):
@@ -141,7 +130,7 @@ def test_layer_scale_constant_folds_into_the_kernel_columns(tmp_path):
     by_hand = (k.astype(np.float64) * gamma.reshape(8, 1, 1, 1)).astype(np.float64)
     a = graph_of(three_convs(tmp_path, "ls", scaled, {"b.weight": k, "gamma": gamma}))
     b = graph_of(three_convs(tmp_path, "fold", folded, {"b.weight": by_hand}))
-    same_graph(a, b)
+    same_graph(a, b, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- normalisations and layout
@@ -158,7 +147,7 @@ def test_pre_activation_batch_norm_scales_the_next_kernels_rows(tmp_path):
     by_hand = k.astype(np.float64) * scale.reshape(1, 8, 1, 1)
     plain = [helper.make_node("Conv", ["r1", "b.weight"], ["m"], pads=[1] * 4)]
     same_graph(graph_of(three_convs(tmp_path, "pre", pre, {"b.weight": k, **bn})),
-               graph_of(three_convs(tmp_path, "hand", plain, {"b.weight": by_hand})))
+               graph_of(three_convs(tmp_path, "hand", plain, {"b.weight": by_hand})), rtol=1e-6)
 
 
 def test_channels_last_block_equals_its_channels_first_form(tmp_path):
@@ -182,7 +171,7 @@ def test_channels_last_block_equals_its_channels_first_form(tmp_path):
     w2c = (w2.astype(np.float64) * ls[None, :]).T[:, :, None, None]
     a = three_convs(tmp_path, "last", last, {"dw.weight": dw, "w1": w1, "w2": w2, "ln": ln, "lnb": np.zeros(8), "ls": ls})
     b = three_convs(tmp_path, "first", first, {"dw.weight": dw, "w1c": w1c, "w2c": w2c})
-    same_graph(graph_of(a), graph_of(b))
+    same_graph(graph_of(a), graph_of(b), rtol=1e-6)
 
 
 def test_a_sum_of_differently_normalised_tensors_weighs_each_summand_by_its_own_scale(tmp_path):
@@ -219,7 +208,7 @@ def test_hugging_face_conv1d_layout_is_told_by_its_biases(tmp_path):
                                                          "mlp.c_proj.weight": proj, "mlp.c_proj.bias": np.zeros(128)})
     weights = load_weights(path)
     assert graph_of(weights).layer_sizes == (128, 512, 128)
-    same_graph(graph_of(weights), graph_of(NetworkWeights.from_arrays([fc.astype(np.float64), proj.astype(np.float64)])))
+    same_graph(graph_of(weights), graph_of(NetworkWeights.from_arrays([fc.astype(np.float64), proj.astype(np.float64)])), rtol=1e-6)
     bad = save_state_dict(tmp_path / "bad.safetensors", {"a.weight": fc, "a.bias": np.zeros(100)})
     with pytest.raises(ModelError, match=r"module 'a' has a weight of shape \(128, 512\) but a bias of 100 values"):
         load_weights(bad)
@@ -244,8 +233,8 @@ def test_layer_norm_mlp_reads_alike_from_a_state_dict_and_onnx(tmp_path):
     from_onnx = graph_of(save_onnx(tmp_path / "ln.onnx", nodes, onnx_weights, [1, 32], "y"))
     by_hand = [ws[0].T.astype(np.float64), ws[1].T * gammas[0][:, None].astype(np.float64),
                ws[2].T * gammas[1][:, None].astype(np.float64)]
-    same_graph(from_dict, graph_of(NetworkWeights.from_arrays(by_hand)))
-    same_graph(from_onnx, from_dict)
+    same_graph(from_dict, graph_of(NetworkWeights.from_arrays(by_hand)), rtol=1e-6)
+    same_graph(from_onnx, from_dict, rtol=1e-6)
 
 
 def test_depthwise_conv_state_dict_is_recognised_by_its_chain(tmp_path):
@@ -256,7 +245,7 @@ def test_depthwise_conv_state_dict_is_recognised_by_its_chain(tmp_path):
              helper.make_node("Conv", ["r0", "dw"], ["h1"], group=8), relu("h1", "r1"),
              helper.make_node("Conv", ["r1", "c"], ["y"])]
     from_onnx = graph_of(save_onnx(tmp_path / "dw.onnx", nodes, {"a": a, "dw": dw, "c": c}, [1, 4, 12, 12], "y"))
-    same_graph(from_dict, from_onnx)
+    same_graph(from_dict, from_onnx, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- zero-initialised branches
@@ -356,4 +345,4 @@ def test_channel_shuffle_equals_the_next_kernels_rows_permuted_by_hand(tmp_path)
               helper.make_node("Concat", ["left", "rb"], ["cat"], axis=1),
               onnx_conv("c", "cat", unshuffled, np.zeros(6), "y", weights_b)]
     same_graph(graph_of(save_onnx(tmp_path / "shuffled.onnx", shuffled, weights_a, [1, 3, 8, 8], "y")),
-               graph_of(save_onnx(tmp_path / "sliced.onnx", sliced, weights_b, [1, 3, 8, 8], "y")))
+               graph_of(save_onnx(tmp_path / "sliced.onnx", sliced, weights_b, [1, 3, 8, 8], "y")), rtol=1e-6)

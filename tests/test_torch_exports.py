@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from graphs import graph_of
 
 from nn_clustering import NetworkWeights, SpectralNCut, load_weights
-from nn_clustering.core.graph import graph_inputs
 
 pytest.importorskip("onnx")
 FIXTURES = Path(__file__).parent / "fixtures" / "torch"
@@ -23,11 +23,6 @@ NAMES = {
     "dense_layer": ["stem", "conv", "head"],
     "layernorm_mlp": ["0", "3", "6"],
 }
-
-
-def graph_of(weights: NetworkWeights):
-    kernels, builder = graph_inputs(weights)
-    return builder(kernels)
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))
