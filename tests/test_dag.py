@@ -41,6 +41,29 @@ def residual_recorder(ka, kb, kc, kd) -> NetworkWeights:
     return rec.finish()
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_adjacency_is_the_canonical_csr_of_the_blocks_added_both_ways(seed, monkeypatch):
+    """Random groups and blocks (dense, sparse and empty ones, blocks both ways between two
+    groups, a group's block to itself, groups with no edges): the CSR equals the dense matrix
+    with each block and its transpose added by hand, entry for entry, with sorted indices and no
+    stored zeros, also when a row group is laid out in several chunks."""
+    rng = np.random.default_rng(seed)
+    monkeypatch.setattr("nn_clustering.core.dag.CHUNK_ENTRIES", int(rng.choice([1, 7, 2**22])))
+    sizes = tuple(int(n) for n in rng.integers(1, 9, rng.integers(1, 6)))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    pairs = {(int(rng.integers(len(sizes))), int(rng.integers(len(sizes)))) for _ in range(rng.integers(0, 8))}
+    edges, expected = [], np.zeros((starts[-1], starts[-1]))
+    for s, t in sorted(pairs):
+        density = rng.choice([0.0, 0.5, 1.0])
+        block = np.abs(rng.normal(size=(sizes[s], sizes[t]))) * (rng.random((sizes[s], sizes[t])) < density)
+        edges.append((s, t, block))
+        expected[starts[s] : starts[s + 1], starts[t] : starts[t + 1]] += block
+        expected[starts[t] : starts[t + 1], starts[s] : starts[s + 1]] += block.T
+    adjacency = DagGraph(sizes, tuple(edges)).adjacency
+    np.testing.assert_array_equal(adjacency.toarray(), expected)
+    assert adjacency.has_sorted_indices and np.all(adjacency.data != 0) and adjacency.nnz == np.count_nonzero(expected)
+
+
 def test_residual_sum_has_exactly_the_expected_edge_blocks():
     rng = np.random.default_rng(0)
     ka, kb, kc, kd = (float32(rng, 3, 3, n_in, n_out, sparsity=0.3)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from graphs import graph_of
 
 from nn_clustering import SpectralNCut, load_weights
 from nn_clustering.core.graph import graph_inputs
@@ -182,3 +183,33 @@ def test_bfloat16_checkpoint_is_read_exactly(tmp_path):
     v = exact["transformer.h.0.attn.c_attn.weight"].astype(np.float64)[:, 32:]
     ln = exact["transformer.h.0.ln_1.weight"].astype(np.float64)
     np.testing.assert_array_equal(weights.kernels[0], v * ln[:, None])
+
+
+@pytest.mark.parametrize("removed", ["attention", "output projection"])
+def test_a_block_without_attention_is_its_residual_mlp_by_hand(tmp_path, removed):
+    """A one-block GPT-2 whose attention is removed (all its weights zero, or only its output
+    projection, which leaves the attention writing nothing into the stream): the graph is that
+    of a residual MLP by hand, the stream's unit i joined to hidden unit j by
+    |ln_2[i] W_fc[i, j]| + |W_proj[j, i]|, reading and writing on one edge; the value units
+    have no edges to the stream."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = copy_of(tmp_path, "gpt2")
+    config = config_of(folder) | {"n_layer": 1}
+    (folder / "config.json").write_text(json.dumps(config))
+    tensors = {k: v for k, v in load_file(str(folder / "model.safetensors")).items() if ".h.1." not in k}
+    for name in ("attn.c_attn", "attn.c_proj") if removed == "attention" else ("attn.c_proj",):
+        tensors[f"transformer.h.0.{name}.weight"] = np.zeros_like(tensors[f"transformer.h.0.{name}.weight"])
+    save_file(tensors, str(folder / "model.safetensors"))
+    graph = graph_of(folder)
+    d, m = config["n_embd"], config["n_inner"]
+    fc, proj = (tensors[f"transformer.h.0.mlp.{n}.weight"].astype(np.float64) for n in ("c_fc", "c_proj"))
+    ln = tensors["transformer.h.0.ln_2.weight"].astype(np.float64)
+    by_hand = np.zeros((d + d + m, d + d + m))  # stream, value units, MLP units
+    by_hand[:d, 2 * d:] = np.abs(ln[:, None] * fc) + np.abs(proj.T)
+    if removed == "output projection":  # the value units still read the stream
+        v = tensors["transformer.h.0.attn.c_attn.weight"].astype(np.float64)[:, 2 * d:]
+        by_hand[:d, d:2 * d] = np.abs(tensors["transformer.h.0.ln_1.weight"].astype(np.float64)[:, None] * v)
+    by_hand += by_hand.T
+    assert graph.layer_sizes == (d, d, m)
+    np.testing.assert_allclose(graph.adjacency.toarray(), by_hand, rtol=1e-6, atol=0)

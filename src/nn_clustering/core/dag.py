@@ -24,6 +24,9 @@ import scipy.sparse as sp
 from ..errors import GraphError
 from .nodes import LayeredNodes
 
+#: Entries of one piece of a row group laid out while the adjacency is built (32 MB of float64).
+CHUNK_ENTRIES = 2**22
+
 
 @dataclass(frozen=True)
 class Piece:
@@ -86,23 +89,46 @@ class DagGraph(LayeredNodes):
 
     @cached_property
     def adjacency(self) -> sp.csr_array:
-        """The symmetric (n, n) sparse adjacency (blocks between the same pair of groups add)."""
-        starts = np.concatenate([[0], np.cumsum(self.sizes)])
-        rows, cols, values = [], [], []
-        for source, target, block in self.edges:  # int32 indices: half the memory of int64
-            r, c = (i.astype(np.int32) for i in np.nonzero(block))
-            w = block[r, c]
-            r += np.int32(starts[source])
-            c += np.int32(starts[target])
-            rows += [r, c]
-            cols += [c, r]
-            values += [w, w]
+        """The symmetric (n, n) sparse adjacency (blocks between the same pair of groups add),
+        in canonical form (sorted column indices, no duplicates, no stored zeros).
+
+        Built row group by row group: the group's blocks (and the transposes of the blocks that
+        end in it) are laid side by side in the column order of their groups, in chunks of
+        :data:`CHUNK_ENTRIES` entries, and their non-zero entries read off row by row, so the
+        cost is one pass over the blocks with no sorting."""
+        starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         n = self.n_nodes
-        if not rows:
+        rows_of: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for source, target, block in self.edges:
+            rows_of.setdefault(source, []).append((target, block))
+            rows_of.setdefault(target, []).append((source, block.T))
+        nnz = sum(2 * int(np.count_nonzero(block)) for _, _, block in self.edges)
+        index = np.int32 if max(n, nnz) < 2**31 else np.int64  # int32: half the memory of int64
+        indptr, indices, data = np.zeros(n + 1, index), [], []
+        for g in sorted(rows_of):
+            neighbours = sorted({h for h, _ in rows_of[g]})
+            offset = dict(zip(neighbours, np.cumsum([0] + [self.sizes[h] for h in neighbours[:-1]]), strict=True))
+            columns = np.concatenate([np.arange(starts[h], starts[h + 1], dtype=index) for h in neighbours])
+            step = max(1, CHUNK_ENTRIES // len(columns))
+            for r0 in range(0, self.sizes[g], step):
+                r1 = min(r0 + step, self.sizes[g])
+                local = np.zeros((r1 - r0, len(columns)))
+                for h, block in rows_of[g]:
+                    local[:, offset[h] : offset[h] + self.sizes[h]] += block[r0:r1]
+                nonzero = local != 0
+                if nonzero.all():  # dense blocks (a transformer's): every entry, row by row
+                    indices.append(np.tile(columns, r1 - r0))
+                    data.append(local.ravel())
+                    indptr[starts[g] + r0 + 1 : starts[g] + r1 + 1] = len(columns)
+                    continue
+                r, c = np.nonzero(nonzero)
+                indices.append(columns[c])
+                data.append(local[r, c])
+                indptr[starts[g] + r0 + 1 : starts[g] + r1 + 1] = np.bincount(r, minlength=r1 - r0)
+        np.cumsum(indptr, out=indptr)
+        if not data:
             return sp.csr_array((n, n))
-        return sp.csr_array(
-            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-        )
+        return sp.csr_array((np.concatenate(data), np.concatenate(indices), indptr), shape=(n, n))
 
     @cached_property
     def degrees(self) -> np.ndarray:
@@ -183,10 +209,14 @@ def check_wiring(wiring: Wiring, matrices: Sequence[np.ndarray]) -> None:
 def dag_blocks(matrices: Sequence[np.ndarray], wiring: Wiring) -> list[tuple[int, int, np.ndarray]]:
     """The edge blocks of a wiring from its (non-negative) weight matrices: per feed and source
     group, the rows of the matrix that group feeds, placed at the group's units (blocks of the
-    same pair of groups summed). A group whose own kernel is all zero (a zero-initialised
+    same pair of groups summed). A group whose kernels are all zero (a zero-initialised
     residual branch) outputs constants, so it passes nothing on: its nodes get no edges
-    (method.md §3.3)."""
-    silent = {feed.target for feed, m in zip(wiring.feeds, matrices, strict=True) if not m.any()}
+    (method.md §3.3). A group that several kernels write (a transformer's stream) is silent only
+    when every one of them is zero."""
+    writes: dict[int, bool] = {}
+    for feed, m in zip(wiring.feeds, matrices, strict=True):
+        writes[feed.target] = writes.get(feed.target, False) or bool(m.any())
+    silent = {group for group, writing in writes.items() if not writing}
     blocks: dict[tuple[int, int], np.ndarray] = {}
     for feed, m in zip(wiring.feeds, matrices, strict=True):
         for p in (p for p in feed.pieces if p.group not in silent and feed.target not in silent):
