@@ -12,6 +12,7 @@ weights, seeded, a few kilobytes each; built from config objects, nothing is dow
   and the checkpoint module path of each entry). They are computed by running the model's own
   modules on an identity batch (``lin(eye) - lin(zeros)``) and splitting fused outputs with the
   same view/split calls as the model's forward, then checked here against real forward passes;
+* ``<family>.forward.npz``: the example input and the model's output on it;
 * ``<family>.legacy.onnx`` / ``<family>.dynamo.onnx``: the model through the TorchScript
   (opset 17) and the dynamo ONNX exporters, where they succeed (the dynamo files without their
   per-node stack traces; if the folder still passes 1.5 MB, the dynamo files are dropped);
@@ -20,7 +21,7 @@ weights, seeded, a few kilobytes each; built from config objects, nothing is dow
 Run it with a Python that has torch, transformers, safetensors and numpy (onnx and onnxscript
 for the exports); it is not imported by the test suite:
 
-    /tmp/torchenv/bin/python tests/export_transformer_fixtures.py [--out tests/fixtures/transformers]
+    /tmp/torchenv/bin/python tests/export_transformer_fixtures.py [--out tests/fixtures/transformers] [--forwards]
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 OUT = Path(__file__).parent / "fixtures" / "transformers"
 BUDGET_BYTES = 1_500_000
 SEQ_LEN = 8
+FAMILIES = ("gpt2", "gpt_neox", "llama", "bert", "vit")
 
 # ---------------------------------------------------------------------------------------------
 # The models
@@ -589,7 +591,26 @@ def write_family(family: str, out: Path) -> list[str]:
     arrays, biases = oracle(family, model, read_safetensors(folder))
     check(family, model, arrays, biases)
     np.savez_compressed(out / f"{family}.oracle.npz", **arrays)
+    write_forward(family, model, out)
     return export_onnx(family, model, out)
+
+
+def write_forward(family: str, model: nn.Module, out: Path) -> None:
+    """``<family>.forward.npz``: the example input and the model's main output on it (what an
+    evaluation of its ONNX export must reproduce)."""
+    x = example_input(family)
+    with torch.no_grad():
+        y = run(model, family, x)
+    np.savez_compressed(out / f"{family}.forward.npz", input=x.numpy(), output=y.double().numpy())
+
+
+def write_forwards(out: Path) -> None:
+    """The forward files alone, from the checkpoint folders already in ``out`` (the other
+    fixtures are left as they are)."""
+    for family in FAMILIES:
+        model = type(build(family)).from_pretrained(out / family).eval()
+        write_forward(family, model, out)
+        print(f"{family}.forward.npz")
 
 
 README = """\
@@ -613,6 +634,8 @@ normal(0, 0.1)), built from config objects: 2 blocks, d_model 16, 4 heads, MLP w
   checkpoint module path of each entry in `paths`, the in-memory one in `module_paths`).
   Computed by running the model's own modules on an identity batch and checked against real
   forward passes.
+- `<family>.forward.npz`: `input` (the example input: token ids (1, 8), or an image (1, 3, 8, 8))
+  and `output`, the model's logits on it (bert: hidden states), float64.
 - `<family>.legacy.onnx` / `<family>.dynamo.onnx`: TorchScript (opset 17) and dynamo (opset 20)
   ONNX exports; input `input_ids` (1, 8) int64 (an all-ones attention mask is built inside the
   graph), or `pixel_values` (1, 3, 8, 8) for vit; outputs: logits (bert: hidden states and
@@ -636,11 +659,17 @@ def version(module_name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    out = parser.parse_args().out
+    parser.add_argument("--forwards", action="store_true", help="write only the <family>.forward.npz files, from the "
+                        "checkpoint folders already in --out")
+    args = parser.parse_args()
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.forwards:
+        write_forwards(out)
+        return
 
     failures = []
-    for family in ("gpt2", "gpt_neox", "llama", "bert", "vit"):
+    for family in FAMILIES:
         failures += write_family(family, out)
 
     notes = [f"\n  Export failed: {f}" for f in failures]

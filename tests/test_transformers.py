@@ -8,12 +8,13 @@ PyTorch or transformers."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from graphs import graph_of
+from graphs import graph_of, same_graph
 
 from nn_clustering import SpectralNCut, load_weights
 from nn_clustering.core.graph import graph_inputs
@@ -213,3 +214,128 @@ def test_a_block_without_attention_is_its_residual_mlp_by_hand(tmp_path, removed
     by_hand += by_hand.T
     assert graph.layer_sizes == (d, d, m)
     np.testing.assert_allclose(graph.adjacency.toarray(), by_hand, rtol=1e-6, atol=0)
+
+
+# --------------------------------------------------------------------------- ONNX exports
+
+EXPORTS = [(family, exporter) for family in FAMILIES for exporter in ("legacy", "dynamo")]
+
+
+@pytest.mark.parametrize(("family", "exporter"), EXPORTS)
+def test_evaluating_the_onnx_export_reproduces_the_models_forward_pass(family, exporter):
+    """The numpy evaluation the ONNX reader runs gives the model's own output (logits; BERT's
+    hidden states) on the example input, as PyTorch computed it."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from nn_clustering.formats.onnx_transformer import evaluate_graph
+
+    forward = np.load(FIXTURES / f"{family}.forward.npz")
+    model = onnx.load(str(FIXTURES / f"{family}.{exporter}.onnx"))
+    ev = evaluate_graph(model.graph, family, numpy_helper.to_array, forward["input"])
+    np.testing.assert_allclose(ev.values[model.graph.output[0].name], forward["output"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("family", "exporter"), EXPORTS)
+def test_checkpoint_folder_and_onnx_export_give_one_graph(family, exporter):
+    """The same model from its checkpoint folder and from its ONNX export: the same groups
+    (named by module path: the checkpoint's, or for ViT, whose modules transformers renames on
+    loading, the in-memory ones the exporter saw), the same edge weights and the same n-cut."""
+    pytest.importorskip("onnx")
+    _, meta = oracle(family)
+    folder, export = load_weights(FIXTURES / family), load_weights(FIXTURES / f"{family}.{exporter}.onnx")
+    paths = meta["module_paths"] if family == "vit" else meta["paths"]
+    assert export.wiring.names[1].startswith(paths["b0.v"]) and export.wiring.names[2].startswith(
+        paths["b0.mlp_in"].rsplit(".", 1)[0])
+    if family != "vit":
+        assert export.wiring.names == folder.wiring.names
+    assert export.wiring.sizes == folder.wiring.sizes and export.wiring.feeds == folder.wiring.feeds
+    same_graph(graph_of(export), graph_of(folder), rtol=1e-6)
+    fits = [SpectralNCut(n_clusters=3, random_state=0).fit(w) for w in (folder, export)]
+    assert fits[0].ncut_ == pytest.approx(fits[1].ncut_, rel=1e-9)
+    np.testing.assert_array_equal(fits[0].labels_, fits[1].labels_)
+
+
+def one_block_onnx(path: Path, rng: np.random.Generator, extra=(), value_path=None) -> tuple[Path, list]:
+    """A pre-LN block written node by node (d_model 4, 2 heads of 2, MLP 6, 3 positions):
+    separate q/k/v projections, heads split by Reshape + Transpose, softmax attention, heads
+    merged back, output projection, ReLU MLP; ``extra`` nodes are added, ``value_path`` nodes
+    (reading 'v', writing 'v2') put between the value projection and the heads. Returns the file
+    and (Wv, Wo, Wu, Wd, ln_1 gain, ln_2 gain), float32 values as float64."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    d, m, t = 4, 6, 3
+    mats = {n: rng.normal(size=s).astype(np.float32) for n, s in
+            [("Wq", (d, d)), ("Wk", (d, d)), ("Wv", (d, d)), ("Wo", (d, d)), ("Wu", (d, m)), ("Wd", (m, d)),
+             ("g1", (d,)), ("b1", (d,)), ("g2", (d,)), ("b2", (d,))]}
+    consts = {"heads": np.array([1, t, 2, 2], np.int64), "merged": np.array([1, t, d], np.int64)}
+    node = helper.make_node
+    v_in = "v" if value_path is None else "v2"
+    nodes = [node("LayerNormalization", ["x", "g1", "b1"], ["n1"], axis=-1),
+             *[node("MatMul", ["n1", f"W{c}"], [c]) for c in "qkv"], *(value_path or []),
+             *[node("Reshape", [c, "heads"], [f"{c}r"]) for c in "qk"], node("Reshape", [v_in, "heads"], ["vr"]),
+             *[node("Transpose", [f"{c}r"], [f"{c}h"], perm=[0, 2, 1, 3]) for c in "qkv"],
+             node("Transpose", ["kh"], ["kt"], perm=[0, 1, 3, 2]), node("MatMul", ["qh", "kt"], ["s"]),
+             node("Softmax", ["s"], ["p"], axis=-1), node("MatMul", ["p", "vh"], ["a"]),
+             node("Transpose", ["a"], ["at"], perm=[0, 2, 1, 3]), node("Reshape", ["at", "merged"], ["am"]),
+             node("MatMul", ["am", "Wo"], ["o"]), node("Add", ["x", "o"], ["r1"]),
+             node("LayerNormalization", ["r1", "g2", "b2"], ["n2"], axis=-1), node("MatMul", ["n2", "Wu"], ["u"]),
+             node("Relu", ["u"], ["h"]), node("MatMul", ["h", "Wd"], ["dn"]), node("Add", ["r1", "dn"], ["y"]),
+             *extra]
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, t, d])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, t, d])],
+                              [numpy_helper.from_array(a, n) for n, a in {**mats, **consts}.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path, [mats[n].astype(np.float64) for n in ("Wv", "Wo", "Wu", "Wd", "g1", "g2")]
+
+
+def test_a_block_written_by_hand_in_onnx_is_read_by_the_rule():
+    """The hand-written block's graph is the rule of method.md §3.5 applied to its matrices by
+    hand: value units read the stream with |ln_1 gain x Wv|, write it with |Wo|; the MLP reads
+    with |ln_2 gain x Wu| and writes with |Wd|; queries and keys make no edges."""
+    import tempfile
+
+    from nn_clustering.formats.transformer import Attention, Block, Mlp, transformer_weights
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path, (wv, wo, wu, wd, g1, g2) = one_block_onnx(Path(tmp) / "block.onnx", np.random.default_rng(3))
+        read = load_weights(path)
+    d, m = 4, 6
+    by_hand = np.zeros((d + d + m, d + d + m))
+    by_hand[:d, d:2 * d] = np.abs(g1[:, None] * wv) + np.abs(wo.T)
+    by_hand[:d, 2 * d:] = np.abs(g2[:, None] * wu) + np.abs(wd.T)
+    by_hand += by_hand.T
+    np.testing.assert_allclose(graph_of(read).adjacency.toarray(), by_hand, rtol=1e-12)
+    rule = transformer_weights([Block(Attention(wv, wo, 2, 2, "v", "o"), Mlp(wu, wd, "u", "d"), g1, g2)], d, "hand")
+    assert read.wiring.feeds == rule.wiring.feeds
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("memory", "over the"),
+    ("operator", "(Hardmax) is not an operator of the transformers this reader follows"),
+    ("values mixed", "lies between a value projection and the attention or output projection and changes values"),
+    ("convolution after", "(Conv) is a weighted layer between a transformer's blocks"),
+])
+def test_bad_transformer_onnx_files_are_one_line(tmp_path, case, message):
+    from onnx import helper
+
+    extra, value_path = [], None
+    if case == "memory":  # a ConstantOfShape of 10^11 elements, refused before it is allocated
+        extra = [helper.make_node("Constant", [], ["big"], value_ints=[100000, 100000, 10]),
+                 helper.make_node("ConstantOfShape", ["big"], ["bomb"])]
+    elif case == "operator":
+        extra = [helper.make_node("Hardmax", ["n1"], ["hm"])]
+    elif case == "convolution after":  # the block's output read by a 1 x 1 convolution
+        from onnx import numpy_helper
+
+        extra = [helper.make_node("Constant", [], ["shape4"], value_ints=[1, 4, 3, 1]),
+                 helper.make_node("Reshape", ["y", "shape4"], ["y4"]),
+                 helper.make_node("Constant", [], ["kernel"], value=numpy_helper.from_array(np.ones((2, 4, 1, 1), np.float32))),
+                 helper.make_node("Conv", ["y4", "kernel"], ["conv"])]
+    else:  # each position's values plus their mean over positions: not a copy of the projection
+        value_path = [helper.make_node("ReduceMean", ["v"], ["vm"], axes=[1]), helper.make_node("Add", ["v", "vm"], ["v2"])]
+    path, _ = one_block_onnx(tmp_path / "bad.onnx", np.random.default_rng(0), extra, value_path)
+    with pytest.raises(ModelError, match=re.escape(message)) as e:
+        load_weights(path)
+    assert "\n" not in str(e.value)

@@ -30,6 +30,7 @@ from ..errors import ModelError, quoted
 from .dtypes import complex_refusal
 from .limits import ModelBudget, element_count, shape_text
 from .onnx_ops import walk_node
+from .onnx_transformer import is_attention_graph, transformer_of_onnx_graph
 from .onnx_walk import REEXPORT, Walk, node_label, op_text
 from .wiring import WiringRecorder
 
@@ -176,6 +177,8 @@ def weights_of_onnx_graph(graph, source: str, to_array) -> NetworkWeights:
     are topologically sorted (:func:`check_sorted`): each node goes to its operator's handler
     (:func:`~nn_clustering.formats.onnx_ops.walk_node`)."""
     check_sorted(graph, source)
+    if is_attention_graph(graph):
+        return transformer_of_onnx_graph(graph, source, to_array)
     shapes = {v.name: _static_shape(v) for v in [*graph.input, *graph.value_info, *graph.output]}
     initialised = {t.name for t in graph.initializer}
     inputs = [v for v in graph.input if v.name not in initialised]
