@@ -9,7 +9,9 @@ directly follows, ``Add``/``Sum`` of two activations is a residual sum (an ``Add
 constant is a bias), ``Concat`` along the channel axis a concatenation, and activations,
 pooling, dropout, padding and ``Flatten`` pass units through. Any other operator is refused
 with one line naming the node and the operator. Each operator has its handler in the table of
-:mod:`~nn_clustering.formats.onnx_ops`. Reading needs the ``onnx`` package.
+:mod:`~nn_clustering.formats.onnx_ops`. A graph with an attention (a ``MatMul`` after a
+``Softmax``) is a transformer, read by :mod:`~nn_clustering.formats.onnx_transformer`. Reading
+needs the ``onnx`` package.
 
 The file is parsed without its external data; the data of every initialiser and Constant must
 hold exactly what its dims declare, its size as float64 must fit the memory limit
