@@ -11,8 +11,12 @@ LocalCluster). ``--baseline`` also runs, in the same process, SciPy's ARPACK on 
 normalised adjacency without the project's tuning (``eigsh`` for the k largest eigenvalues,
 default tolerance), the ratio printed beside.
 
+``--onnx-dir DIR`` reads instead the checkpoint folders and ONNX exports that
+``export_transformer_models.py`` wrote (the same random model both ways), measures each, and
+checks that each export gives its folder's graph.
+
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_transformers.py [--models gpt2 pythia-70m]
-        [--shuffles 100 --jobs 2] [--baseline]
+        [--shuffles 100 --jobs 2] [--baseline] [--onnx-dir DIR]
 """
 
 from __future__ import annotations
@@ -110,6 +114,46 @@ def measure(path: str, k: int, n_shuffles: int, n_jobs: int, scheduler: str | No
     return out
 
 
+def compare(folder: str, export: str) -> dict:
+    """Whether a checkpoint folder and its ONNX export give one graph: the same groups, and the
+    largest difference of their edge weights relative to the largest weight."""
+    from nn_clustering.core.graph import graph_inputs
+    from nn_clustering.formats.loader import load_weights
+
+    graphs = []
+    for path in (folder, export):
+        kernels, builder = graph_inputs(load_weights(path))
+        graphs.append(builder(kernels))
+    a, b = (g.adjacency for g in graphs)
+    same = graphs[0].layer_sizes == graphs[1].layer_sizes and a.shape == b.shape
+    return {"same_groups": same, "max_rel_diff": float(abs(a - b).max() / a.max()) if same else None}
+
+
+def run_one(args, path: Path, extra: list[str]) -> dict | None:
+    """``--one PATH`` (or another mode) in a fresh process; its JSON line, or None if it failed."""
+    command = [sys.executable, __file__, "--k", str(args.k), "--shuffles", str(args.shuffles), "--jobs",
+               str(args.jobs), *extra]
+    command += ["--scheduler", args.scheduler] if args.scheduler else []
+    command += ["--baseline"] if args.baseline else []
+    run = subprocess.run(command, text=True, stdout=subprocess.PIPE, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    if run.returncode:
+        print(f"{path}: failed (exit {run.returncode})")
+        return None
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def report(name: str, r: dict, args) -> str:
+    text = (f"{name}: {r['nodes']:,} nodes, {r['edges']:,} edges; read {r['read_s']:.1f} s, graph "
+            f"{r['graph_s']:.1f} s, clustering at k = {args.k} {r['cluster_s']:.1f} s (n-cut {r['ncut']:.4f}), "
+            f"peak RSS {r['rss_gb']:.2f} GB")
+    if "arpack_s" in r:
+        text += f"; plain ARPACK {r['arpack_s']:.1f} s ({r['arpack_s'] / r['cluster_s']:.1f}x)"
+    if "shuffle_s" in r:
+        text += (f"; {args.shuffles}-shuffle layer test {r['shuffle_s'] / 60:.1f} min on {args.jobs} workers "
+                 f"(shuffled mean {r['shuffled_mean']:.4f}, z {r['z']:.2f}), peak RSS {r['rss_shuffle_gb']:.2f} GB")
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=SHAPES)
@@ -118,33 +162,32 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--scheduler", default=None)
     parser.add_argument("--baseline", action="store_true", help="also time SciPy's ARPACK on the same graph")
+    parser.add_argument("--onnx-dir", type=Path, help="read the folders and ONNX exports that "
+                        "export_transformer_models.py wrote there instead of random checkpoints")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--compare", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.k, args.shuffles, args.jobs, args.scheduler, args.baseline)))
         return
+    if args.compare:
+        print(json.dumps(compare(*args.compare)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            folder = write_checkpoint(name, Path(tmp))
-            command = [sys.executable, __file__, "--one", str(folder), "--k", str(args.k), "--shuffles",
-                       str(args.shuffles), "--jobs", str(args.jobs)]
-            command += ["--scheduler", args.scheduler] if args.scheduler else []
-            command += ["--baseline"] if args.baseline else []
-            run = subprocess.run(command, text=True, stdout=subprocess.PIPE,
-                                 env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
-            if run.returncode:
-                print(f"{name}: failed (exit {run.returncode})")
-                continue
-            r = json.loads(run.stdout.strip().splitlines()[-1])
-            text = (f"{name}: {r['nodes']:,} nodes, {r['edges']:,} edges; read {r['read_s']:.1f} s, graph "
-                    f"{r['graph_s']:.1f} s, clustering at k = {args.k} {r['cluster_s']:.1f} s (n-cut {r['ncut']:.4f}), "
-                    f"peak RSS {r['rss_gb']:.2f} GB")
-            if "arpack_s" in r:
-                text += f"; plain ARPACK {r['arpack_s']:.1f} s ({r['arpack_s'] / r['cluster_s']:.1f}x)"
-            if "shuffle_s" in r:
-                text += (f"; {args.shuffles}-shuffle layer test {r['shuffle_s'] / 60:.1f} min on {args.jobs} workers "
-                         f"(shuffled mean {r['shuffled_mean']:.4f}, z {r['z']:.2f}), peak RSS {r['rss_shuffle_gb']:.2f} GB")
-            print(text, flush=True)
+            if args.onnx_dir is None:
+                paths = [write_checkpoint(name, Path(tmp))]
+            else:
+                paths = [args.onnx_dir / name, *sorted(args.onnx_dir.glob(f"{name}.*.onnx"))]
+            for path in paths:
+                r = run_one(args, path, ["--one", str(path)])
+                if r is not None:
+                    print(report(path.name if args.onnx_dir else name, r, args), flush=True)
+            for export in paths[1:]:
+                r = run_one(args, export, ["--compare", str(paths[0]), str(export)])
+                if r is not None:
+                    print(f"{export.name} against {paths[0].name}: same groups {r['same_groups']}, largest edge "
+                          f"difference {r['max_rel_diff']:.1e} of the largest edge", flush=True)
 
 
 if __name__ == "__main__":

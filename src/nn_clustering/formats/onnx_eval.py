@@ -23,7 +23,7 @@ from .limits import ModelBudget
 
 #: Operators that copy values to new places without changing them.
 LAYOUT = frozenset({"Reshape", "Transpose", "Split", "Slice", "Gather", "Concat", "Expand", "Unsqueeze",
-                    "Squeeze", "Flatten", "Identity"})
+                    "Squeeze", "Flatten", "Identity", "Dropout"})
 
 Op = Callable[[list, dict], list]
 
@@ -148,6 +148,7 @@ def _binary(fn) -> Op:
 
 OPS: dict[str, Op] = {
     "Identity": lambda x, a: [x],
+    "Dropout": lambda x, *rest: [x, np.ones(x.shape, bool)],  # inference: the identity
     "Reshape": lambda x, shape, a: _reshape(x, a, shape),
     "Transpose": lambda x, a: [np.transpose(x, a.get("perm"))],
     "Split": lambda x, *rest: _split(x, rest[-1], *rest[:-1]),
