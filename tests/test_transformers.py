@@ -339,3 +339,35 @@ def test_bad_transformer_onnx_files_are_one_line(tmp_path, case, message):
     with pytest.raises(ModelError, match=re.escape(message)) as e:
         load_weights(path)
     assert "\n" not in str(e.value)
+
+
+def test_composition_shares_and_the_cli_files_by_hand(tmp_path):
+    """Each cell of the composition heatmap is the share of a part's units (a head's value
+    dimensions, an MLP, the stream) in a cluster, counted by hand from the labels; the CLI's
+    --composition writes the table (the rows of cluster_composition) and the figure."""
+    import pandas as pd
+
+    from nn_clustering.cli import main
+    from nn_clustering.experiments.composition import (
+        CompositionRow,
+        cluster_composition,
+        composition_shares,
+    )
+
+    fit = SpectralNCut(n_clusters=3, random_state=0).fit(FIXTURES / "gpt2")
+    shares, labels, blocks = composition_shares(fit.weights_, fit.labels_by_layer_, 3)
+    values = fit.labels_by_name_["transformer.h.1.attn.c_attn.v"]
+    column = labels.index("1:h2")
+    assert blocks == [1, 6] and labels[0] == "stream" and labels[5] == "0:c_fc"
+    for c in range(3):
+        assert shares[c, column] == np.mean(values[8:12] == c)
+        assert shares[c, 0] == np.mean(fit.labels_by_name_["stream"] == c)
+    np.testing.assert_allclose(shares.sum(axis=0), 1.0)
+    stem = tmp_path / "out" / "gpt2"
+    assert main(["cluster", str(FIXTURES / "gpt2"), "--k", "3", "--shuffles", "4", "--random-state", "0",
+                 "--composition", str(stem), "--quiet"]) == 0
+    table = pd.read_csv(stem.with_suffix(".csv"))
+    assert list(table.columns) == CompositionRow.columns()
+    want = [r.as_dict() for r in cluster_composition(fit.weights_, fit.labels_by_layer_)]
+    assert table.to_dict("records") == want
+    assert stem.with_suffix(".png").stat().st_size > 0 and stem.with_suffix(".svg").stat().st_size > 0

@@ -65,6 +65,11 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
     params = validate({name: getattr(args, name) for name in args.spelled}, args.spelled)
     output = check_output(args.output, inputs=(args.path,)) if args.output else None
+    stem = None
+    if args.composition:
+        stem = Path(args.composition)
+        for suffix in (".csv", ".png", ".svg"):
+            check_output(stem.with_suffix(suffix), inputs=(args.path,), what="--composition")
     bound = memory_limit_set(args.max_model_memory) if args.max_model_memory else contextlib.nullcontext()
     test = ShuffleTest(**params, drop_dead_ends=args.drop_dead_ends, progress=not args.quiet)
     with bound:
@@ -87,6 +92,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     if note:
         print(f"{note.strip()}, under 1% of them: check its nodes (a cluster of a few weakly "
               "attached nodes has nearly all its volume cut and adds about 1 to the n-cut)")
+    if stem is not None:
+        _write_composition(test, stem)
     if output is not None:
         record = {
             **test.to_dict(),
@@ -110,6 +117,27 @@ def _print_groups(test) -> None:
         print("what each cluster holds (units / of the part):")
         for line in composition_lines(cluster_composition(test.weights_, test.labels_by_layer_)):
             print(printable(line))
+
+
+def _write_composition(test, stem: Path) -> None:
+    """``--composition``: the composition table as CSV and its heatmap, for a transformer."""
+    from .experiments.composition import (
+        CompositionRow,
+        cluster_composition,
+        composition_figure,
+        head_dims,
+    )
+    from .storage.tables import frame, save_figure, write_csv
+
+    if not head_dims(test.weights_):
+        raise NnClusteringError("--composition describes a transformer's heads and MLPs; this network is not a "
+                                "transformer: leave the option out")
+    rows = cluster_composition(test.weights_, test.labels_by_layer_)
+    written = [write_csv(frame(rows, CompositionRow), stem.with_suffix(".csv"))]
+    written += save_figure(composition_figure(test.weights_, test.labels_by_layer_, test.n_clusters,
+                                              f"{Path(test.weights_.source).name}: what each cluster holds "
+                                              f"(k = {test.n_clusters})"), stem)
+    print("wrote " + ", ".join(printable(p) for p in written))
 
 
 def _digests(path: Path) -> str | dict[str, str]:
@@ -239,6 +267,9 @@ def _add_cluster(sub) -> None:
     p.add_argument("--drop-dead-ends", action="store_true",
                    help="first remove units on no input-to-output path (label -1; method.md §8)")
     p.add_argument("--output", default=None, help="write everything as JSON to this file")
+    p.add_argument("--composition", default=None, metavar="STEM",
+                   help="transformers: write what each cluster holds per head and MLP as STEM.csv and a heatmap "
+                        "STEM.png/.svg")
     p.add_argument("--max-model-memory", metavar="SIZE", default=None,
                    help="memory that reading the model file may take, e.g. 16G "
                         "(default: $NN_CLUSTERING_MODEL_MEMORY, else half of the available memory)")

@@ -67,3 +67,50 @@ def composition_lines(rows: list[CompositionRow], width: int = 100) -> list[str]
         lines += textwrap.wrap(", ".join(parts), width, initial_indent=f"  cluster {cluster}: ",
                                subsequent_indent="    ", break_on_hyphens=False)
     return lines
+
+
+def composition_shares(
+    weights: NetworkWeights, labels_by_layer: list[np.ndarray], n_clusters: int
+) -> tuple[np.ndarray, list[str], list[int]]:
+    """The (clusters, parts) matrix of each part's share of units in each cluster, the parts in
+    network order (the stream, then per block each head's value dimensions and the MLP groups),
+    their short labels (``3:h5``: block 3's head 5; ``3:c_fc``: its MLP), and the column where
+    each block starts (its first head)."""
+    names = list(weights.wiring.names) if weights.wiring is not None else []
+    dims, columns, labels, blocks = head_dims(weights), [], [], []
+    for g, group in enumerate(labels_by_layer):
+        if g in dims:
+            blocks.append(len(columns))
+            parts = [(f"{len(blocks) - 1}:h{h}", group[h * dims[g]:(h + 1) * dims[g]])
+                     for h in range(len(group) // dims[g])]
+        else:
+            name = (names[g] if g < len(names) else str(g)).rsplit(".", 1)[-1]
+            parts = [(f"{len(blocks) - 1}:{name}" if blocks else name, group)]
+        for label, part in parts:
+            columns.append([float(np.mean(part == c)) if len(part) else 0.0 for c in range(n_clusters)])
+            labels.append(label)
+    return np.array(columns).T, labels, blocks
+
+
+def composition_figure(weights: NetworkWeights, labels_by_layer: list[np.ndarray], n_clusters: int, title: str = ""):
+    """A heatmap of :func:`composition_shares`: one row per cluster, one column per part (each
+    head's value dimensions, each MLP group, the stream), colour the share of the part's units
+    in the cluster; blocks separated by lines and labelled."""
+    import matplotlib.pyplot as plt
+
+    shares, labels, blocks = composition_shares(weights, labels_by_layer, n_clusters)
+    fig, ax = plt.subplots(figsize=(min(24.0, max(6.0, 0.12 * len(labels) + 3)), 0.3 * n_clusters + 2))
+    image = ax.imshow(shares, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_yticks(range(n_clusters))
+    ax.set_ylabel("cluster")
+    for start in blocks:
+        ax.axvline(start - 0.5, color="white", linewidth=0.8)
+    if len(labels) <= 48:
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    else:
+        ax.set_xticks(blocks, [f"block {b}" for b in range(len(blocks))], rotation=90, fontsize=7)
+    ax.set_xlabel("value dimensions of each head and MLP units, block by block (the stream first)")
+    fig.colorbar(image, ax=ax, label="share of the part's units in the cluster")
+    ax.set_title(title or "what each cluster holds")
+    fig.tight_layout()
+    return fig
