@@ -232,20 +232,30 @@ def observed_clustering(graph: Graph, spectral: SpectralConfig, seed: int) -> Cl
         return cluster_graph(graph, spectral, observed_seed(seed))
 
 
+#: Networks with more weights than this are shuffled one shuffle per task (a shuffle then takes
+#: seconds, and the progress bar moves with each).
+LARGE_NETWORK = 2**22
+
+
 def shuffled_ncuts(
     kernels: Sequence[np.ndarray],
     spectral: SpectralConfig,
     config: ShuffleConfig,
     builder: GraphBuilder = mlp_graph,
     progress: bool = True,
-    chunk_size: int = 4,
+    chunk_size: int | None = None,
     graph: Graph | DagGraph | None = None,
 ) -> np.ndarray:
     """The N shuffled n-cuts, in shuffle order, computed locally or on a dask cluster
-    (``graph``: the unshuffled network's, when already built)."""
+    (``graph``: the unshuffled network's, when already built). Shuffles go to the workers
+    ``chunk_size`` at a time: by default 4 (small networks: less overhead per task), or one at a
+    time for networks of more than :data:`LARGE_NETWORK` weights, so that the progress bar moves
+    with every shuffle of a long test."""
+    kernels = [np.asarray(k) for k in kernels]
+    if chunk_size is None:
+        chunk_size = 1 if sum(k.size for k in kernels) > LARGE_NETWORK else 4
     seeds = shuffle_seeds(config.random_state, config.n_shuffles)
     chunks = [seeds[i : i + chunk_size] for i in range(0, len(seeds), chunk_size)]
-    kernels = [np.asarray(k) for k in kernels]
     live = live_units(graph if graph is not None else builder(kernels)) if config.method == ShuffleMethod.LAYER else None
     out: list[float] = []
     with (
