@@ -260,3 +260,46 @@ def test_bad_networks_get_clear_errors():
         MLP.from_weights(NetworkWeights(bad, [np.zeros(4), np.zeros(2)]))
     with pytest.raises(ValueError, match="not a hidden layer"):
         lesion_network(MLP.from_weights(NetworkWeights(kernels, [np.zeros(4), np.zeros(2)])), {2: np.array([0])})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fisher_and_rank_count_combinations_equal_scipy(seed):
+    """Fisher's method on the half-step-shifted p-values equals scipy's combine_pvalues; the
+    rank-count test equals scipy's chisquare of the rank counts against uniform."""
+    from scipy import stats
+
+    from nn_clustering.core.stats import fisher_combined_p, rank_count_test
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 40))
+    p = (rng.integers(0, n + 1, size=int(rng.integers(1, 30))) + 1) / (n + 1)
+    want = stats.combine_pvalues(p - 1 / (2 * (n + 1)), method="fisher").pvalue
+    assert fisher_combined_p(p, n) == pytest.approx(want, rel=1e-12)
+    counts = np.bincount(np.rint(p * (n + 1)).astype(int) - 1, minlength=n + 1)
+    statistic, count_p = rank_count_test(p, n)
+    reference = stats.chisquare(counts)
+    assert statistic == pytest.approx(reference.statistic) and count_p == pytest.approx(reference.pvalue)
+
+
+def test_combined_importance_leaves_out_whole_layers_and_counts_important():
+    """By hand: three sub-modules, one of them its whole layer (left out); p-values 1/11 and
+    11/11 of 10 random lesions."""
+    from scipy import stats
+
+    from nn_clustering.core.enums import Taxonomy
+    from nn_clustering.core.lesion import SingleLesionRow, combined_importance
+
+    def row(name, p, taxonomy):
+        return SingleLesionRow(layer=1, cluster=0, name=name, size=20, proportion=0.1, acc=0.9, intact_acc=0.95,
+                               diff=-0.05, p_value=p, random_mean=0.94, random_sd=0.01, z=-4.0, taxonomy=taxonomy,
+                               acc_class=(0.9,), n_random=10, random_state=7)
+
+    rows = [row("L1C0", 1 / 11, Taxonomy.IMPORTANT), row("L1C1", 1.0, Taxonomy.PRUNABLE),
+            row("L2C0", 1 / 11, Taxonomy.COMPLETE)]
+    combined = combined_importance(rows)
+    assert (combined.n_submodules, combined.n_important, combined.n_random) == (2, 1, 10)
+    fisher = stats.chi2.sf(-2 * (np.log(0.5 / 11) + np.log(10.5 / 11)), 4)
+    assert combined.fisher_p == pytest.approx(fisher, rel=1e-12)
+    # ranks 0 and 10 among 11 categories, expected 2/11 each: sum (o - e)^2 / e
+    e = 2 / 11
+    assert combined.count_chi2 == pytest.approx(2 * (1 - e) ** 2 / e + 9 * e)

@@ -120,12 +120,18 @@ def test_plots_notebook_writes_every_figure(executed):
 
 
 def test_lesion_notebook_workbook_matches_direct_calls(executed):
-    from nn_clustering.core.lesion import MLP, LesionConfig, LesionEvaluator, single_lesion_test
+    from nn_clustering.core.lesion import (
+        MLP,
+        LesionConfig,
+        LesionEvaluator,
+        combined_importance,
+        single_lesion_test,
+    )
     from nn_clustering.data import load_dataset
 
     _, models, results, data = executed
     sheets = pd.read_excel(results / "mlp-lesion.xlsx", sheet_name=None)
-    assert list(sheets) == ["MNIST", "MNIST+DROPOUT"]
+    assert list(sheets) == ["MNIST", "MNIST+DROPOUT", "importance"]
     instance = find_instances(models, ["MNIST+DROPOUT"])[0]
     net = MLP.from_weights(instance.weights("pruned"))
     labels = cluster_graph(mlp_graph(list(net.kernels)), SpectralConfig(2), observed_seed(SEED)).labels
@@ -137,6 +143,11 @@ def test_lesion_notebook_workbook_matches_direct_calls(executed):
     np.testing.assert_allclose(sheet["acc"], [r.acc for r in rows])
     assert sheet["taxonomy"].tolist() == [r.taxonomy for r in rows]
     assert {"tag", "model_seed", "model_sha256", "code_version", "n_random", "random_state"} <= set(sheet.columns)
+    combined = combined_importance(rows)
+    (row,) = sheets["importance"][sheets["importance"].tag == "MNIST+DROPOUT"].to_dict("records")
+    assert row["n_submodules"] == combined.n_submodules and row["fisher_p"] == pytest.approx(combined.fisher_p)
+    assert row["count_p"] == pytest.approx(combined.count_p)
+    assert pd.read_csv(results / "mlp-lesion-importance.csv").equals(sheets["importance"])
 
 
 def test_double_lesion_notebook_pairs(executed):
@@ -179,7 +190,7 @@ def test_cnn_lesion_notebook_workbook_matches_direct_calls(executed):
 
     _, models, results, data = executed
     sheets = pd.read_excel(results / "cnn-lesion.xlsx", sheet_name=None)
-    assert list(sheets) == list(CNN_TAGS)
+    assert list(sheets) == [*CNN_TAGS, "importance"]
     instance = find_instances(models, ["CNN-FASHION"], arch="cnn")[0]
     kernels, builder = graph_inputs(instance.weights("pruned"))
     labels = cluster_graph(builder(kernels), SpectralConfig(2), observed_seed(SEED)).labels

@@ -21,7 +21,7 @@ from .graph import NetworkWeights
 from .parameters import validate_fields
 from .progress import progress_bar
 from .rows import Row
-from .stats import empirical_p
+from .stats import empirical_p, fisher_combined_p, rank_count_test
 
 #: A lesion: hidden layer index (1 = first hidden layer, as in the graph) -> neuron indices.
 Lesion = dict[int, np.ndarray]
@@ -284,6 +284,35 @@ class SingleLesionRow(Row):
         plain = {k: v for k, v in values.items() if not k.startswith("acc_class_")}
         return cls(**{**plain, "taxonomy": Taxonomy(plain["taxonomy"]),
                       "acc_class": tuple(float(v) for _, v in per_class)})
+
+
+@dataclass(frozen=True)
+class ImportanceRow(Row):
+    """One network's single lesions combined (method.md §6.3): do its sub-modules, taken
+    together, hurt the network more than random same-size lesions do? The sub-modules that are
+    their whole layer are left out (their random lesions are the same set)."""
+
+    n_submodules: int
+    n_important: int
+    fisher_p: float
+    count_chi2: float
+    count_p: float
+    n_random: int
+    random_state: int
+
+
+def combined_importance(rows: Sequence[SingleLesionRow]) -> ImportanceRow:
+    """The :class:`ImportanceRow` of one network's :class:`SingleLesionRow` s: Fisher's
+    combination and the rank-count chi-square test of their p-values."""
+    kept = [r for r in rows if r.taxonomy != Taxonomy.COMPLETE]
+    n_random = rows[0].n_random if rows else 0
+    p = np.array([r.p_value for r in kept])
+    statistic, count_p = rank_count_test(p, n_random)
+    return ImportanceRow(
+        n_submodules=len(kept), n_important=sum(r.taxonomy == Taxonomy.IMPORTANT for r in kept),
+        fisher_p=fisher_combined_p(p, n_random), count_chi2=statistic, count_p=count_p, n_random=n_random,
+        random_state=rows[0].random_state if rows else 0,
+    )
 
 
 def _progress(items: Iterable, total: int, desc: str, enabled: bool):

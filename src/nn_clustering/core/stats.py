@@ -128,3 +128,38 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     """Cohen's d: (mean(a) - mean(b)) / pooled sample SD."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return z_score(float(a.mean()), float(b.mean()), pooled_sd(a, b))
+
+
+def fisher_combined_p(p_values: np.ndarray, n: int) -> float:
+    """Fisher's combination of one network's lesion p-values (method.md §6.3): each empirical
+    p = (r + 1) / (n + 1) from ``n`` random lesions is first moved half a step down,
+    p - 1 / (2 (n + 1)), the midpoint of the p-values its rank r stands for (so that a p of 1 does
+    not count as no evidence at all and the smallest p is not pinned to its bound); then
+    X = -2 sum ln p_i, whose distribution under the null is chi-square with 2m degrees of freedom
+    for m p-values, gives P(chi2_2m >= X). NaN for no p-values."""
+    from scipy.stats import chi2
+
+    p = np.asarray(p_values, np.float64) - 1.0 / (2 * (n + 1))
+    if p.size == 0:
+        return math.nan
+    return float(chi2.sf(-2.0 * np.log(p).sum(), 2 * p.size))
+
+
+def rank_count_test(p_values: np.ndarray, n: int) -> tuple[float, float]:
+    """The chi-square count test of one network's lesion p-values (method.md §6.3): each
+    empirical p = (r + 1) / (n + 1) is the rank r in 0..n of the true lesion among ``n`` random
+    ones, uniform on 0..n under the null; the counts of the m ranks in those n + 1 categories
+    against m / (n + 1) each give Pearson's statistic and its P(chi2_n >= statistic). NaN for no
+    p-values."""
+    from scipy.stats import chi2
+
+    p = np.asarray(p_values, np.float64)
+    if p.size == 0:
+        return math.nan, math.nan
+    ranks = np.rint(p * (n + 1)).astype(np.int64) - 1
+    if ranks.min() < 0 or ranks.max() > n:
+        raise ValueError(f"p-values outside (0, 1] for {n} random lesions")
+    counts = np.bincount(ranks, minlength=n + 1)
+    expected = p.size / (n + 1)
+    statistic = float(((counts - expected) ** 2 / expected).sum())
+    return statistic, float(chi2.sf(statistic, n))

@@ -19,6 +19,7 @@ from ..core.lesion import (
     LesionConfig,
     LesionEvaluator,
     SingleLesionRow,
+    combined_importance,
     dependency_edges,
     double_lesion_test,
     single_lesion_test,
@@ -41,6 +42,8 @@ from .paths import ExperimentPaths, project_root
 LESION_TAGS = ("MNIST", "MNIST+DROPOUT", "FASHION", "FASHION+DROPOUT")
 CNN_LESION_TAGS = ("CNN-MNIST", "CNN-FASHION")
 VERSION_COLUMN = "code_version"  # the last column of every lesion table
+#: The workbook sheet of the per-model combined lesion tests (method.md §6.3).
+IMPORTANCE_SHEET = "importance"
 
 
 @dataclass(frozen=True)
@@ -132,20 +135,25 @@ def run_lesion(
 ):
     """``mlp-lesion`` / ``cnn-lesion``: single lesion test per tag (neurons of an MLP's hidden
     layers, channels of a CNN's conv layers); writes ``<arch>-lesion.xlsx`` (one sheet per
-    model), ``<arch>-lesion.csv`` (all rows) and ``figures/<arch>-lesion``; returns {tag: table}."""
+    model and the ``importance`` sheet), ``<arch>-lesion.csv`` (all rows),
+    ``<arch>-lesion-importance.csv`` (one row per model: its lesions combined, method.md §6.3)
+    and ``figures/<arch>-lesion``; returns {tag: table}."""
     import pandas as pd
 
     from .plots import lesion_plot
 
     arch = checked("arch", arch)
     config = config or LesionConfig()
-    tables, randoms = {}, {}
+    tables, randoms, importance = {}, {}, []
     for tag in tags:
         setup = lesion_setup(paths, tag, n_clusters, config.random_state, data_dir, arch)
         rows, randoms[tag], version = single_lesion_rows(paths, setup, config, progress)
         tables[tag] = pd.DataFrame(table_rows(setup.provenance, rows, version))
-    write_xlsx(tables, paths.results / f"{arch}-lesion.xlsx")
+        importance += table_rows(setup.provenance, [combined_importance(rows)], version)
+    combined = pd.DataFrame(importance)
+    write_xlsx({**tables, IMPORTANCE_SHEET: combined}, paths.results / f"{arch}-lesion.xlsx")
     write_csv(pd.concat(tables.values(), ignore_index=True), paths.results / f"{arch}-lesion.csv")
+    write_csv(combined, paths.results / f"{arch}-lesion-importance.csv")
     unit = "channels of conv layer" if arch == Architecture.CNN else "neurons of hidden layer"
     save_figure(lesion_plot(tables, randoms, unit), paths.figures / f"{arch}-lesion")
     return tables
