@@ -54,6 +54,13 @@ def test_channel_graph_of_a_keras_cnn_holds_hand_computed_slice_norms():
     l2_kernels, l2_builder = graph_inputs(weights, "l2")
     l2 = l2_builder(l2_kernels)
     assert l2.adjacency[1, 4] == pytest.approx(np.sqrt(sum(kernel[r, c, 1, 2] ** 2 for r in range(3) for c in range(3))))
+    # the successor paper's norm: numpy's matrix 1-norm of each |slice|, slice by slice
+    induced_kernels, induced_builder = graph_inputs(weights, "induced-l1")
+    induced = induced_builder(induced_kernels).adjacency.toarray()
+    for i in range(2):
+        for j in range(3):
+            assert induced[i, 2 + j] == pytest.approx(np.linalg.norm(np.abs(kernel[:, :, i, j]), 1))
+    assert induced[1, 4] == max(sum(abs(kernel[r, c, 1, 2]) for r in range(3)) for c in range(3))
 
 
 def test_batchnorm_is_folded_so_the_folded_network_computes_the_same_outputs():

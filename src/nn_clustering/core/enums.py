@@ -55,6 +55,9 @@ class SliceNorm(Choice):
 
     L1 = "l1"  #: entrywise L1 norm, sum |K[:, :, i, j]|
     L2 = "l2"  #: Frobenius norm
+    #: the successor paper's np.linalg.norm(|K[:, :, i, j]|, 1): the induced matrix 1-norm, the
+    #: largest over the slice's columns (width positions) of the sum of |K| down the column
+    INDUCED_L1 = "induced-l1"
 
     @classmethod
     def label(cls) -> str:

@@ -325,7 +325,9 @@ def conv_channel_weights(kernel: np.ndarray, norm: SliceNorm | str = SliceNorm.L
         return np.abs(k).sum(axis=(0, 1))
     if norm == SliceNorm.L2:
         return np.sqrt((k * k).sum(axis=(0, 1)))
-    raise GraphError(f"unknown slice norm {norm!r}; use 'l1' or 'l2'")
+    if norm == SliceNorm.INDUCED_L1:
+        return np.abs(k).sum(axis=0).max(axis=0)
+    raise GraphError(f"unknown slice norm {norm!r}; use one of {', '.join(SliceNorm.values())}")
 
 
 def cnn_graph(conv_kernels: Sequence[np.ndarray], norm: SliceNorm | str = SliceNorm.L1) -> Graph:
