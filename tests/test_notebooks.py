@@ -147,7 +147,8 @@ def test_lesion_notebook_workbook_matches_direct_calls(executed):
     (row,) = sheets["importance"][sheets["importance"].tag == "MNIST+DROPOUT"].to_dict("records")
     assert row["n_submodules"] == combined.n_submodules and row["fisher_p"] == pytest.approx(combined.fisher_p)
     assert row["count_p"] == pytest.approx(combined.count_p)
-    assert pd.read_csv(results / "mlp-lesion-importance.csv").equals(sheets["importance"])
+    pd.testing.assert_frame_equal(pd.read_csv(results / "mlp-lesion-importance.csv"), sheets["importance"],
+                                  check_dtype=False)
 
 
 def test_double_lesion_notebook_pairs(executed):
