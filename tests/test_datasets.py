@@ -190,6 +190,37 @@ def test_mixture_invariants(separated):
         assert not np.all(src[:-1] <= src[1:])  # shuffled, not stacked
 
 
+@pytest.mark.parametrize("same", [False, True])
+def test_halves_images_and_labels_by_hand(same):
+    """Every halves image is two base images, each with adjacent column pairs averaged by hand
+    (rounded half up), left and right; different: label (left + right) mod 10; same: the left
+    image is row i, the right one of its class, label y_i."""
+    base = synthetic.make_random(seed=3, n_train=200, n_test=50)
+    out = synthetic.halves(base, np.random.default_rng(0), same)
+    for split in ("train", "test"):
+        x, y = getattr(base, f"x_{split}"), getattr(base, f"y_{split}")
+        images, labels = getattr(out, f"x_{split}"), getattr(out, f"y_{split}")
+        assert images.shape == x.shape and images.dtype == np.uint8 and len(labels) == len(y)
+        squeezed = [[[(int(img[r, 2 * c]) + int(img[r, 2 * c + 1]) + 1) // 2 for c in range(14)] for r in range(28)]
+                    for img in x]
+        halves_of = {np.asarray(s, np.uint8).tobytes(): i for i, s in enumerate(squeezed)}
+        for k in range(0, len(labels), 7):
+            left, right = (halves_of[np.ascontiguousarray(images[k][:, h]).tobytes()] for h in (slice(0, 14), slice(14, 28)))
+            if same:
+                assert left == k and y[right] == y[k] and labels[k] == y[k]
+            else:
+                assert labels[k] == (y[left] + y[right]) % 10
+
+
+def test_halves_are_built_by_name(fake_mirror, tmp_path):
+    build.build_all(("halves-mnist", "halves-same-mnist"), tmp_path, log=lambda _: None)
+    data = build.load_dataset("halves-same-mnist", tmp_path)
+    assert data.x_train.shape[1:] == (28, 28) and set(np.unique(data.y_test)) <= set(range(10))
+    assert build.parse_name("halves-same-mnist") == ("mnist",)
+    with pytest.raises(DatasetError, match="unknown dataset name"):
+        build.parse_name("halves-line")
+
+
 def test_every_generator_is_deterministic(fake_mirror, tmp_path):
     """Two builds from scratch (full-size LINE and RANDOM) give an identical MANIFEST."""
     names = ("line", "random", "mnist", "line-mnist", "line-mnist-separated", "cifar10", "mnist-cifar10")

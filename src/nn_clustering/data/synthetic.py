@@ -67,3 +67,35 @@ def mix(a: ImageSet, b: ImageSet, rng: np.random.Generator, separated: bool = Fa
         out["train"][0], out["train"][1], out["test"][0], out["test"][1],
         source_train=out["train"][2], source_test=out["test"][2],
     )
+
+
+def squeeze_width(images: np.ndarray) -> np.ndarray:
+    """(n, 28, 28) uint8 images squeezed to half width, (n, 28, 14): each pair of adjacent
+    columns averaged, rounded half up ((a + b + 1) // 2)."""
+    x = images.astype(np.uint16)
+    return ((x[:, :, 0::2] + x[:, :, 1::2] + 1) // 2).astype(np.uint8)
+
+
+def halves(base: ImageSet, rng: np.random.Generator, same: bool) -> ImageSet:
+    """The successor paper's halves datasets (method.md §1): every image is two images of
+    ``base`` squeezed to half width, side by side. ``same``: image i on the left and an image
+    drawn uniformly from i's class on the right, label y_i; otherwise two images drawn uniformly
+    with replacement, label (y_left + y_right) mod 10. Each split is drawn from itself, as many
+    rows as it has."""
+    out = {}
+    for split in ("train", "test"):
+        x, y = getattr(base, f"x_{split}"), getattr(base, f"y_{split}")
+        n = len(y)
+        if same:
+            left = np.arange(n)
+            right = np.empty(n, np.int64)
+            for c in np.unique(y):
+                members = np.flatnonzero(y == c)
+                right[members] = members[rng.integers(0, len(members), size=len(members))]
+            labels = y[left]
+        else:
+            left, right = rng.integers(0, n, size=n), rng.integers(0, n, size=n)
+            labels = (y[left] + y[right]) % 10
+        out[split] = (np.concatenate([squeeze_width(x[left]), squeeze_width(x[right])], axis=2),
+                      labels.astype(np.int64))
+    return ImageSet(out["train"][0], out["train"][1], out["test"][0], out["test"][1])
