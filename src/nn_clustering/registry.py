@@ -33,6 +33,9 @@ class TagSpec:
     shuffle: bool = True
     train_rows: int | None = None
     learning_curve: bool = False
+    l1: float = 0.0  # L1 kernel penalty (method.md §2.5)
+    l2: float = 0.0  # L2 kernel penalty
+    init_modules: int = 0  # clusterable initialisation with this many modules (0 = none)
 
     @property
     def has_dropout(self) -> bool:
@@ -104,7 +107,28 @@ def _build_registry() -> dict[str, TagSpec]:
     )
     for name, dataset in (("MNIST", "mnist"), ("FASHION", "fashion"), ("CIFAR10", "cifar10"), ("LINE", "line")):
         specs += _with_dropout(TagSpec(f"CNN-{name}", dataset, Architecture.CNN, 0.0, 10, 10, batch_size=64), 0.5)
+    specs += _factors()
     return {s.tag: s for s in specs}
+
+
+#: The successor paper's penalty rate for its L1 and L2 factors, and its module count.
+PENALTY = 5e-5
+MODULES = 10
+
+
+def _factors() -> list[TagSpec]:
+    """The successor paper's training factors (method.md §2.5), five instances each as it
+    trained: MLP and CNN on MNIST and Fashion-MNIST with an L1 or L2 penalty or the
+    clusterable initialisation, and MLPs on the halves datasets."""
+    specs = []
+    for name, dataset in (("MNIST", "mnist"), ("FASHION", "fashion")):
+        for prefix, arch, epochs, batch in (("", Architecture.MLP, 20, 128), ("CNN-", Architecture.CNN, 10, 64)):
+            base = TagSpec(f"{prefix}{name}", dataset, arch, 0.0, epochs, epochs, 5, batch_size=batch)
+            specs += [replace(base, tag=base.tag + "+L1REG", l1=PENALTY), replace(base, tag=base.tag + "+L2REG", l2=PENALTY),
+                      replace(base, tag=base.tag + "+MOD-INIT", init_modules=MODULES)]
+        for kind in ("HALVES", "HALVES-SAME"):
+            specs.append(TagSpec(f"{kind}-{name}", f"{kind.lower()}-{dataset}", Architecture.MLP, 0.0, 20, 20, 5))
+    return specs
 
 
 REGISTRY: dict[str, TagSpec] = _build_registry()

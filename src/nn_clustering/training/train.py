@@ -61,6 +61,7 @@ from .catalog import (
     write_metrics,
     write_record,
 )
+from .factors import DOWN_CNN, DOWN_MLP, clusterable_kernels
 from .pruning import MagnitudePruning, PruningSchedule
 
 LEARNING_RATE = 1e-3
@@ -79,11 +80,21 @@ class TrainConfig:
     profile: str
 
 
-def build_model(spec: TagSpec) -> keras.Model:
-    """The architecture of a tag."""
+def build_model(spec: TagSpec, seed: int = 0) -> keras.Model:
+    """The architecture of a tag, its kernels penalised (``l1``, ``l2``) and, for a tag with
+    ``init_modules``, initialised clusterably from modules drawn with ``seed`` (method.md §2.5)."""
     if spec.arch == Architecture.CNN:
-        return build_cnn(dropout=spec.has_dropout)
-    return build_mlp(dropout=spec.dropout)
+        model = build_cnn(dropout=spec.has_dropout, l1=spec.l1, l2=spec.l2)
+    else:
+        model = build_mlp(dropout=spec.dropout, l1=spec.l1, l2=spec.l2)
+    if spec.init_modules:
+        cnn = spec.arch == Architecture.CNN
+        layers = [layer for layer in prunable_layers(model) if not cnn or isinstance(layer, keras.layers.Conv2D)]
+        kernels = clusterable_kernels([keras.ops.convert_to_numpy(layer.kernel) for layer in layers],
+                                      spec.init_modules, np.random.default_rng(seed), DOWN_CNN if cnn else DOWN_MLP)
+        for layer, kernel in zip(layers, kernels, strict=True):
+            layer.kernel.assign(kernel)
+    return model
 
 
 def prepare_data(spec: TagSpec, data: Dataset) -> tuple[np.ndarray, ...]:
@@ -211,7 +222,7 @@ def inference_gap_warning(name: str, fit_accuracy: float | None, inference: floa
 def train_dense(config: TrainConfig, data: tuple, stage_dir: Path) -> dict:
     """Stage 1: train the dense network; save it, its weights and its history."""
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config.spec)
+    model = build_model(config.spec, config.seed)
     compile_model(model)
     checkpoints = stage_dir / CHECKPOINT_FOLDER
     callbacks = [KernelCheckpoints(checkpoints, Stage.DENSE)] if config.spec.learning_curve else []
