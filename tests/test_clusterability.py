@@ -1,0 +1,111 @@
+"""The clusterability regulariser's penalty and its exact gradient (method.md §2.6), against
+networkx's normalised Laplacian and finite differences."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from nn_clustering.core.clusterability import clusterability_penalty, penalty_gradient
+from nn_clustering.core.graph import mlp_graph
+
+
+def kernels_of(seed: int, sizes=(6, 5, 4, 3)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        w = rng.normal(size=(a, b))
+        out.append(np.where(np.abs(w) < 0.05, 0.3, w))  # away from |w| = 0, where |w| has no derivative
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_penalty_is_the_mean_of_networkx_laplacian_eigenvalues_2_to_4(seed):
+    kernels = kernels_of(seed)
+    graph = nx.from_scipy_sparse_array(mlp_graph(kernels).adjacency)
+    values = np.sort(np.linalg.eigvalsh(nx.normalized_laplacian_matrix(graph).toarray()))
+    assert clusterability_penalty(kernels, 3) == pytest.approx(values[1:4].mean(), rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gradient_equals_central_finite_differences(seed):
+    kernels = kernels_of(seed)
+    _, grads = penalty_gradient(kernels, 3)
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(12):
+        layer = int(rng.integers(len(kernels)))
+        i, j = (int(rng.integers(n)) for n in kernels[layer].shape)
+        step = 1e-6
+        plus, minus = [k.copy() for k in kernels], [k.copy() for k in kernels]
+        plus[layer][i, j] += step
+        minus[layer][i, j] -= step
+        numeric = (clusterability_penalty(plus, 3) - clusterability_penalty(minus, 3)) / (2 * step)
+        assert grads[layer][i, j] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+
+
+def test_gradient_steps_lower_the_penalised_eigenvalues():
+    """30 plain gradient steps on the penalty alone: it falls at every step, by a third in all."""
+    kernels = kernels_of(7, (10, 12, 12, 4))
+    values = []
+    for _ in range(30):
+        value, grads = penalty_gradient(kernels, 3)
+        values.append(value)
+        kernels = [k - 5.0 * g for k, g in zip(kernels, grads, strict=True)]
+    values.append(clusterability_penalty(kernels, 3))
+    assert np.all(np.diff(values) < 0) and values[-1] < values[0] * 2 / 3
+
+
+keras = pytest.importorskip("keras")
+
+
+def backend_gradient(fn, arrays):
+    """The gradient of a scalar function of tensors, by the backend's own differentiation."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [np.asarray(g) for g in jax.grad(lambda *xs: fn(list(xs)), argnums=tuple(range(len(arrays))))(*arrays)]
+    import tensorflow as tf
+
+    variables = [tf.Variable(a) for a in arrays]
+    with tf.GradientTape() as tape:
+        value = fn(variables)
+    return [g.numpy() for g in tape.gradient(value, variables)]
+
+
+def test_the_keras_penalty_and_its_gradient_equal_the_numpy_ones():
+    """In keras.ops (the training backend) the penalty and the gradient the backend takes of it
+    equal the numpy closed form, on a layered graph whose adjacency has repeated eigenvalues (its
+    sides differ in size)."""
+    from nn_clustering.training.regulariser import clusterability_penalty as keras_penalty
+
+    kernels = kernels_of(11, (7, 9, 8, 3))
+    value, grads = penalty_gradient(kernels, 3)
+    tensors = [keras.ops.convert_to_tensor(k) for k in kernels]
+    double = keras.backend.standardize_dtype(tensors[0].dtype) == "float64"  # JAX computes in float32
+    rtol, atol = (1e-9, 1e-12) if double else (2e-5, 2e-6)
+    assert float(keras_penalty(tensors, 3)) == pytest.approx(value, rel=rtol)
+    arrays = [np.asarray(keras.ops.convert_to_numpy(t)) for t in tensors]
+    for got, want in zip(backend_gradient(lambda ks: keras_penalty(ks, 3), arrays), grads, strict=True):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, rtol=100 * rtol, atol=atol)
+
+
+def test_a_regularised_model_adds_the_penalty_to_its_loss_and_saves(tmp_path):
+    from nn_clustering.training.regulariser import ClusterabilityRegularised
+
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((6,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3, activation="softmax")]
+    model = ClusterabilityRegularised(layers, strength=0.5, n_eigs=2)
+    model.compile(loss="categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 6)).astype("float32"), keras.utils.to_categorical(rng.integers(0, 3, 8), 3)
+    plain = keras.Sequential(layers[1:])
+    plain.build((None, 6))
+    plain.compile(loss="categorical_crossentropy")
+    kernels = [w for w in model.get_weights() if w.ndim == 2]
+    by_hand = 0.5 * clusterability_penalty(kernels, 2)
+    assert model.evaluate(x, y, verbose=0) - plain.evaluate(x, y, verbose=0) == pytest.approx(by_hand, rel=1e-4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded, ClusterabilityRegularised) and (loaded.strength, loaded.n_eigs) == (0.5, 2)
