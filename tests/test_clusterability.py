@@ -109,3 +109,20 @@ def test_a_regularised_model_adds_the_penalty_to_its_loss_and_saves(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert isinstance(loaded, ClusterabilityRegularised) and (loaded.strength, loaded.n_eigs) == (0.5, 2)
+
+
+def test_a_penalty_every_kth_batch_counts_the_batches_and_trains(tmp_path):
+    """With ``every`` = 4 the model counts its training batches (also inside the backend's
+    compiled step) and its loss still carries the penalty in evaluation."""
+    from nn_clustering.training.regulariser import ClusterabilityRegularised
+
+    keras.utils.set_random_seed(1)
+    model = ClusterabilityRegularised([keras.Input((6,)), keras.layers.Dense(5, activation="relu"),
+                                       keras.layers.Dense(3, activation="softmax")], strength=0.5, n_eigs=2, every=4)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)).astype("float32"), keras.utils.to_categorical(rng.integers(0, 3, 40), 3)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert int(keras.ops.convert_to_numpy(model.penalty_step.value)) == 10
+    model.save(tmp_path / "m.keras")
+    assert keras.saving.load_model(tmp_path / "m.keras").every == 4

@@ -63,6 +63,7 @@ from .catalog import (
 )
 from .factors import DOWN_CNN, DOWN_MLP, clusterable_kernels
 from .pruning import MagnitudePruning, PruningSchedule
+from .regulariser import ClusterabilityRegularised
 
 LEARNING_RATE = 1e-3
 INFERENCE_ROWS = 10_000  # training rows re-scored in inference mode after each stage
@@ -86,7 +87,11 @@ def build_model(spec: TagSpec, seed: int = 0) -> keras.Model:
     if spec.arch == Architecture.CNN:
         model = build_cnn(dropout=spec.has_dropout, l1=spec.l1, l2=spec.l2)
     else:
-        model = build_mlp(dropout=spec.dropout, l1=spec.l1, l2=spec.l2)
+        model = build_mlp(dropout=spec.dropout, hidden=tuple(spec.hidden), n_inputs=spec.input_side**2,
+                          l1=spec.l1, l2=spec.l2)
+        if spec.cluster_strength:
+            model = ClusterabilityRegularised([keras.Input((spec.input_side**2,)), *model.layers], spec.cluster_strength,
+                                              spec.cluster_eigs, name="mlp")
     if spec.init_modules:
         cnn = spec.arch == Architecture.CNN
         layers = [layer for layer in prunable_layers(model) if not cnn or isinstance(layer, keras.layers.Conv2D)]
@@ -97,17 +102,26 @@ def build_model(spec: TagSpec, seed: int = 0) -> keras.Model:
     return model
 
 
+def downsampled(images: np.ndarray, side: int) -> np.ndarray:
+    """28 x 28 images averaged over blocks down to ``side`` x ``side`` pixels (28 // side
+    square blocks); as they are for side 28."""
+    if side == 28:
+        return images
+    block = 28 // side
+    return images.reshape(-1, side, block, side, block).mean(axis=(2, 4)).astype(images.dtype)
+
+
 def prepare_data(spec: TagSpec, data: Dataset) -> tuple[np.ndarray, ...]:
     """Inputs shaped for the architecture and one-hot labels; ``train_rows`` keeps the first rows."""
-    shape = (-1, 28, 28, 1) if spec.arch == Architecture.CNN else (-1, 28 * 28)
-    x_train, y_train = data.x_train.reshape(shape), data.y_train
+    shape = (-1, 28, 28, 1) if spec.arch == Architecture.CNN else (-1, spec.input_side**2)
+    x_train, y_train = downsampled(data.x_train, spec.input_side).reshape(shape), data.y_train
     if spec.train_rows:
         x_train, y_train = x_train[: spec.train_rows], y_train[: spec.train_rows]
     n_classes = 10
     return (
         x_train,
         keras.utils.to_categorical(y_train, n_classes),
-        data.x_test.reshape(shape),
+        downsampled(data.x_test, spec.input_side).reshape(shape),
         keras.utils.to_categorical(data.y_test, n_classes),
     )
 
