@@ -45,7 +45,7 @@ define run_notebook
 endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
-        mlp-clustering mlp-clustering-k12 mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion random-init-ncuts compare \
+        mlp-clustering mlp-clustering-k12 mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion random-init-ncuts clustering-factors compare \
         cnn-clustering cnn-lesion jupyter test-install push-models pull-models push-datasets \
         pull-datasets push-results pull-results
 
@@ -109,6 +109,11 @@ mlp-plots: $(NB_OUT)/mlp-plots.ipynb ## The paper's MLP figures -> results/figur
 $(NB_OUT)/mlp-plots.ipynb: notebooks/mlp-plots.ipynb $(NB_OUT)/mlp-clustering.ipynb \
     $(NB_OUT)/mlp-learning-curve.ipynb $(foreach k,$(STABILITY_KS),$(NB_OUT)/mlp-clustering-stability-k$(k).ipynb)
 	$(call run_notebook,mlp-plots,mlp-plots)
+
+clustering-factors: $(NB_OUT)/clustering-factors.ipynb ## The successor paper's training factors at k = 12, 50 shuffles of both methods -> results/clustering-factors-k12.csv + figure
+
+$(NB_OUT)/clustering-factors.ipynb: notebooks/clustering-factors.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,clustering-factors,clustering-factors,-p N_JOBS $(N_JOBS))
 
 random-init-ncuts: $(NB_OUT)/random-init-ncuts.ipynb ## n-cut of 100 untrained MLPs at k = 12 against the trained ones -> results/random-init-ncuts-k12.csv + figure
 

@@ -389,3 +389,29 @@ def test_interrupted_double_lesion_experiment_resumes_from_its_saved_pairs(tmp_p
     pd.testing.assert_frame_equal(resumed, reference)
     cache = tmp_path / "run" / "cache"
     assert len(list(cache.rglob("*.json"))) == len(list((tmp_path / "reference" / "cache").rglob("*.json")))
+
+
+def test_clustering_factors_table_names_each_rows_factor_and_matches_direct_tests(tmp_path):
+    """The factor table: every trained factor tag (others skipped with a line), each row with
+    its factor and dataset, the n-cut of a direct shuffle test of the same kernels; the CSV,
+    the shuffles and the figure written."""
+    from nn_clustering.experiments import ClusteringConfig
+    from nn_clustering.experiments.factors import factor_of, run_clustering_factors
+
+    assert [factor_of(t) for t in ("MNIST", "FASHION+L2REG", "HALVES-SAME-MNIST", "HALVES-FASHION",
+                                   "CNN-MNIST+MOD-INIT", "SMALL-MNIST+CLUSTERABILITY")] == [
+        "Control", "L2 Reg", "Halves Same", "Halves Diff", "Clusterable Init", "Cluster Gradient"]
+    models = write_fake_models(tmp_path / "models", tags=("MNIST", "MNIST+L1REG", "HALVES-MNIST"), instances=1)
+    paths, lines = ExperimentPaths(models, tmp_path / "results"), []
+    config = ClusteringConfig(n_clusters=2, n_shuffles=4, random_state=5)
+    table = run_clustering_factors(paths, config, progress=False, log=lines.append)
+    assert len(table) == 3 * 2 * 2 and set(table.dataset) == {"MNIST"}
+    assert dict(zip(table.tag, table.factor, strict=True)) == {"MNIST": "Control", "MNIST+L1REG": "L1 Reg",
+                                                             "HALVES-MNIST": "Halves Diff"}
+    assert any("not trained" in line and "MNIST+MOD-INIT" in line for line in lines)
+    row = table[(table.tag == "MNIST+L1REG") & (table.stage == "pruned") & (table.method == "layer")].iloc[0]
+    kernels = find_instances(models, ["MNIST+L1REG"])[0].weights("pruned").kernels
+    direct = shuffle_test(kernels, SpectralConfig(2), ShuffleConfig(4, "layer", 5), progress=False)
+    assert row.ncut == pytest.approx(direct.clustering.ncut, rel=1e-9)
+    assert (paths.results / "clustering-factors-k2.csv").exists() and (paths.figures / "clustering-factors-k2.png").exists()
+    assert len(pd.read_csv(paths.results / "clustering-factors-k2-shuffles.csv.gz")) == 3 * 2 * 2 * 4
