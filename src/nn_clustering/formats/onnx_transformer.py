@@ -67,14 +67,16 @@ def is_attention_graph(graph) -> bool:
 
 @dataclass
 class Evaluated:
-    """A graph evaluated on one input: every tensor's value, which are live, each node, and
-    the node that computed each tensor."""
+    """A graph evaluated on one input: every tensor's value, which are live, each node with its
+    attributes (tensors as arrays), the node that computed each tensor, and the initialisers."""
 
     source: str
     values: dict[str, np.ndarray]
     live: set[str]
     nodes: list
     producer: dict[str, int] = field(default_factory=dict)
+    attrs: list[dict] = field(default_factory=list)
+    initialisers: frozenset[str] = frozenset()
 
     def label(self, i: int) -> str:
         return node_label(self.nodes[i])
@@ -113,9 +115,10 @@ def evaluate_graph(graph, source: str, to_array: Callable, value: np.ndarray | N
         values[t.name] = a.astype(np.float64) if a.dtype.kind == "f" else a
     name, default = _input_value(graph, source, values)
     values[name], live = default if value is None else np.asarray(value), {name}
-    ev = Evaluated(source, values, live, list(graph.node))
+    ev = Evaluated(source, values, live, list(graph.node), initialisers=frozenset(t.name for t in graph.initializer))
     for i, node in enumerate(graph.node):
         attrs = {k: np.asarray(to_array(v)) if hasattr(v, "data_type") else v for k, v in attributes(node).items()}
+        ev.attrs.append(attrs)
         if node.op_type == "Constant":
             a = attrs["value"] if "value" in attrs else np.asarray(
                 attrs.get("value_float", attrs.get("value_int", attrs.get("value_ints", 0))))
@@ -136,7 +139,6 @@ class Roles:
     """What each weighted node and attention is (see the module docstring)."""
 
     weighted: dict[int, tuple[str, np.ndarray]]  # node -> (its live input, its (in, out) matrix)
-    attentions: list[int]
     outputs: dict[int, int] = field(default_factory=dict)  # output projection -> its attention
     downs: dict[int, list[int]] = field(default_factory=dict)  # down projection -> its up/gate projections
     values: dict[int, int] = field(default_factory=dict)  # attention -> its value projection
@@ -151,7 +153,7 @@ def _weighted(ev: Evaluated, i: int) -> tuple[str, np.ndarray] | None:
     x, w = node.input[0], node.input[1]
     if x not in ev.live or w in ev.live or ev.values[w].ndim != 2:
         return None
-    a = attributes(node)
+    a = ev.attrs[i]
     if node.op_type == "Gemm" and a.get("transA", 0):
         raise ev.refuse(i, "transposes its input (transA); re-export it with torch.onnx.export")
     matrix = ev.values[w].T if node.op_type == "Gemm" and a.get("transB", 0) else ev.values[w]
@@ -161,7 +163,7 @@ def _weighted(ev: Evaluated, i: int) -> tuple[str, np.ndarray] | None:
 def find_roles(ev: Evaluated) -> Roles:
     """The weighted nodes and attentions of an evaluated graph and what each is."""
     softmax_after: set[str] = set()
-    roles = Roles({}, [])
+    roles = Roles({})
     last: dict[str, frozenset[int]] = {}  # tensor -> weighted nodes whose outputs reach it last
     attn: dict[str, frozenset[int]] = {}  # tensor -> attentions it comes from (no weighted node between)
     readers: set[int] = set()
@@ -183,7 +185,6 @@ def find_roles(ev: Evaluated) -> Roles:
                 readers.add(i)
             came, via = frozenset({i}), frozenset()
         elif node.op_type == "MatMul" and len(live_in) == 2 and node.input[0] in softmax_after:
-            roles.attentions.append(i)
             (value_from,) = _one(ev, i, last.get(node.input[1], frozenset()), "reads its values from")
             roles.values[i] = value_from
             roles.fused |= {value_from} & set().union(*(last.get(n, frozenset()) for n in _scores(ev, node.input[0])))
@@ -248,7 +249,7 @@ def positions(ev: Evaluated, start: str, end: str) -> np.ndarray:
             continue  # a shape read off the way (Shape, Size): its value is known
         if node.op_type in LAYOUT:
             inputs = [ids[n] if n in ids else (ev.values[n] if n else None) for n in node.input]
-            outs = evaluate(node.op_type, inputs, attributes(node), ev.label(i), budget)
+            outs = evaluate(node.op_type, inputs, ev.attrs[i], ev.label(i), budget)
         elif node.op_type in ("Add", "Sub", "Mul", "Div", "Cast") and len(live) == 1 and not any(
                 n in ev.live and n not in ids for n in node.input):
             outs = [np.broadcast_to(ids[live[0]], ev.values[node.output[0]].shape)]
@@ -265,11 +266,10 @@ def _value_heads(ev: Evaluated, attention: int, projection: str) -> np.ndarray:
     values = ev.nodes[attention].input[1]
     width = ev.values[projection].shape[-1]
     ids = positions(ev, projection, values)
-    column, token = ids % width, ids // width
+    column = ids % width
     if ids.ndim < 2 or not (column == column[..., :1, :]).all():
         raise ev.refuse(attention, "reads values whose projection columns differ between positions; not an "
                                    "attention this reader follows")
-    del token
     return column[..., 0, :].reshape(-1, ids.shape[-1])
 
 
@@ -315,8 +315,7 @@ def reading_scale(ev: Evaluated, tensor: str) -> np.ndarray | None:
 def _name(ev: Evaluated, i: int, weight_name: str) -> str:
     """A weighted node's module path: its weight's name without ``.weight`` unless generated,
     else the exporter's name scope or node name."""
-    if weight_name and not GENERATED_NAME.match(weight_name) and weight_name in {
-            t for t in ev.values if t not in ev.producer}:
+    if weight_name and not GENERATED_NAME.match(weight_name) and weight_name in ev.initialisers:
         return weight_name[: -len(".weight")] if weight_name.endswith(".weight") else weight_name
     node = ev.nodes[i]
     path = module_path(node) or legacy_path(node.name)
