@@ -42,18 +42,29 @@ def head_dims(weights: NetworkWeights) -> dict[int, int]:
     return out
 
 
+def parts(weights: NetworkWeights, labels_by_layer: list[np.ndarray]) -> list[tuple[str, int | None, np.ndarray]]:
+    """The parts of a transformer's graph in network order, each as (its group's name, its
+    head within a group of value units or None for a whole group, its units' labels)."""
+    names = list(weights.wiring.names) if weights.wiring is not None else []
+    dims, out = head_dims(weights), []
+    for g, labels in enumerate(labels_by_layer):
+        name = names[g] if g < len(names) else str(g)
+        if g in dims:
+            out += [(name, h, labels[h * dims[g]:(h + 1) * dims[g]]) for h in range(len(labels) // dims[g])]
+        else:
+            out.append((name, None, labels))
+    return out
+
+
 def cluster_composition(weights: NetworkWeights, labels_by_layer: list[np.ndarray]) -> list[CompositionRow]:
     """Per cluster, group and part, the number of units of that part in that cluster (parts a
     cluster does not touch are left out)."""
     names = list(weights.wiring.names) if weights.wiring is not None else []
-    dims, rows = head_dims(weights), []
-    for g, labels in enumerate(labels_by_layer):
-        parts = ([(f"head {h}", labels[h * dims[g]:(h + 1) * dims[g]]) for h in range(len(labels) // dims[g])]
-                 if g in dims else [("units", labels)])
-        for part, part_labels in parts:
-            clusters, counts = np.unique(part_labels[part_labels >= 0], return_counts=True)
-            rows += [CompositionRow(int(c), names[g] if g < len(names) else str(g), part, int(n), len(part_labels))
-                     for c, n in zip(clusters, counts, strict=True)]
+    rows = []
+    for name, head, part_labels in parts(weights, labels_by_layer):
+        clusters, counts = np.unique(part_labels[part_labels >= 0], return_counts=True)
+        rows += [CompositionRow(int(c), name, "units" if head is None else f"head {head}", int(n), len(part_labels))
+                 for c, n in zip(clusters, counts, strict=True)]
     return sorted(rows, key=lambda r: (r.cluster, names.index(r.group) if r.group in names else 0))
 
 
@@ -76,19 +87,13 @@ def composition_shares(
     network order (the stream, then per block each head's value dimensions and the MLP groups),
     their short labels (``3:h5``: block 3's head 5; ``3:c_fc``: its MLP), and the column where
     each block starts (its first head)."""
-    names = list(weights.wiring.names) if weights.wiring is not None else []
-    dims, columns, labels, blocks = head_dims(weights), [], [], []
-    for g, group in enumerate(labels_by_layer):
-        if g in dims:
+    columns, labels, blocks = [], [], []
+    for name, head, part in parts(weights, labels_by_layer):
+        if head == 0:
             blocks.append(len(columns))
-            parts = [(f"{len(blocks) - 1}:h{h}", group[h * dims[g]:(h + 1) * dims[g]])
-                     for h in range(len(group) // dims[g])]
-        else:
-            name = (names[g] if g < len(names) else str(g)).rsplit(".", 1)[-1]
-            parts = [(f"{len(blocks) - 1}:{name}" if blocks else name, group)]
-        for label, part in parts:
-            columns.append([float(np.mean(part == c)) if len(part) else 0.0 for c in range(n_clusters)])
-            labels.append(label)
+        short = f"h{head}" if head is not None else name.rsplit(".", 1)[-1]
+        labels.append(f"{len(blocks) - 1}:{short}" if blocks else short)
+        columns.append([float(np.mean(part == c)) if len(part) else 0.0 for c in range(n_clusters)])
     return np.array(columns).T, labels, blocks
 
 
