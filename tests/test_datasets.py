@@ -212,13 +212,46 @@ def test_halves_images_and_labels_by_hand(same):
                 assert labels[k] == (y[left] + y[right]) % 10
 
 
-def test_halves_are_built_by_name(fake_mirror, tmp_path):
-    build.build_all(("halves-mnist", "halves-same-mnist"), tmp_path, log=lambda _: None)
+@pytest.mark.parametrize("same", [False, True])
+def test_stacked_examples_are_two_whole_images_as_channels(same):
+    """Every stacked example is two base images unchanged, one per channel; different: label
+    (first + second) mod 10; same: channel 0 is row i, channel 1 an image of its class, label y_i."""
+    base = synthetic.make_random(seed=5, n_train=120, n_test=40)
+    out = synthetic.stacked(base, np.random.default_rng(1), same)
+    for split in ("train", "test"):
+        x, y = getattr(base, f"x_{split}"), getattr(base, f"y_{split}")
+        images, labels = getattr(out, f"x_{split}"), getattr(out, f"y_{split}")
+        assert images.shape == (*x.shape, 2) and images.dtype == np.uint8 and len(labels) == len(y)
+        row_of = {img.tobytes(): i for i, img in enumerate(x)}
+        for k in range(len(labels)):
+            first, second = (row_of[np.ascontiguousarray(images[k][:, :, c]).tobytes()] for c in (0, 1))
+            if same:
+                assert first == k and y[second] == y[k] and labels[k] == y[k]
+            else:
+                assert labels[k] == (y[first] + y[second]) % 10
+
+
+def test_stacked_and_halves_draw_the_same_pairs():
+    """One seed, one pairing: the halves image of row k squeezes the two images stacked in row k."""
+    base = synthetic.make_random(seed=2, n_train=60, n_test=20)
+    halved = synthetic.halves(base, np.random.default_rng(9), same=False)
+    stacked = synthetic.stacked(base, np.random.default_rng(9), same=False)
+    np.testing.assert_array_equal(halved.y_train, stacked.y_train)
+    np.testing.assert_array_equal(halved.x_train[:, :, :14], synthetic.squeeze_width(stacked.x_train[..., 0]))
+    np.testing.assert_array_equal(halved.x_train[:, :, 14:], synthetic.squeeze_width(stacked.x_train[..., 1]))
+
+
+def test_paired_datasets_are_built_by_name(fake_mirror, tmp_path):
+    build.build_all(("halves-mnist", "halves-same-mnist", "stacked-same-mnist"), tmp_path, log=lambda _: None)
     data = build.load_dataset("halves-same-mnist", tmp_path)
     assert data.x_train.shape[1:] == (28, 28) and set(np.unique(data.y_test)) <= set(range(10))
-    assert build.parse_name("halves-same-mnist") == ("mnist",)
-    with pytest.raises(DatasetError, match="unknown dataset name"):
-        build.parse_name("halves-line")
+    assert build.load_dataset("stacked-same-mnist", tmp_path).x_test.shape[1:] == (28, 28, 2)
+    assert build.parse_name("halves-same-mnist") == ("mnist",) == build.parse_name("stacked-mnist")
+    assert build.paired_of("stacked-same-fashion") == ("fashion", True, True)
+    assert build.paired_of("halves-fashion") == ("fashion", False, False)
+    for bad in ("halves-line", "stacked-random"):
+        with pytest.raises(DatasetError, match="unknown dataset name"):
+            build.parse_name(bad)
 
 
 def test_every_generator_is_deterministic(fake_mirror, tmp_path):

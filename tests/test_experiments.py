@@ -396,11 +396,15 @@ def test_clustering_factors_table_names_each_rows_factor_and_matches_direct_test
     its factor and dataset, the n-cut of a direct shuffle test of the same kernels; the CSV,
     the shuffles and the figure written."""
     from nn_clustering.experiments import ClusteringConfig
-    from nn_clustering.experiments.factors import factor_of, run_clustering_factors
+    from nn_clustering.experiments.factors import dataset_of, factor_of, run_clustering_factors
 
     assert [factor_of(t) for t in ("MNIST", "FASHION+L2REG", "HALVES-SAME-MNIST", "HALVES-FASHION",
-                                   "CNN-MNIST+MOD-INIT", "SMALL-MNIST+CLUSTERABILITY")] == [
-        "Control", "L2 Reg", "Halves Same", "Halves Diff", "Clusterable Init", "Cluster Gradient"]
+                                   "CNN-MNIST+MOD-INIT", "SMALL-MNIST+CLUSTERABILITY", "CNN-STACKED-SAME-FASHION",
+                                   "CNN-STACKED-MNIST")] == [
+        "Control", "L2 Reg", "Halves Same", "Halves Diff", "Clusterable Init", "Cluster Gradient", "Stacked Same",
+        "Stacked Diff"]
+    assert [dataset_of(t) for t in ("CNN-STACKED-SAME-FASHION", "HALVES-MNIST", "SMALL-MNIST")] == [
+        "FASHION", "MNIST", "SMALL-MNIST"]
     models = write_fake_models(tmp_path / "models", tags=("MNIST", "MNIST+L1REG", "HALVES-MNIST"), instances=1)
     paths, lines = ExperimentPaths(models, tmp_path / "results"), []
     config = ClusteringConfig(n_clusters=2, n_shuffles=4, random_state=5)

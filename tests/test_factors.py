@@ -87,3 +87,18 @@ def test_factor_tags_build_their_models():
     for r in ratios[1:]:
         assert np.all(np.isclose(r, 4.6, rtol=1e-5) | np.isclose(r, 0.6, rtol=1e-5))
     assert build_model(get_spec("CNN-FASHION+L2REG")).losses  # every kernel penalised
+
+
+def test_stacked_cnn_tags_read_two_channels():
+    from nn_clustering.data.imageset import Dataset
+    from nn_clustering.training.train import build_model, prepare_data
+
+    spec = get_spec("CNN-STACKED-SAME-FASHION")
+    assert (spec.dataset, spec.channels, spec.instances) == ("stacked-same-fashion", 2, 5)
+    model = build_model(spec)
+    assert tuple(model.input_shape) == (None, 28, 28, 2) and model.get_weights()[0].shape == (3, 3, 2, 64)
+    images = np.arange(3 * 28 * 28 * 2, dtype=np.float32).reshape(3, 28, 28, 2)
+    data = Dataset(images, np.array([0, 1, 2]), images, np.array([2, 1, 0]))
+    x_train, y_train, _, _ = prepare_data(spec, data)
+    np.testing.assert_array_equal(x_train, images)  # channels kept as the dataset holds them
+    assert model.predict(x_train, verbose=0).shape == (3, 10) and y_train.shape == (3, 10)

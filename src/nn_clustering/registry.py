@@ -40,6 +40,7 @@ class TagSpec:
     input_side: int = 28  # images averaged down to input_side x input_side pixels (method.md §2.6)
     cluster_strength: float = 0.0  # the clusterability regulariser's lambda (0 = none)
     cluster_eigs: int = 3  # eigenvalues it penalises
+    channels: int = 1  # CNN input channels (2 on the stacked datasets)
 
     @property
     def has_dropout(self) -> bool:
@@ -123,8 +124,9 @@ MODULES = 10
 def _factors() -> list[TagSpec]:
     """The successor paper's training factors (method.md §2.5-§2.6), five instances each as it
     trained: MLP and CNN on MNIST and Fashion-MNIST with an L1 or L2 penalty or the
-    clusterable initialisation, and MLPs on the halves datasets; ten each of its small MNIST
-    MLP (49-64x3-10 on 7 x 7 images) with and without the clusterability regulariser."""
+    clusterable initialisation, MLPs on the halves datasets and CNNs on their stacked forms; ten
+    each of its small MNIST MLP (49-64x3-10 on 7 x 7 images) with and without the
+    clusterability regulariser."""
     specs = []
     for name, dataset in (("MNIST", "mnist"), ("FASHION", "fashion")):
         for prefix, arch, epochs, batch in (("", Architecture.MLP, 20, 128), ("CNN-", Architecture.CNN, 10, 64)):
@@ -133,6 +135,9 @@ def _factors() -> list[TagSpec]:
                       replace(base, tag=base.tag + "+MOD-INIT", init_modules=MODULES)]
         for kind in ("HALVES", "HALVES-SAME"):
             specs.append(TagSpec(f"{kind}-{name}", f"{kind.lower()}-{dataset}", Architecture.MLP, 0.0, 20, 20, 5))
+        for kind in ("STACKED", "STACKED-SAME"):
+            specs.append(TagSpec(f"CNN-{kind}-{name}", f"{kind.lower()}-{dataset}", Architecture.CNN, 0.0, 10, 10, 5,
+                                 batch_size=64, channels=2))
     small = TagSpec("SMALL-MNIST", "mnist", Architecture.MLP, 0.0, 10, 10, 10, hidden=(64, 64, 64), input_side=7)
     return [*specs, small, replace(small, tag="SMALL-MNIST+CLUSTERABILITY", cluster_strength=0.1)]
 

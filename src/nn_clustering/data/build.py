@@ -22,24 +22,25 @@ from ..storage.files import file_digest, remove_stale_parts, save_npz, write_tex
 from .imageset import Dataset, ImageSet
 from .parsers import load_cifar10_archive, load_idx_dataset
 from .raw import CIFAR_ARCHIVE, RAW_FILES, default_data_dir, fetch_raw
-from .synthetic import DEFAULT_SEED, dataset_rng, halves, make_line, make_random, mix
+from .synthetic import DEFAULT_SEED, dataset_rng, halves, make_line, make_random, mix, stacked
 
 BASE_DATASETS = ("mnist", "fashion", "cifar10", "line", "random")
 MIXTURES = ("line-mnist", "line-cifar10", "mnist-cifar10")
-#: The successor paper's halves datasets (method.md §1): ``halves-<base>`` (two images, label
-#: their sum mod 10) and ``halves-same-<base>`` (two images of one class).
-HALVES = ("halves-", "halves-same-")
-HALVES_BASES = ("mnist", "fashion", "cifar10")
+#: The successor paper's paired datasets (method.md §1): ``halves-<base>`` (two images side by
+#: side, label their sum mod 10), ``halves-same-<base>`` (two images of one class), and their
+#: two-channel CNN forms ``stacked-<base>`` and ``stacked-same-<base>``.
+PAIRED = ("halves-", "halves-same-", "stacked-", "stacked-same-")
+PAIRED_BASES = ("mnist", "fashion", "cifar10")
 ALL_DATASETS = (BASE_DATASETS + MIXTURES + tuple(m + "-separated" for m in MIXTURES)
-                + tuple(h + b for h in HALVES for b in ("mnist", "fashion")))
+                + tuple(h + b for h in PAIRED for b in ("mnist", "fashion")))
 
 
-def halves_of(name: str) -> tuple[str, bool] | None:
-    """(base, same) of a halves dataset's name, else None."""
-    for prefix, same in (("halves-same-", True), ("halves-", False)):
+def paired_of(name: str) -> tuple[str, bool, bool] | None:
+    """(base, same, stacked) of a paired dataset's name, else None."""
+    for prefix in sorted(PAIRED, key=len, reverse=True):
         base = name.removeprefix(prefix)
-        if base != name and base in HALVES_BASES:
-            return base, same
+        if base != name and base in PAIRED_BASES:
+            return base, "same" in prefix, prefix.startswith("stacked")
     return None
 
 
@@ -48,9 +49,9 @@ def parse_name(name: str) -> tuple[str, ...]:
 
     Raises :class:`DatasetError` naming the valid names for anything unknown.
     """
-    halved = halves_of(name)
-    if halved is not None:
-        return (halved[0],)
+    paired = paired_of(name)
+    if paired is not None:
+        return (paired[0],)
     stem = name.removesuffix("-separated")
     parts = tuple(stem.split("-"))
     valid = (
@@ -60,7 +61,7 @@ def parse_name(name: str) -> tuple[str, ...]:
     if not valid:
         raise DatasetError(
             f"unknown dataset name {name!r}; use one of {', '.join(ALL_DATASETS)} "
-            "(or any A-B / A-B-separated mixture of the base names, or halves-[same-]cifar10)"
+            "(or any A-B / A-B-separated mixture of the base names, or halves-[same-]cifar10, stacked-[same-]cifar10)"
         )
     return parts
 
@@ -98,9 +99,10 @@ def build(
             base_cache[part] = build_base(part, seed, cache_dir)
         return base_cache[part]
 
-    halved = halves_of(name)
-    if halved is not None:
-        return halves(base(halved[0]), dataset_rng(seed, name), halved[1])
+    paired = paired_of(name)
+    if paired is not None:
+        base_name, same, as_channels = paired
+        return (stacked if as_channels else halves)(base(base_name), dataset_rng(seed, name), same)
     if len(parts) == 1:
         return base(parts[0])
     return mix(base(parts[0]), base(parts[1]), dataset_rng(seed, name), name.endswith("-separated"))

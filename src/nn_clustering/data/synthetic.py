@@ -7,6 +7,7 @@ its own random stream.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -76,26 +77,39 @@ def squeeze_width(images: np.ndarray) -> np.ndarray:
     return ((x[:, :, 0::2] + x[:, :, 1::2] + 1) // 2).astype(np.uint8)
 
 
+def _pairs(y: np.ndarray, rng: np.random.Generator, same: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, labels) of the successor's paired datasets: ``same``: every row i first and
+    a row drawn uniformly from i's class second, label y_i; otherwise two rows drawn uniformly
+    with replacement, label (y_first + y_second) mod 10."""
+    n = len(y)
+    if not same:
+        first, second = rng.integers(0, n, size=n), rng.integers(0, n, size=n)
+        return first, second, (y[first] + y[second]) % 10
+    second = np.empty(n, np.int64)
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        second[members] = members[rng.integers(0, len(members), size=len(members))]
+    return np.arange(n), second, y.copy()
+
+
 def halves(base: ImageSet, rng: np.random.Generator, same: bool) -> ImageSet:
     """The successor paper's halves datasets (method.md §1): every image is two images of
-    ``base`` squeezed to half width, side by side. ``same``: image i on the left and an image
-    drawn uniformly from i's class on the right, label y_i; otherwise two images drawn uniformly
-    with replacement, label (y_left + y_right) mod 10. Each split is drawn from itself, as many
-    rows as it has."""
+    ``base`` squeezed to half width, side by side, paired as :func:`_pairs` draws them. Each
+    split is drawn from itself, as many rows as it has."""
+    return _paired(base, rng, same, lambda a, b: np.concatenate([squeeze_width(a), squeeze_width(b)], axis=2))
+
+
+def stacked(base: ImageSet, rng: np.random.Generator, same: bool) -> ImageSet:
+    """The successor paper's stacked datasets for CNNs (method.md §1): every example is two
+    whole images of ``base`` as two channels, (n, 28, 28, 2), paired as :func:`_pairs` draws them."""
+    return _paired(base, rng, same, lambda a, b: np.stack([a, b], axis=-1))
+
+
+def _paired(base: ImageSet, rng: np.random.Generator, same: bool,
+            combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> ImageSet:
     out = {}
     for split in ("train", "test"):
         x, y = getattr(base, f"x_{split}"), getattr(base, f"y_{split}")
-        n = len(y)
-        if same:
-            left = np.arange(n)
-            right = np.empty(n, np.int64)
-            for c in np.unique(y):
-                members = np.flatnonzero(y == c)
-                right[members] = members[rng.integers(0, len(members), size=len(members))]
-            labels = y[left]
-        else:
-            left, right = rng.integers(0, n, size=n), rng.integers(0, n, size=n)
-            labels = (y[left] + y[right]) % 10
-        out[split] = (np.concatenate([squeeze_width(x[left]), squeeze_width(x[right])], axis=2),
-                      labels.astype(np.int64))
+        first, second, labels = _pairs(y, rng, same)
+        out[split] = (combine(x[first], x[second]), labels.astype(np.int64))
     return ImageSet(out["train"][0], out["train"][1], out["test"][0], out["test"][1])

@@ -22,7 +22,8 @@ from .paths import ExperimentPaths, k_suffix
 
 #: Factor of each tag suffix or prefix, in the order the table and the figure show them.
 FACTORS = (("+DROPOUT", "Dropout"), ("+L1REG", "L1 Reg"), ("+L2REG", "L2 Reg"), ("+MOD-INIT", "Clusterable Init"),
-           ("HALVES-SAME-", "Halves Same"), ("HALVES-", "Halves Diff"), ("+CLUSTERABILITY", "Cluster Gradient"))
+           ("HALVES-SAME-", "Halves Same"), ("HALVES-", "Halves Diff"), ("CNN-STACKED-SAME-", "Stacked Same"),
+           ("CNN-STACKED-", "Stacked Diff"), ("+CLUSTERABILITY", "Cluster Gradient"))
 CONTROL = "Control"
 
 
@@ -42,12 +43,13 @@ def dataset_of(tag: str) -> str:
 
 def factor_tags() -> list[str]:
     """Every factor tag with its controls: per dataset and architecture, the plain tag, dropout,
-    L1, L2, clusterable initialisation and the halves; then the small MNIST MLP pair."""
+    L1, L2, clusterable initialisation and the halves (stacked for CNNs); then the small MNIST
+    MLP pair."""
     out = []
     for name in ("MNIST", "FASHION"):
-        for prefix in ("", "CNN-"):
+        for prefix, paired in (("", "HALVES"), ("CNN-", "CNN-STACKED")):
             out += [f"{prefix}{name}{s}" for s in ("", "+DROPOUT", "+L1REG", "+L2REG", "+MOD-INIT")]
-        out += [f"HALVES-SAME-{name}", f"HALVES-{name}"]
+            out += [f"{paired}-SAME-{name}", f"{paired}-{name}"]
     return [*out, "SMALL-MNIST", "SMALL-MNIST+CLUSTERABILITY"]
 
 

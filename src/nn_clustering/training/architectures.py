@@ -31,14 +31,16 @@ def build_mlp(dropout: float = 0.0, hidden: tuple[int, ...] = MLP_HIDDEN, n_inpu
     return keras.Sequential(layers, name="mlp")
 
 
-def build_cnn(dropout: bool = False, n_classes: int = N_CLASSES, l1: float = 0.0, l2: float = 0.0) -> keras.Model:
-    """Conv64-Conv64-Pool-Conv64-Pool-Flatten-Dense128-Dense10; dropout 0.25 after each conv
-    block and 0.5 after Dense 128 in the dropout variant; ``l1``/``l2`` penalise every kernel."""
+def build_cnn(dropout: bool = False, n_classes: int = N_CLASSES, l1: float = 0.0, l2: float = 0.0,
+              channels: int = 1) -> keras.Model:
+    """Conv64-Conv64-Pool-Conv64-Pool-Flatten-Dense128-Dense10 on 28 x 28 x ``channels`` images;
+    dropout 0.25 after each conv block and 0.5 after Dense 128 in the dropout variant;
+    ``l1``/``l2`` penalise every kernel."""
     def conv(i: int) -> keras.layers.Layer:
         return keras.layers.Conv2D(64, 3, padding="same", activation="relu", name=f"conv_{i}",
                                    kernel_regularizer=penalty(l1, l2))
 
-    layers: list[keras.layers.Layer] = [keras.Input((28, 28, 1)), conv(0), conv(1),
+    layers: list[keras.layers.Layer] = [keras.Input((28, 28, channels)), conv(0), conv(1),
                                         keras.layers.MaxPooling2D(2, name="pool_0")]
     if dropout:
         layers.append(keras.layers.Dropout(0.25, name="dropout_0"))

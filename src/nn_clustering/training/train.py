@@ -85,7 +85,7 @@ def build_model(spec: TagSpec, seed: int = 0) -> keras.Model:
     """The architecture of a tag, its kernels penalised (``l1``, ``l2``) and, for a tag with
     ``init_modules``, initialised clusterably from modules drawn with ``seed`` (method.md §2.5)."""
     if spec.arch == Architecture.CNN:
-        model = build_cnn(dropout=spec.has_dropout, l1=spec.l1, l2=spec.l2)
+        model = build_cnn(dropout=spec.has_dropout, l1=spec.l1, l2=spec.l2, channels=spec.channels)
     else:
         model = build_mlp(dropout=spec.dropout, hidden=tuple(spec.hidden), n_inputs=spec.input_side**2,
                           l1=spec.l1, l2=spec.l2)
@@ -113,7 +113,7 @@ def downsampled(images: np.ndarray, side: int) -> np.ndarray:
 
 def prepare_data(spec: TagSpec, data: Dataset) -> tuple[np.ndarray, ...]:
     """Inputs shaped for the architecture and one-hot labels; ``train_rows`` keeps the first rows."""
-    shape = (-1, 28, 28, 1) if spec.arch == Architecture.CNN else (-1, spec.input_side**2)
+    shape = (-1, 28, 28, spec.channels) if spec.arch == Architecture.CNN else (-1, spec.input_side**2)
     x_train, y_train = downsampled(data.x_train, spec.input_side).reshape(shape), data.y_train
     if spec.train_rows:
         x_train, y_train = x_train[: spec.train_rows], y_train[: spec.train_rows]
