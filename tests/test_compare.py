@@ -23,7 +23,8 @@ def test_committed_quick_reference_is_the_readme_demo_summary():
     table = pd.read_csv(QUICK / "mlp-clustering.csv")
     assert list(table.columns) == CLUSTERING_COLUMNS
     provenance = json.loads((QUICK / "PROVENANCE.json").read_text())
-    assert {"profile", "command", "code_version", "date", "tables"} <= set(provenance)
+    assert provenance["profile"] == "quick"
+    assert {"command", "code_version", "date"} <= set(provenance["tables"]["mlp-clustering.csv"])
     readme = (project_root() / "README.md").read_text()
     lines = summary(ExperimentPaths(QUICK, QUICK)).splitlines()[1:]
     assert len(lines) == 9 and all(line in readme for line in lines)
@@ -64,7 +65,8 @@ def test_missing_reference_or_table_is_one_error_line(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path), "--reference", str(tmp_path / "none")]) == 2
     assert cli.main(["compare", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "holds no reference record" in err[0] and "mlp-clustering.csv is missing; run `make mlp-clustering`" in err[1]
+    assert "holds no reference record" in err[0]
+    assert "holds none of the reference's tables (mlp-clustering.csv)" in err[1] and "make mlp-clustering" in err[1]
 
 
 def test_the_k12_table_is_compared_where_both_have_it_and_written_with_the_record(tmp_path, capsys):
@@ -86,14 +88,40 @@ def test_the_k12_table_is_compared_where_both_have_it_and_written_with_the_recor
     assert line.split()[:4] == ["MNIST", "dense", "layer", "k=12"] and "(-20.00, spread" in line
 
     record = tmp_path / "record"
-    assert cli.main(["compare", str(mine), "--write-reference", "test", "--reference", str(record)]) == 0
-    assert json.loads((record / "PROVENANCE.json").read_text())["tables"] == ["mlp-clustering.csv",
-                                                                              "mlp-clustering-k12.csv"]
-    (mine / "mlp-clustering-k12.csv").unlink()
-    assert cli.main(["compare", str(mine), "--write-reference", "test", "--reference", str(record)]) == 0
-    assert json.loads((record / "PROVENANCE.json").read_text())["tables"] == ["mlp-clustering.csv"]
-    assert not (record / "mlp-clustering-k12.csv").exists()
+    assert cli.main(["compare", str(mine), "--write-reference", "first", "--reference", str(record)]) == 0
+    tables = json.loads((record / "PROVENANCE.json").read_text())["tables"]
+    assert list(tables) == ["mlp-clustering.csv", "mlp-clustering-k12.csv"]
+    assert tables["mlp-clustering-k12.csv"]["code_version"] == ", ".join(sorted(set(k12["code_version"])))
+    # a results folder with one table updates that table only; the record keeps the other
+    (mine / "mlp-clustering.csv").unlink()
+    assert cli.main(["compare", str(mine), "--write-reference", "second", "--reference", str(record)]) == 0
+    tables = json.loads((record / "PROVENANCE.json").read_text())["tables"]
+    assert [t["command"] for t in tables.values()] == ["first", "second"]
+    assert cli.main(["compare", str(mine), "--profile", "paper", "--reference", str(record)]) == 0
+    out = capsys.readouterr().out
+    assert "mlp-clustering.csv: not in your results" in out and "reproduced" in out
 
+
+def test_the_factor_table_is_grouped_by_slice_norm_too(tmp_path, capsys):
+    """In the factor table a CNN's two slice norms are two groups; MLP rows (no norm) one; a
+    change to one norm's n-cut differs in that group only."""
+    base = {"stage": "dense", "method": "layer", "n_clusters": 12, "shuffled_sd": 0.02, "significant": False,
+            "code_version": "test"}
+    rows = [{**base, "tag": "MNIST+L1REG", "norm": "", "instance": i, "ncut": 9.0 + 0.1 * i, "z": 3.0} for i in range(3)]
+    rows += [{**base, "tag": "CNN-MNIST", "norm": norm, "instance": i, "ncut": n + 0.01 * i, "z": 1.0}
+             for norm, n in (("l1", 10.7), ("induced-l1", 10.4)) for i in range(3)]
+    reference = pd.DataFrame(rows)
+    record, mine = tmp_path / "record", tmp_path / "mine"
+    mine.mkdir()
+    reference.to_csv(mine / "clustering-factors-k12.csv", index=False)
+    assert cli.main(["compare", str(mine), "--write-reference", "test", "--reference", str(record)]) == 0
+    changed = reference.assign(ncut=reference.ncut + 0.2 * (reference.norm == "induced-l1"))
+    changed.to_csv(mine / "clustering-factors-k12.csv", index=False)
+    assert cli.main(["compare", str(mine), "--reference", str(record)]) == 1
+    lines = [x for x in capsys.readouterr().out.splitlines() if "k=12" in x]
+    assert len(lines) == 3
+    [differs] = [x for x in lines if x.endswith("DIFFERS")]
+    assert differs.split()[:5] == ["CNN-MNIST", "dense", "layer", "k=12", "induced-l1"] and "(+0.2000," in differs
 
 
 def test_results_sharing_no_group_with_the_reference_are_nothing_to_compare(tmp_path, capsys):
@@ -112,7 +140,7 @@ def broken_reference(tmp_path, how: str):
     elif how == "provenance a list":
         (ref / "PROVENANCE.json").write_text("[1, 2]")
     elif how == "provenance lacks fields":
-        (ref / "PROVENANCE.json").write_text(json.dumps({"profile": "quick"}))
+        (ref / "PROVENANCE.json").write_text(json.dumps({"profile": "quick", "tables": {"mlp-clustering.csv": {}}}))
     elif how == "missing column":
         table.drop(columns="ncut").to_csv(ref / "mlp-clustering.csv", index=False)
     elif how == "text in ncut":

@@ -1,19 +1,22 @@
 """Did I reproduce it? A user's clustering table set beside the project's reference record.
 
-The reference record (``results/reference/<profile>/``, committed) holds the result tables this
-project produced (``mlp-clustering.csv``; the paper record also ``mlp-clustering-k12.csv``,
-the successor paper's k = 12 baseline) and ``PROVENANCE.json`` (command, profile, code version,
-date, the tables it holds). :func:`compare_tables` groups both tables by tag, stage, shuffle method and k,
-restricts the reference to the instances the user ran, and reports per group the mean n-cut and
-mean z of each, their differences, the significance counts, and whether each difference lies
-within the reference's instance-to-instance spread: the SD across its instances, or, for a tag
-with one instance, the SD of its shuffled n-cuts (for n-cuts) and 1 (for z).
+The reference record (``results/reference/<profile>/``, committed) holds result tables this
+project produced (:data:`REFERENCE_TABLES`: ``mlp-clustering.csv``, the successor paper's k = 12
+baseline ``mlp-clustering-k12.csv`` and its factor table ``clustering-factors-k12.csv``) and
+``PROVENANCE.json``: the profile, and per table the command that made it, its code versions and
+date. :func:`compare_tables` groups both tables by tag, stage, shuffle method and k (and slice
+norm, in the factor table), restricts the reference to the instances the user ran, and reports
+per group the mean n-cut and mean z of each, their differences, the significance counts, and
+whether each difference lies within the reference's instance-to-instance spread: the SD across
+its instances, or, for a tag with one instance, the SD of its shuffled n-cuts (for n-cuts) and
+1 (for z). Every table that both the record and the results hold is compared.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -27,15 +30,29 @@ from ..storage.provenance import code_version
 from ..storage.tables import read_table, write_csv
 from .paths import project_root
 
-#: The tables a reference record may hold, and the target that makes each; the first is in every
-#: record and every comparison, the others are compared where both sides have them.
-REFERENCE_TABLES = {"mlp-clustering.csv": "mlp-clustering", "mlp-clustering-k12.csv": "mlp-clustering-k12"}
-REQUIRED_TABLE = "mlp-clustering.csv"
-GROUP = ["tag", "stage", "method", "n_clusters"]
-#: The columns a table must hold to be compared, and the kind of value in each.
+GROUP = ("tag", "stage", "method", "n_clusters")
+#: The columns every compared table holds, and the kind of value in each.
 COLUMNS = {"tag": "text", "stage": "text", "method": "text", "n_clusters": "number", "instance": "number",
            "ncut": "number", "z": "number", "shuffled_sd": "number", "significant": "bool"}
-PROVENANCE_FIELDS = ("profile", "code_version", "date")
+
+
+@dataclass(frozen=True)
+class ReferenceTable:
+    """A table a reference record may hold: the target that makes it, and what its groups are."""
+
+    target: str
+    group: tuple[str, ...] = GROUP
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """The columns it must hold to be compared."""
+        return {**COLUMNS, **{c: "text" for c in self.group if c not in COLUMNS}}
+
+
+REFERENCE_TABLES = {"mlp-clustering.csv": ReferenceTable("mlp-clustering"),
+                    "mlp-clustering-k12.csv": ReferenceTable("mlp-clustering-k12"),
+                    "clustering-factors-k12.csv": ReferenceTable("clustering-factors", (*GROUP, "norm"))}
+PROVENANCE_FIELDS = ("command", "code_version", "date")
 #: Differences below this are rounding (the CSVs keep 8 significant digits).
 ROUNDING = 1e-6
 
@@ -61,6 +78,7 @@ class ComparisonRow(Row):
     z_within: bool
     significant: int
     reference_significant: int
+    norm: str = ""  # the CNN slice norm, in the factor table
 
     @property
     def reproduced(self) -> bool:
@@ -98,12 +116,21 @@ def _z_agrees(z: float, ref_z: float, spread: float) -> bool:
     return abs(z - ref_z) <= spread + ROUNDING
 
 
-def compare_tables(mine, reference) -> tuple[list[ComparisonRow], list[str]]:
-    """Per group of ``GROUP``: yours against the reference (see the module docstring); and the
-    groups found in one table only, as lines."""
+def _text_keys(table, group: Sequence[str]):
+    """``table`` with its text group columns as strings, an empty cell as "" (not NaN, which
+    groupby would drop)."""
+    return table.assign(**{c: table[c].fillna("").astype(str) for c in group if COLUMNS.get(c, "text") == "text"})
+
+
+def compare_tables(mine, reference, group: Sequence[str] = GROUP) -> tuple[list[ComparisonRow], list[str]]:
+    """Per group of ``group`` (tag, stage, method, k, then any further text column): yours
+    against the reference (see the module docstring); and the groups found in one table only,
+    as lines."""
+    group = list(group)
+    mine, reference = _text_keys(mine, group), _text_keys(reference, group)
     notes, rows = [], []
-    ref_groups = dict(list(reference.groupby(GROUP, sort=False)))
-    for key, g in mine.groupby(GROUP, sort=False):
+    ref_groups = dict(list(reference.groupby(group, sort=False)))
+    for key, g in mine.groupby(group, sort=False):
         ref_all = ref_groups.get(key)
         if ref_all is None:
             notes.append(f"{' '.join(map(str, key))}: not in the reference")
@@ -118,17 +145,28 @@ def compare_tables(mine, reference) -> tuple[list[ComparisonRow], list[str]]:
             *map(str, key[:3]), int(key[3]), len(g), ncut, ref_ncut, ncut - ref_ncut, ncut_spread,
             abs(ncut - ref_ncut) <= ncut_spread + ROUNDING, z, ref_z, z - ref_z, z_spread,
             _z_agrees(z, ref_z, z_spread),
-            int(g["significant"].sum()), int(ref["significant"].sum()),
+            int(g["significant"].sum()), int(ref["significant"].sum()), *map(str, key[4:]),
         ))
-    seen = {tuple(key) for key, _ in mine.groupby(GROUP, sort=False)}
+    seen = {tuple(key) for key, _ in mine.groupby(group, sort=False)}
     notes += [f"{' '.join(map(str, key))}: in the reference, not in your results" for key in ref_groups if key not in seen]
     return rows, notes
 
 
 def _tables_in(results_dir: Path) -> list[str]:
-    """The reference tables that ``results_dir`` has: the required one always (reading it
-    names its target when it is missing), the others where present."""
-    return [name for name in REFERENCE_TABLES if name == REQUIRED_TABLE or (results_dir / name).exists()]
+    """The reference tables that ``results_dir`` holds."""
+    return [name for name in REFERENCE_TABLES if (results_dir / name).exists()]
+
+
+def _comparison_line(r: ComparisonRow) -> str:
+    verdict = "reproduced" if r.reproduced else "DIFFERS"
+    if r.significant != r.reference_significant:
+        verdict += " (significance count differs)"
+    return (f"  {r.tag:16s} {r.stage:6s} {r.method:13s} k={r.n_clusters:<2d}{f' {r.norm}' if r.norm else ''}"
+            f" n={r.instances:<2d} n-cut {r.ncut:.4f} vs {r.reference_ncut:.4f} ({r.ncut_difference:+.4f}, spread "
+            f"{r.ncut_spread:.4f}{'' if r.ncut_within else ', OUTSIDE'})"
+            f"  z {r.z:7.2f} vs {r.reference_z:7.2f} ({r.z_difference:+.2f}, spread {r.z_spread:.2f}"
+            f"{'' if r.z_within else ', OUTSIDE'})"
+            f"  significant {r.significant}/{r.instances} vs {r.reference_significant}/{r.instances}  {verdict}")
 
 
 def compare_results(results_dir: str | Path, profile: str, reference: str | Path | None = None) -> tuple[str, bool]:
@@ -137,37 +175,30 @@ def compare_results(results_dir: str | Path, profile: str, reference: str | Path
     results_dir = Path(results_dir)
     ref_dir = Path(reference) if reference else reference_dir(profile)
     provenance = read_provenance(ref_dir, profile)
-    lines = [f"{results_dir} against the reference {ref_dir} ({provenance['profile']} profile, code "
-             f"{provenance['code_version']}, {provenance['date']})"]
+    held, yours = provenance["tables"], _tables_in(results_dir)
+    if not set(held) & set(yours):
+        targets = ", ".join(f"`make {REFERENCE_TABLES[name].target} PROFILE={provenance['profile']}`" for name in held)
+        raise NnClusteringError(f"{results_dir} holds none of the reference's tables ({', '.join(held)}); "
+                                f"make one ({targets}) or compare with the matching --profile")
+    lines = [f"{results_dir} against the reference {ref_dir} ({provenance['profile']} profile)"]
     ok, compared = True, 0
-    held, yours = provenance.get("tables", [REQUIRED_TABLE]), _tables_in(results_dir)
-    for name, target in REFERENCE_TABLES.items():
-        if name not in held:
-            continue
+    for name, origin in held.items():
+        spec = REFERENCE_TABLES[name]
         if name not in yours:
-            lines.append(f"\n{name}: not in your results (`make {target}` makes it), not compared")
+            lines.append(f"\n{name}: not in your results (`make {spec.target}` makes it), not compared")
             continue
-        mine = read_table(results_dir / name, target, COLUMNS)
-        theirs = read_table(ref_dir / name, target, COLUMNS, fix="restore the reference record from git")
-        rows, notes = compare_tables(mine, theirs)
+        mine = read_table(results_dir / name, spec.target, spec.columns)
+        theirs = read_table(ref_dir / name, spec.target, spec.columns, fix="restore the reference record from git")
+        rows, notes = compare_tables(mine, theirs, spec.group)
         compared += len(rows)
-        lines.append(f"\n{name}: n-cut and z, yours - reference (spread: the reference's instance-to-instance SD)")
+        lines.append(f"\n{name} (reference: code {origin['code_version']}, {origin['date']}): n-cut and z, "
+                     "yours - reference (spread: the reference's instance-to-instance SD)")
         for r in rows:
-            verdict = "reproduced" if r.reproduced else "DIFFERS"
-            if r.significant != r.reference_significant:
-                verdict += " (significance count differs)"
             ok &= r.reproduced
-            lines.append(
-                f"  {r.tag:16s} {r.stage:6s} {r.method:13s} k={r.n_clusters:<2d} n={r.instances:<2d}"
-                f" n-cut {r.ncut:.4f} vs {r.reference_ncut:.4f} ({r.ncut_difference:+.4f}, spread {r.ncut_spread:.4f}"
-                f"{'' if r.ncut_within else ', OUTSIDE'})"
-                f"  z {r.z:7.2f} vs {r.reference_z:7.2f} ({r.z_difference:+.2f}, spread {r.z_spread:.2f}"
-                f"{'' if r.z_within else ', OUTSIDE'})"
-                f"  significant {r.significant}/{r.instances} vs {r.reference_significant}/{r.instances}  {verdict}"
-            )
+            lines.append(_comparison_line(r))
         lines += [f"  {note}" for note in notes]
     if not compared:
-        raise NnClusteringError(f"nothing to compare: no tag, stage, method and k of {results_dir} is in the "
+        raise NnClusteringError(f"nothing to compare: no group (tag, stage, method, k) of {results_dir} is in the "
                                 f"reference {ref_dir}; run the profile's tags (`make mlp-clustering "
                                 f"PROFILE={provenance['profile']}`) or compare with the matching --profile")
     lines.append("=> every group reproduced the reference" if ok else
@@ -176,8 +207,9 @@ def compare_results(results_dir: str | Path, profile: str, reference: str | Path
 
 
 def read_provenance(ref_dir: Path, profile: str) -> dict:
-    """A reference record's ``PROVENANCE.json``, checked to hold what a comparison prints; one
-    clear error for a record that is missing or malformed."""
+    """A reference record's ``PROVENANCE.json`` (``{"profile": ..., "tables": {name: {command,
+    code_version, date}}}``), checked to hold what a comparison prints; one clear error for a
+    record that is missing or malformed."""
     path = Path(ref_dir) / "PROVENANCE.json"
     if not path.is_file():
         raise NnClusteringError(f"{ref_dir} holds no reference record (no PROVENANCE.json file); the committed "
@@ -187,29 +219,36 @@ def read_provenance(ref_dir: Path, profile: str) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise NnClusteringError(f"{path} is not readable JSON ({type(exc).__name__}); restore it from git or "
                                 "write the record again with --write-reference") from None
-    tables = provenance.get("tables", [REQUIRED_TABLE]) if isinstance(provenance, dict) else None
-    if (not isinstance(provenance, dict) or not all(isinstance(provenance.get(f), str) for f in PROVENANCE_FIELDS)
-            or not isinstance(tables, list) or not set(tables) <= set(REFERENCE_TABLES)):
-        raise NnClusteringError(f"{path} lacks {', '.join(PROVENANCE_FIELDS)} or lists tables other than "
-                                f"{', '.join(REFERENCE_TABLES)}; restore it from git or write the record again "
-                                "with --write-reference")
+    tables = provenance.get("tables") if isinstance(provenance, dict) else None
+    well_formed = (isinstance(tables, dict) and tables and set(tables) <= set(REFERENCE_TABLES)
+                   and isinstance(provenance.get("profile"), str)
+                   and all(isinstance(t, dict) and all(isinstance(t.get(f), str) for f in PROVENANCE_FIELDS)
+                           for t in tables.values()))
+    if not well_formed:
+        raise NnClusteringError(f"{path} lacks the profile, or a table entry with {', '.join(PROVENANCE_FIELDS)}, "
+                                f"or lists tables other than {', '.join(REFERENCE_TABLES)}; restore it from git or "
+                                "write the record again with --write-reference")
     return provenance
 
 
 def write_reference(results_dir: str | Path, profile: str, command: str, out: str | Path | None = None) -> Path:
-    """Copy the reference tables of ``results_dir`` into the reference record with their
-    provenance (the command that made them, profile, code version, date)."""
+    """Copy the reference tables that ``results_dir`` holds into the reference record, each with
+    its provenance (the command that made it, its code versions, the date); the record's other
+    tables are kept with theirs."""
     results_dir, out = Path(results_dir), Path(out) if out else reference_dir(profile)
+    names = _tables_in(results_dir)
+    if not names:
+        raise NnClusteringError(f"{results_dir} holds none of {', '.join(REFERENCE_TABLES)}; make one first "
+                                f"(`make {REFERENCE_TABLES[next(iter(REFERENCE_TABLES))].target}`)")
+    kept = read_provenance(out, profile)["tables"] if (out / "PROVENANCE.json").is_file() else {}
+    tables = {name: origin for name, origin in kept.items() if name not in names}
     out.mkdir(parents=True, exist_ok=True)
-    versions, tables = set(), _tables_in(results_dir)
-    for name, target in REFERENCE_TABLES.items():
-        if name not in tables:
-            (out / name).unlink(missing_ok=True)  # a record holds only what it lists
-            continue
-        table = read_table(results_dir / name, target)
-        versions |= set(table["code_version"].astype(str))
+    for name in names:
+        table = read_table(results_dir / name, REFERENCE_TABLES[name].target)
         write_csv(table, out / name)
-    provenance = {"profile": profile, "command": command, "code_version": ", ".join(sorted(versions)) or code_version(),
-                  "date": date.today().isoformat(), "tables": tables}
-    write_text_atomic(out / "PROVENANCE.json", json.dumps(provenance, indent=2) + "\n")
+        tables[name] = {"command": command,
+                        "code_version": ", ".join(sorted(set(table["code_version"].astype(str)))) or code_version(),
+                        "date": date.today().isoformat()}
+    ordered = {name: tables[name] for name in REFERENCE_TABLES if name in tables}
+    write_text_atomic(out / "PROVENANCE.json", json.dumps({"profile": profile, "tables": ordered}, indent=2) + "\n")
     return out
