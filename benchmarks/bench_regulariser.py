@@ -5,7 +5,9 @@ non-trivial eigenvalues (method.md §2.6).
 One epoch of 60,000 random 7 x 7 images (the cost does not depend on the pixels) is trained
 without the regulariser, with it on every batch (the successor's setting), and on every 10th
 batch, in turn, ``--rounds`` times, after one warm-up epoch each, on the backend Keras is set
-to (``KERAS_BACKEND``); the medians and their ratios to the plain epoch are printed.
+to (``KERAS_BACKEND``); the medians and their ratios to the plain epoch are printed, with how
+many of the penalised steps needed a full SVD (the others follow the singular pairs by subspace
+iterations, training/regulariser.py).
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/bench_regulariser.py [--rounds 3]
 """
@@ -51,7 +53,14 @@ def main() -> None:
     print(f"backend {keras.backend.backend()}, {args.rounds} rounds of one epoch (469 steps):")
     for name, values in seconds.items():
         median = float(np.median(values))
-        print(f"  {name:17s} {median:6.2f} s/epoch ({1000 * median / 469:.2f} ms/step), {median / base:.2f}x plain")
+        model = models[name]
+        counts = ""
+        if isinstance(model, ClusterabilityRegularised):
+            steps, refreshes = (int(keras.ops.convert_to_numpy(v.value)) for v in (model.penalty_step,
+                                                                                 model.penalty_refreshes))
+            counts = f", full SVDs {refreshes} of {-(-steps // model.every)} penalised steps"
+        print(f"  {name:17s} {median:6.2f} s/epoch ({1000 * median / 469:.2f} ms/step), {median / base:.2f}x plain"
+              f"{counts}")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def test_a_regularised_model_adds_the_penalty_to_its_loss_and_saves(tmp_path):
     plain = keras.Sequential(layers[1:])
     plain.build((None, 6))
     plain.compile(loss="categorical_crossentropy")
-    kernels = [w for w in model.get_weights() if w.ndim == 2]
+    kernels = [keras.ops.convert_to_numpy(layer.kernel) for layer in model.layers]
     by_hand = 0.5 * clusterability_penalty(kernels, 2)
     assert model.evaluate(x, y, verbose=0) - plain.evaluate(x, y, verbose=0) == pytest.approx(by_hand, rel=1e-4)
     model.save(tmp_path / "m.keras")
@@ -126,3 +126,54 @@ def test_a_penalty_every_kth_batch_counts_the_batches_and_trains(tmp_path):
     assert int(keras.ops.convert_to_numpy(model.penalty_step.value)) == 10
     model.save(tmp_path / "m.keras")
     assert keras.saving.load_model(tmp_path / "m.keras").every == 4
+
+
+def test_tracked_pairs_refresh_from_a_stranger_and_then_follow_small_steps():
+    """From an arbitrary basis the tracked penalty falls back to a full SVD (refreshed); from its
+    own basis, after a small change of the weights, the subspace iterations alone give the
+    penalty and gradient of a dense eigendecomposition (numpy, core/clusterability.py)."""
+    from nn_clustering.training.regulariser import basis_width, tracked_penalty
+
+    kernels = kernels_of(5, (9, 12, 10, 4))
+    width = basis_width(kernels, 3)
+    stranger = np.linalg.qr(np.random.default_rng(1).normal(size=(12 + 4, width)))[0]
+    value, basis, refreshed = tracked_penalty([keras.ops.convert_to_tensor(k) for k in kernels], 3,
+                                              keras.ops.convert_to_tensor(stranger))
+    assert int(refreshed) == 1 and float(value) == pytest.approx(clusterability_penalty(kernels, 3), rel=2e-5)
+    rng = np.random.default_rng(2)
+    moved = [k + 1e-3 * rng.normal(size=k.shape) for k in kernels]
+    want_value, want_grads = penalty_gradient(moved, 3)
+    basis = keras.ops.convert_to_numpy(basis)
+
+    def tracked(ks):
+        return tracked_penalty(ks, 3, keras.ops.convert_to_tensor(basis))
+
+    arrays = [k.astype(np.float32) for k in moved]
+    value, _, refreshed = tracked([keras.ops.convert_to_tensor(a) for a in arrays])
+    assert int(refreshed) == 0 and float(value) == pytest.approx(want_value, rel=2e-5)
+    for got, want in zip(backend_gradient(lambda ks: tracked(ks)[0], arrays), want_grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-5)
+
+
+def test_training_with_the_penalty_on_every_batch_tracks_and_lowers_it():
+    """The successor's setting on a tiny net (every batch): the penalty falls over training, and
+    after the first batch the tracked pairs rarely need a full SVD."""
+    from nn_clustering.training.regulariser import ClusterabilityRegularised
+    from nn_clustering.training.regulariser import clusterability_penalty as keras_penalty
+
+    keras.utils.set_random_seed(2)
+    model = ClusterabilityRegularised([keras.Input((8,)), keras.layers.Dense(12, activation="relu"),
+                                       keras.layers.Dense(10, activation="relu"),
+                                       keras.layers.Dense(3, activation="softmax")], strength=5.0, n_eigs=3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+
+    def penalty() -> float:
+        return float(keras_penalty([layer.kernel for layer in model.layers], 3))
+
+    before = penalty()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(640, 8)).astype("float32"), keras.utils.to_categorical(rng.integers(0, 3, 640), 3)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    steps, refreshes = (int(keras.ops.convert_to_numpy(v.value)) for v in (model.penalty_step, model.penalty_refreshes))
+    assert steps == 40 and 1 <= refreshes <= 10
+    assert penalty() < 0.8 * before
