@@ -169,7 +169,13 @@ def test_single_lesion_row_statistics_by_hand():
         predicted = forward(lesion_network(net, lesion), x)[-1].argmax(axis=1)
         return np.mean(predicted == y), [np.mean(predicted[y == c] == c) for c in range(5)]
 
-    intact, _ = accuracy({})
+    intact, intact_class = accuracy({})
+
+    def class_range_by_hand(per_class) -> float:
+        drops = [i - c for i, c in zip(intact_class, per_class, strict=True)]
+        spread, mean = max(drops) - min(drops), abs(sum(drops) / len(drops))
+        return 0.0 if spread == 0 else (spread / mean if mean > 1e-12 else np.inf)
+
     checked_z = 0
     for row, module, seed in zip(rows, modules, seeds, strict=True):
         true_acc, per_class = accuracy({module.layer: module.neurons})
@@ -185,6 +191,10 @@ def test_single_lesion_row_statistics_by_hand():
         assert row.random_mean == pytest.approx(mean) and row.random_sd == pytest.approx(sd)
         assert row.proportion == pytest.approx(module.size / 24)
         np.testing.assert_allclose(row.acc_class, per_class)
+        true_range = class_range_by_hand(per_class)
+        random_ranges = [class_range_by_hand(accuracy({module.layer: d})[1]) for d in draws]
+        assert row.class_range == pytest.approx(true_range)
+        assert row.range_p == pytest.approx((sum(r > true_range + 1e-12 for r in random_ranges) + 1) / 13)
         if sd > 0:
             assert row.z == pytest.approx((true_acc - mean) / sd)
             checked_z += 1
@@ -289,13 +299,13 @@ def test_combined_importance_leaves_out_whole_layers_and_counts_important():
     from nn_clustering.core.enums import Taxonomy
     from nn_clustering.core.lesion import SingleLesionRow, combined_importance
 
-    def row(name, p, taxonomy):
+    def row(name, p, range_p, taxonomy):
         return SingleLesionRow(layer=1, cluster=0, name=name, size=20, proportion=0.1, acc=0.9, intact_acc=0.95,
                                diff=-0.05, p_value=p, random_mean=0.94, random_sd=0.01, z=-4.0, taxonomy=taxonomy,
-                               acc_class=(0.9,), n_random=10, random_state=7)
+                               class_range=1.0, range_p=range_p, acc_class=(0.9,), n_random=10, random_state=7)
 
-    rows = [row("L1C0", 1 / 11, Taxonomy.IMPORTANT), row("L1C1", 1.0, Taxonomy.PRUNABLE),
-            row("L2C0", 1 / 11, Taxonomy.COMPLETE)]
+    rows = [row("L1C0", 1 / 11, 2 / 11, Taxonomy.IMPORTANT), row("L1C1", 1.0, 3 / 11, Taxonomy.PRUNABLE),
+            row("L2C0", 1 / 11, 1 / 11, Taxonomy.COMPLETE)]
     combined = combined_importance(rows)
     assert (combined.n_submodules, combined.n_important, combined.n_random) == (2, 1, 10)
     fisher = stats.chi2.sf(-2 * (np.log(0.5 / 11) + np.log(10.5 / 11)), 4)
@@ -303,3 +313,17 @@ def test_combined_importance_leaves_out_whole_layers_and_counts_important():
     # ranks 0 and 10 among 11 categories, expected 2/11 each: sum (o - e)^2 / e
     e = 2 / 11
     assert combined.count_chi2 == pytest.approx(2 * (1 - e) ** 2 / e + 9 * e)
+    assert combined.range_fisher_p == pytest.approx(stats.chi2.sf(-2 * (np.log(1.5 / 11) + np.log(2.5 / 11)), 4))
+    assert combined.range_count_chi2 == pytest.approx(combined.count_chi2)  # two ranks in two categories again
+
+
+def test_class_range_by_hand():
+    """Spread of the per-class drops over their mean: one class hit (3.0), nothing changed (0),
+    drops that cancel (inf), an even drop (0)."""
+    from nn_clustering.core.lesion import class_range
+
+    intact = np.array([0.9, 0.8, 1.0])
+    lesioned = np.array([[0.7, 0.8, 1.0], [0.9, 0.8, 1.0], [1.0, 0.7, 1.0], [0.8, 0.7, 0.9]])
+    got = class_range(intact, lesioned)
+    np.testing.assert_allclose(got[[0, 1, 3]], [3.0, 0.0, 0.0], atol=1e-12)
+    assert np.isinf(got[2])

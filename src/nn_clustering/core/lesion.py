@@ -21,7 +21,7 @@ from .graph import NetworkWeights
 from .parameters import validate_fields
 from .progress import progress_bar
 from .rows import Row
-from .stats import empirical_p, fisher_combined_p, rank_count_test
+from .stats import empirical_p, exceed_p, fisher_combined_p, rank_count_test
 
 #: A lesion: hidden layer index (1 = first hidden layer, as in the graph) -> neuron indices.
 Lesion = dict[int, np.ndarray]
@@ -262,6 +262,8 @@ class SingleLesionRow(Row):
     random_sd: float
     z: float
     taxonomy: Taxonomy
+    class_range: float
+    range_p: float
     acc_class: tuple[float, ...]
     n_random: int
     random_state: int
@@ -297,22 +299,53 @@ class ImportanceRow(Row):
     fisher_p: float
     count_chi2: float
     count_p: float
+    range_fisher_p: float
+    range_count_chi2: float
+    range_count_p: float
     n_random: int
     random_state: int
 
 
 def combined_importance(rows: Sequence[SingleLesionRow]) -> ImportanceRow:
     """The :class:`ImportanceRow` of one network's :class:`SingleLesionRow` s: Fisher's
-    combination and the rank-count chi-square test of their p-values."""
+    combination and the rank-count chi-square test of their accuracy p-values and of their
+    class-range p-values."""
     kept = [r for r in rows if r.taxonomy != Taxonomy.COMPLETE]
     n_random = rows[0].n_random if rows else 0
     p = np.array([r.p_value for r in kept])
+    range_p = np.array([r.range_p for r in kept])
     statistic, count_p = rank_count_test(p, n_random)
+    range_statistic, range_count_p = rank_count_test(range_p, n_random)
     return ImportanceRow(
         n_submodules=len(kept), n_important=sum(r.taxonomy == Taxonomy.IMPORTANT for r in kept),
-        fisher_p=fisher_combined_p(p, n_random), count_chi2=statistic, count_p=count_p, n_random=n_random,
-        random_state=rows[0].random_state if rows else 0,
+        fisher_p=fisher_combined_p(p, n_random), count_chi2=statistic, count_p=count_p,
+        range_fisher_p=fisher_combined_p(range_p, n_random), range_count_chi2=range_statistic,
+        range_count_p=range_count_p, n_random=n_random, random_state=rows[0].random_state if rows else 0,
     )
+
+
+def class_range(intact_class: np.ndarray, lesioned_class: np.ndarray) -> np.ndarray:
+    """The successor paper's class range of each lesion (method.md §6.3): the spread (max -
+    min) over classes of the per-class accuracy drops divided by their mean, ptp(drop) /
+    |mean drop|; 0 where no class changes, inf where the drops cancel to a zero mean (below
+    1e-12: rounding).
+
+    Parameters
+    ----------
+    intact_class : numpy.ndarray
+        The intact network's accuracy on each class, ``(classes,)``.
+    lesioned_class : numpy.ndarray
+        Each lesion's accuracy on each class, ``(lesions, classes)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One value per lesion.
+    """
+    drops = np.asarray(intact_class, np.float64)[None, :] - np.asarray(lesioned_class, np.float64)
+    spread, mean = np.ptp(drops, axis=1), np.abs(drops.mean(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(spread == 0, 0.0, np.where(mean > 1e-12, spread / mean, np.inf))
 
 
 def _progress(items: Iterable, total: int, desc: str, enabled: bool):
@@ -331,7 +364,7 @@ def single_lesion_test(
     """
     net = evaluator.net
     modules = submodules(labels, net.layer_sizes, net.lesionable_layers)
-    intact, _ = evaluator.intact()
+    intact, intact_class = evaluator.intact()
     seeds = np.random.SeedSequence(config.random_state).spawn(max(1, len(modules)))
     rows, randoms = [], {}
     for module, seed in _progress(zip(modules, seeds, strict=False), len(modules), "single lesions", progress):
@@ -344,12 +377,14 @@ def single_lesion_test(
         mean, sd = float(random_accs.mean()), float(random_accs.std(ddof=1)) if config.n_random > 1 else np.nan
         diff = true_acc - intact
         complete = module.size == pool.size
+        ranges = class_range(intact_class, per_class)
         rows.append(SingleLesionRow(
             layer=module.layer, cluster=module.cluster, name=module.name, size=module.size,
             proportion=module.size / net.layer_sizes[module.layer], acc=true_acc, intact_acc=intact,
             diff=diff, p_value=p, random_mean=mean, random_sd=sd,
             z=(true_acc - mean) / sd if sd > 0 else np.nan,
             taxonomy=classify(module.size, complete, p, diff, config.n_random),
+            class_range=float(ranges[0]), range_p=exceed_p(float(ranges[0]), ranges[1:]),
             acc_class=tuple(float(v) for v in per_class[0]),
             n_random=config.n_random, random_state=config.random_state,
         ))

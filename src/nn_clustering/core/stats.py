@@ -15,6 +15,13 @@ def empirical_p(observed: float, reference: np.ndarray) -> float:
     return float((np.count_nonzero(reference < observed) + 1) / (reference.size + 1))
 
 
+def exceed_p(observed: float, reference: np.ndarray) -> float:
+    """The right-sided empirical p-value (#{reference > observed} + 1) / (N + 1): random values
+    above the observed one (method.md §6.3's class range)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    return float((np.count_nonzero(reference > observed) + 1) / (reference.size + 1))
+
+
 def shuffle_p(observed: float, shuffled: np.ndarray) -> float:
     """The shuffle test's p-value (#{shuffled <= observed} + 1) / (N + 1) (method.md §5): a
     shuffle that ties with the observed n-cut counts against it, as it does against

@@ -117,7 +117,9 @@ def single_lesion_rows(
 ) -> tuple[list[SingleLesionRow], dict[str, list[float]], str]:
     """The single lesion test of one model (cached): rows, random accuracies by sub-module and
     the code version that computed them."""
-    parts = {"what": "single_lesion", **setup.provenance.as_dict(), **asdict(config)}
+    # the row's columns are part of the key: a cached entry of other columns is another result
+    parts = {"what": "single_lesion", "columns": SingleLesionRow.columns(), **setup.provenance.as_dict(),
+             **asdict(config)}
 
     def compute() -> dict:
         rows, randoms = single_lesion_test(setup.evaluator, setup.labels, config, progress)
