@@ -326,3 +326,32 @@ def test_real_mnist_through_the_mirror(tmp_path):
     data = build.load_dataset("mnist", tmp_path)
     assert data.x_train.shape == (60000, 28, 28) and data.x_test.shape == (10000, 28, 28)
     assert np.bincount(data.y_train).tolist()[:2] == [5923, 6742]
+
+
+def test_poly_targets_by_hand():
+    """Each of the 512 targets is the polynomial of one 0/1 coefficient vector over the nine
+    monomials x1^a x2^b, both in itertools.product order, summed term by term."""
+    import itertools
+
+    data = synthetic.make_poly(seed=3, n_train=40, n_test=8)
+    assert data.x_train.shape == (40, 2) and data.y_train.shape == (40, 512) and data.y_test.shape == (8, 512)
+    assert data.x_train.dtype == data.y_train.dtype == np.float32
+    monomials = list(itertools.product((0, 1, 2), repeat=2))
+    for row in (0, 17, 39):
+        x1, x2 = (float(v) for v in data.x_train[row])
+        for k, coefs in enumerate(itertools.product((0, 1), repeat=9)):
+            by_hand = sum(c * x1**a * x2**b for c, (a, b) in zip(coefs, monomials, strict=True))
+            assert data.y_train[row, k] == pytest.approx(by_hand, rel=1e-5, abs=1e-5)
+    again = synthetic.make_poly(seed=3, n_train=40, n_test=8)
+    np.testing.assert_array_equal(again.x_test, data.x_test)  # seeded
+    big = synthetic.make_poly(seed=3, n_train=20000, n_test=1)
+    assert abs(big.x_train.mean()) < 0.03 and abs(big.x_train.std() - 1) < 0.03  # standard normal inputs
+
+
+def test_a_regression_dataset_keeps_its_floats_through_the_file(tmp_path):
+    data = synthetic.make_poly(seed=1, n_train=30, n_test=6)
+    build.save_imageset(tmp_path / "poly.npz", data)
+    loaded = build.load_dataset("poly", tmp_path)
+    for split in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(loaded, split), getattr(data, split))
+    assert loaded.y_train.dtype == np.float32 and build.parse_name("poly") == ("poly",)

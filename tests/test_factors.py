@@ -102,3 +102,27 @@ def test_stacked_cnn_tags_read_two_channels():
     x_train, y_train, _, _ = prepare_data(spec, data)
     np.testing.assert_array_equal(x_train, images)  # channels kept as the dataset holds them
     assert model.predict(x_train, verbose=0).shape == (3, 10) and y_train.shape == (3, 10)
+
+
+def test_poly_tags_regress_with_linear_outputs_and_mean_squared_error():
+    """POLY: 2-256x4-512 with linear outputs; its loss is the mean squared error by hand, and its
+    data reach the model unchanged."""
+    from nn_clustering.core.enums import Task
+    from nn_clustering.data.imageset import Dataset
+    from nn_clustering.data.synthetic import make_poly
+    from nn_clustering.training.train import build_model, compile_model, prepare_data
+
+    spec = get_spec("POLY+L2REG")
+    assert (spec.task, spec.inputs, spec.n_outputs, spec.l2, spec.instances) == (Task.REGRESS, 2, 512, 5e-5, 5)
+    poly = make_poly(seed=0, n_train=64, n_test=16)
+    data = Dataset(poly.x_train, poly.y_train, poly.x_test, poly.y_test, name="poly")
+    x_train, y_train, x_test, y_test = prepare_data(get_spec("POLY"), data)
+    np.testing.assert_array_equal(y_train, poly.y_train)
+    keras.utils.set_random_seed(0)
+    model = build_model(get_spec("POLY"))
+    assert [w.shape for w in model.get_weights()[0::2]] == [(2, 256), (256, 256), (256, 256), (256, 256), (256, 512)]
+    compile_model(model, task=Task.REGRESS)
+    predicted = model.predict(x_test, verbose=0)
+    assert predicted.min() < 0  # linear outputs, not a softmax
+    loss = model.evaluate(x_test, y_test, verbose=0)
+    assert loss == pytest.approx(float(np.mean((predicted - y_test) ** 2)), rel=1e-4)

@@ -14,7 +14,7 @@ from importlib import resources
 
 import numpy as np
 
-from .core.enums import Architecture, PairSelection
+from .core.enums import Architecture, PairSelection, Task
 from .errors import NnClusteringError, printable
 
 
@@ -41,6 +41,14 @@ class TagSpec:
     cluster_strength: float = 0.0  # the clusterability regulariser's lambda (0 = none)
     cluster_eigs: int = 3  # eigenvalues it penalises
     channels: int = 1  # CNN input channels (2 on the stacked datasets)
+    task: Task = Task.CLASSIFY
+    n_inputs: int | None = None  # MLP inputs (None: input_side^2 pixels)
+    n_outputs: int = 10  # classes, or regression targets
+
+    @property
+    def inputs(self) -> int:
+        """The MLP's input width."""
+        return self.n_inputs or self.input_side**2
 
     @property
     def has_dropout(self) -> bool:
@@ -124,8 +132,9 @@ MODULES = 10
 def _factors() -> list[TagSpec]:
     """The successor paper's training factors (method.md §2.5-§2.6), five instances each as it
     trained: MLP and CNN on MNIST and Fashion-MNIST with an L1 or L2 penalty or the
-    clusterable initialisation, MLPs on the halves datasets and CNNs on their stacked forms; ten
-    each of its small MNIST MLP (49-64x3-10 on 7 x 7 images) with and without the
+    clusterable initialisation, MLPs on the halves datasets and CNNs on their stacked forms, the
+    polynomial regression MLP (2-256x4-512) plain and with either penalty; ten each of its small
+    MNIST MLP (49-64x3-10 on 7 x 7 images) with and without the
     clusterability regulariser."""
     specs = []
     for name, dataset in (("MNIST", "mnist"), ("FASHION", "fashion")):
@@ -138,6 +147,8 @@ def _factors() -> list[TagSpec]:
         for kind in ("STACKED", "STACKED-SAME"):
             specs.append(TagSpec(f"CNN-{kind}-{name}", f"{kind.lower()}-{dataset}", Architecture.CNN, 0.0, 10, 10, 5,
                                  batch_size=64, channels=2))
+    poly = TagSpec("POLY", "poly", Architecture.MLP, 0.0, 20, 20, 5, task=Task.REGRESS, n_inputs=2, n_outputs=512)
+    specs += [poly, replace(poly, tag="POLY+L1REG", l1=PENALTY), replace(poly, tag="POLY+L2REG", l2=PENALTY)]
     small = TagSpec("SMALL-MNIST", "mnist", Architecture.MLP, 0.0, 10, 10, 10, hidden=(64, 64, 64), input_side=7)
     return [*specs, small, replace(small, tag="SMALL-MNIST+CLUSTERABILITY", cluster_strength=0.1)]
 

@@ -86,6 +86,17 @@ class Architecture(Choice):
         return "architecture"
 
 
+class Task(Choice):
+    """What a network is trained to do (method.md §2)."""
+
+    CLASSIFY = "classify"  #: softmax over classes, cross-entropy, accuracy
+    REGRESS = "regress"  #: linear outputs, mean squared error (the successor's polynomials)
+
+    @classmethod
+    def label(cls) -> str:
+        return "task"
+
+
 class PairSelection(Choice):
     """Which pairs of sub-modules the double lesion test runs (method.md §6.2)."""
 

@@ -22,7 +22,16 @@ from ..storage.files import file_digest, remove_stale_parts, save_npz, write_tex
 from .imageset import Dataset, ImageSet
 from .parsers import load_cifar10_archive, load_idx_dataset
 from .raw import CIFAR_ARCHIVE, RAW_FILES, default_data_dir, fetch_raw
-from .synthetic import DEFAULT_SEED, dataset_rng, halves, make_line, make_random, mix, stacked
+from .synthetic import (
+    DEFAULT_SEED,
+    dataset_rng,
+    halves,
+    make_line,
+    make_poly,
+    make_random,
+    mix,
+    stacked,
+)
 
 BASE_DATASETS = ("mnist", "fashion", "cifar10", "line", "random")
 MIXTURES = ("line-mnist", "line-cifar10", "mnist-cifar10")
@@ -31,8 +40,10 @@ MIXTURES = ("line-mnist", "line-cifar10", "mnist-cifar10")
 #: two-channel CNN forms ``stacked-<base>`` and ``stacked-same-<base>``.
 PAIRED = ("halves-", "halves-same-", "stacked-", "stacked-same-")
 PAIRED_BASES = ("mnist", "fashion", "cifar10")
+#: Regression datasets: float inputs and float targets (method.md §1).
+REGRESSION = ("poly",)
 ALL_DATASETS = (BASE_DATASETS + MIXTURES + tuple(m + "-separated" for m in MIXTURES)
-                + tuple(h + b for h in PAIRED for b in ("mnist", "fashion")))
+                + tuple(h + b for h in PAIRED for b in ("mnist", "fashion")) + REGRESSION)
 
 
 def paired_of(name: str) -> tuple[str, bool, bool] | None:
@@ -52,6 +63,8 @@ def parse_name(name: str) -> tuple[str, ...]:
     paired = paired_of(name)
     if paired is not None:
         return (paired[0],)
+    if name in REGRESSION:
+        return (name,)
     stem = name.removesuffix("-separated")
     parts = tuple(stem.split("-"))
     valid = (
@@ -99,6 +112,8 @@ def build(
             base_cache[part] = build_base(part, seed, cache_dir)
         return base_cache[part]
 
+    if name == "poly":
+        return make_poly(seed)
     paired = paired_of(name)
     if paired is not None:
         base_name, same, as_channels = paired
@@ -109,13 +124,17 @@ def build(
 
 
 def save_imageset(path: Path, data: ImageSet) -> None:
-    """Store an :class:`ImageSet` as ``.npz`` (uint8 images, int64 labels, bool sources)."""
-    arrays = {
-        "x_train": data.x_train.astype(np.uint8),
-        "y_train": data.y_train.astype(np.int64),
-        "x_test": data.x_test.astype(np.uint8),
-        "y_test": data.y_test.astype(np.int64),
-    }
+    """Store an :class:`ImageSet` as ``.npz``: uint8 images and int64 labels (float32 inputs and
+    targets as they are, for a regression dataset), bool sources."""
+
+    def inputs(x):
+        return x if x.dtype == np.float32 else x.astype(np.uint8)
+
+    def targets(y):
+        return y if y.dtype == np.float32 else y.astype(np.int64)
+
+    arrays = {"x_train": inputs(data.x_train), "y_train": targets(data.y_train),
+              "x_test": inputs(data.x_test), "y_test": targets(data.y_test)}
     if data.source_train is not None and data.source_test is not None:
         arrays["source_train"] = data.source_train.astype(bool)
         arrays["source_test"] = data.source_test.astype(bool)
@@ -171,9 +190,20 @@ def dataset_problem(path: Path, manifest: dict[str, str]) -> str | None:
     return f"it lacks {sorted(missing)}" if missing else None
 
 
+def _scaled(x: np.ndarray) -> np.ndarray:
+    """uint8 images as float32 in [0, 1]; float inputs as float32."""
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    """Class labels as int64; float regression targets as float32."""
+    return y.astype(np.float32) if np.issubdtype(y.dtype, np.floating) else y.astype(np.int64)
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """Load ``datasets/<name>.npz`` with images as float32 in [0, 1] and int64 labels, once it
-    matches its line in ``datasets/MANIFEST``."""
+    """Load ``datasets/<name>.npz`` with images as float32 in [0, 1] and int64 labels (a
+    regression dataset's float inputs and targets as float32), once it matches its line in
+    ``datasets/MANIFEST``."""
     parse_name(name)
     folder = Path(data_dir if data_dir is not None else default_data_dir())
     path = folder / f"{name}.npz"
@@ -186,10 +216,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> D
         raise DatasetError(f"{path} lacks {sorted(missing)}; {rebuild_hint(name)}")
     return Dataset(
         name=name,
-        x_train=arrays["x_train"].astype(np.float32) / 255.0,
-        y_train=arrays["y_train"].astype(np.int64),
-        x_test=arrays["x_test"].astype(np.float32) / 255.0,
-        y_test=arrays["y_test"].astype(np.int64),
+        x_train=_scaled(arrays["x_train"]),
+        y_train=_labels(arrays["y_train"]),
+        x_test=_scaled(arrays["x_test"]),
+        y_test=_labels(arrays["y_test"]),
         source_train=arrays.get("source_train"),
         source_test=arrays.get("source_test"),
     )

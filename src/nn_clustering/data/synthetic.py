@@ -50,6 +50,41 @@ def make_random(seed: int = DEFAULT_SEED, n_train: int = 60000, n_test: int = 10
     return ImageSet(x_train, y_train, x_test, y_test)
 
 
+#: The polynomial regression task (method.md §1): inputs x1, x2; monomials x1^a x2^b for
+#: (a, b) in {0, 1, 2}^2 in this order; one output per 0/1 coefficient vector over them.
+POLY_INPUTS, POLY_EXPONENTS = 2, (0, 1, 2)
+
+
+def poly_exponents() -> np.ndarray:
+    """(9, 2): the exponents (a, b) of each monomial, in itertools.product order."""
+    grid = np.array(np.meshgrid(POLY_EXPONENTS, POLY_EXPONENTS, indexing="ij"))
+    return grid.reshape(POLY_INPUTS, -1).T
+
+
+def poly_coefficients() -> np.ndarray:
+    """(512, 9): every 0/1 coefficient vector over the monomials, in itertools.product order
+    (row k holds the binary digits of k, the first monomial's the most significant)."""
+    n_terms = len(POLY_EXPONENTS) ** POLY_INPUTS
+    k = np.arange(2**n_terms)[:, None]
+    return ((k >> np.arange(n_terms - 1, -1, -1)[None, :]) & 1).astype(np.float64)
+
+
+def poly_targets(x: np.ndarray) -> np.ndarray:
+    """(n, 512) targets of inputs ``x`` (n, 2): every coefficient vector's polynomial."""
+    exponents = poly_exponents()
+    monomials = np.prod(np.asarray(x, np.float64)[:, None, :] ** exponents[None, :, :], axis=2)
+    return monomials @ poly_coefficients().T
+
+
+def make_poly(seed: int = DEFAULT_SEED, n_train: int = 60000, n_test: int = 10000) -> ImageSet:
+    """The successor paper's polynomial regression (``poly``): standard normal inputs (n, 2),
+    float32, and their 512 polynomial targets (:func:`poly_targets`), float32."""
+    rng = dataset_rng(seed, "poly")
+    x_train, x_test = rng.normal(size=(n_train, POLY_INPUTS)), rng.normal(size=(n_test, POLY_INPUTS))
+    return ImageSet(x_train.astype(np.float32), poly_targets(x_train).astype(np.float32),
+                    x_test.astype(np.float32), poly_targets(x_test).astype(np.float32))
+
+
 def mix(a: ImageSet, b: ImageSet, rng: np.random.Generator, separated: bool = False) -> ImageSet:
     """Stack A and B (optionally A's labels < 5 with B's labels >= 5), then permute each split."""
     out = {}

@@ -43,13 +43,14 @@ def dataset_of(tag: str) -> str:
 
 def factor_tags() -> list[str]:
     """Every factor tag with its controls: per dataset and architecture, the plain tag, dropout,
-    L1, L2, clusterable initialisation and the halves (stacked for CNNs); then the small MNIST
-    MLP pair."""
+    L1, L2, clusterable initialisation and the halves (stacked for CNNs); the polynomial
+    regression trio; then the small MNIST MLP pair."""
     out = []
     for name in ("MNIST", "FASHION"):
         for prefix, paired in (("", "HALVES"), ("CNN-", "CNN-STACKED")):
             out += [f"{prefix}{name}{s}" for s in ("", "+DROPOUT", "+L1REG", "+L2REG", "+MOD-INIT")]
             out += [f"{paired}-SAME-{name}", f"{paired}-{name}"]
+    out += ["POLY", "POLY+L1REG", "POLY+L2REG"]
     return [*out, "SMALL-MNIST", "SMALL-MNIST+CLUSTERABILITY"]
 
 

@@ -17,16 +17,17 @@ def penalty(l1: float = 0.0, l2: float = 0.0) -> keras.regularizers.Regularizer 
 
 
 def build_mlp(dropout: float = 0.0, hidden: tuple[int, ...] = MLP_HIDDEN, n_inputs: int = 784,
-              n_classes: int = N_CLASSES, l1: float = 0.0, l2: float = 0.0) -> keras.Model:
-    """784 -> 256 x 4 (ReLU) -> 10 softmax; with ``dropout`` > 0 a Dropout after each hidden layer;
-    ``l1``/``l2`` penalise every kernel (:func:`penalty`)."""
+              n_classes: int = N_CLASSES, l1: float = 0.0, l2: float = 0.0, output: str = "softmax") -> keras.Model:
+    """784 -> 256 x 4 (ReLU) -> 10 softmax (``output="linear"``: linear outputs, for regression);
+    with ``dropout`` > 0 a Dropout after each hidden layer; ``l1``/``l2`` penalise every kernel
+    (:func:`penalty`)."""
     layers: list[keras.layers.Layer] = [keras.Input((n_inputs,))]
     for i, width in enumerate(hidden):
         layers.append(keras.layers.Dense(width, activation="relu", name=f"dense_{i}",
                                          kernel_regularizer=penalty(l1, l2)))
         if dropout > 0:
             layers.append(keras.layers.Dropout(dropout, name=f"dropout_{i}"))
-    layers.append(keras.layers.Dense(n_classes, activation="softmax", name=f"dense_{len(hidden)}",
+    layers.append(keras.layers.Dense(n_classes, activation=output, name=f"dense_{len(hidden)}",
                                      kernel_regularizer=penalty(l1, l2)))
     return keras.Sequential(layers, name="mlp")
 

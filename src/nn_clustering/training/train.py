@@ -30,7 +30,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ..core.enums import Architecture, Stage
+from ..core.enums import Architecture, Stage, Task
 from ..core.parameters import checked
 from ..data.build import ensure_dataset, load_dataset, parse_name
 from ..data.imageset import Dataset
@@ -87,10 +87,11 @@ def build_model(spec: TagSpec, seed: int = 0) -> keras.Model:
     if spec.arch == Architecture.CNN:
         model = build_cnn(dropout=spec.has_dropout, l1=spec.l1, l2=spec.l2, channels=spec.channels)
     else:
-        model = build_mlp(dropout=spec.dropout, hidden=tuple(spec.hidden), n_inputs=spec.input_side**2,
-                          l1=spec.l1, l2=spec.l2)
+        model = build_mlp(dropout=spec.dropout, hidden=tuple(spec.hidden), n_inputs=spec.inputs,
+                          n_classes=spec.n_outputs, l1=spec.l1, l2=spec.l2,
+                          output="linear" if spec.task == Task.REGRESS else "softmax")
         if spec.cluster_strength:
-            model = ClusterabilityRegularised([keras.Input((spec.input_side**2,)), *model.layers], spec.cluster_strength,
+            model = ClusterabilityRegularised([keras.Input((spec.inputs,)), *model.layers], spec.cluster_strength,
                                               spec.cluster_eigs, name="mlp")
     if spec.init_modules:
         cnn = spec.arch == Architecture.CNN
@@ -112,8 +113,11 @@ def downsampled(images: np.ndarray, side: int) -> np.ndarray:
 
 
 def prepare_data(spec: TagSpec, data: Dataset) -> tuple[np.ndarray, ...]:
-    """Inputs shaped for the architecture and one-hot labels; ``train_rows`` keeps the first rows."""
-    shape = (-1, 28, 28, spec.channels) if spec.arch == Architecture.CNN else (-1, spec.input_side**2)
+    """Inputs shaped for the architecture and one-hot labels (a regression's targets as they
+    are); ``train_rows`` keeps the first rows."""
+    if spec.task == Task.REGRESS:
+        return data.x_train[: spec.train_rows], data.y_train[: spec.train_rows], data.x_test, data.y_test
+    shape = (-1, 28, 28, spec.channels) if spec.arch == Architecture.CNN else (-1, spec.inputs)
     x_train, y_train = downsampled(data.x_train, spec.input_side).reshape(shape), data.y_train
     if spec.train_rows:
         x_train, y_train = x_train[: spec.train_rows], y_train[: spec.train_rows]
@@ -131,13 +135,14 @@ def make_optimizer() -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(LEARNING_RATE)
 
 
-def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None) -> None:
-    """``optimizer`` (default: a fresh :func:`make_optimizer`), categorical cross-entropy, accuracy."""
-    model.compile(
-        optimizer=optimizer or make_optimizer(),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None,
+                  task: Task = Task.CLASSIFY) -> None:
+    """``optimizer`` (default: a fresh :func:`make_optimizer`), categorical cross-entropy and
+    accuracy (a regression: mean squared error)."""
+    if task == Task.REGRESS:
+        model.compile(optimizer=optimizer or make_optimizer(), loss="mean_squared_error")
+    else:
+        model.compile(optimizer=optimizer or make_optimizer(), loss="categorical_crossentropy", metrics=["accuracy"])
 
 
 def weights_arrays(model: keras.Model) -> dict[str, np.ndarray]:
@@ -191,6 +196,8 @@ def _fit(model, spec: TagSpec, data: tuple, epochs: int, callbacks: list) -> dic
         x_train, y_train, batch_size=spec.batch_size, epochs=epochs, shuffle=spec.shuffle,
         validation_data=(x_test, y_test), callbacks=callbacks, verbose=_verbosity(),
     )
+    if spec.task == Task.REGRESS:
+        return _history(history)
     return {**_history(history), INFERENCE_KEY: inference_accuracy(model, x_train, y_train)}
 
 
@@ -237,7 +244,7 @@ def train_dense(config: TrainConfig, data: tuple, stage_dir: Path) -> dict:
     """Stage 1: train the dense network; save it, its weights and its history."""
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.spec, config.seed)
-    compile_model(model)
+    compile_model(model, task=config.spec.task)
     checkpoints = stage_dir / CHECKPOINT_FOLDER
     callbacks = [KernelCheckpoints(checkpoints, Stage.DENSE)] if config.spec.learning_curve else []
     history = _fit(model, config.spec, data, config.spec.epochs, callbacks)
@@ -256,7 +263,7 @@ def train_pruned(config: TrainConfig, data: tuple, stage_dir: Path) -> dict:
     pruning = MagnitudePruning(schedule)
     optimizer = make_optimizer()
     pruning.attach(model, optimizer)
-    compile_model(model, optimizer)
+    compile_model(model, optimizer, config.spec.task)
     callbacks: list = [pruning]
     if config.spec.learning_curve:
         callbacks.append(KernelCheckpoints(stage_dir / CHECKPOINT_FOLDER, Stage.PRUNED))
@@ -311,10 +318,13 @@ def train_instance(
     if final.exists():
         shutil.rmtree(final)
     os.replace(stage_dir, final)
-    accuracy = {stage: metrics[metric_key(stage, Metric.TEST_ACCURACY)] for stage in STAGES}
+    if spec.task == Task.REGRESS:
+        what, score = "test mean squared error", {stage: metrics[str(stage)]["val_loss"][-1] for stage in STAGES}
+    else:
+        what, score = "test accuracy", {stage: metrics[metric_key(stage, Metric.TEST_ACCURACY)] for stage in STAGES}
     log(
-        f"{spec.tag}/{config.instance}: done in {metrics['seconds']:.0f} s; test accuracy dense "
-        f"{accuracy[Stage.DENSE]:.4f}, pruned {accuracy[Stage.PRUNED]:.4f} -> {final}"
+        f"{spec.tag}/{config.instance}: done in {metrics['seconds']:.0f} s; {what} dense "
+        f"{score[Stage.DENSE]:.4f}, pruned {score[Stage.PRUNED]:.4f} -> {final}"
     )
     _warn_inference_gaps(f"{spec.tag}/{config.instance}", metrics, log)
     add_missing_metrics(final, spec, data_dir, log)  # a mixture's per-source accuracy
@@ -362,7 +372,8 @@ def add_missing_metrics(
     ``metrics.json`` is rewritten atomically."""
     metrics = read_metrics(folder)
     parts = parse_name(spec.dataset)
-    inference = [stage for stage in STAGES if metric_key(stage, Metric.TRAIN_ACCURACY_INFERENCE) not in metrics]
+    inference = [stage for stage in STAGES if spec.task == Task.CLASSIFY
+                 and metric_key(stage, Metric.TRAIN_ACCURACY_INFERENCE) not in metrics]
     sources = [stage for stage in STAGES
                if len(parts) == 2 and metric_key(stage, Metric.TEST_ACCURACY_BY_SOURCE) not in metrics]
     if not inference and not sources:
