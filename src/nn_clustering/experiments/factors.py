@@ -92,22 +92,27 @@ def run_clustering_factors(paths: ExperimentPaths, config: ClusteringConfig, tag
 
 
 def factors_figure(table):
-    """n-cut of every instance by factor (``layer`` shuffles), one panel per architecture,
-    dataset and stage, with each instance's shuffled mean as an open marker."""
+    """n-cut of every instance by factor (``layer`` shuffles), one row of panels per
+    architecture and dataset, dense and pruned side by side, with each instance's shuffled mean
+    as an open marker (CNNs with the successor's slice norm)."""
     import matplotlib.pyplot as plt
 
     rows = table[(table["method"] == "layer") & (table["norm"].isin(["", str(SliceNorm.INDUCED_L1)]))]
-    panels = list(rows.groupby(["arch", "dataset", "stage"], sort=False))
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 3.6), squeeze=False)
+    groups = list(rows.groupby(["arch", "dataset"], sort=False))
+    stages = list(dict.fromkeys(rows["stage"])) or ["dense"]
+    fig, axes = plt.subplots(max(1, len(groups)), len(stages), figsize=(3.4 * len(stages), 2.9 * max(1, len(groups))),
+                             squeeze=False)
     order = [CONTROL] + [f for _, f in FACTORS]
-    for ax, ((arch, dataset, stage), group) in zip(axes[0], panels, strict=False):
-        factors = [f for f in order if f in set(group["factor"])]
-        for x, factor in enumerate(factors):
-            part = group[group["factor"] == factor]
-            ax.scatter([x] * len(part), part["ncut"], color="C0", s=14)
-            ax.scatter([x] * len(part), part["shuffled_mean"], facecolors="none", edgecolors="C1", s=14)
-        ax.set_xticks(range(len(factors)), factors, rotation=60, ha="right", fontsize=7)
-        ax.set_title(f"{arch.upper()} {dataset}, {stage}", fontsize=8)
-    axes[0][0].set_ylabel("n-cut (filled) / shuffled mean (open)")
+    for ax_row, ((arch, dataset), group) in zip(axes, groups, strict=False):
+        for ax, stage in zip(ax_row, stages, strict=True):
+            part_of_stage = group[group["stage"] == stage]
+            factors = [f for f in order if f in set(part_of_stage["factor"])]
+            for x, factor in enumerate(factors):
+                part = part_of_stage[part_of_stage["factor"] == factor]
+                ax.scatter([x] * len(part), part["ncut"], color="C0", s=14)
+                ax.scatter([x] * len(part), part["shuffled_mean"], facecolors="none", edgecolors="C1", s=14)
+            ax.set_xticks(range(len(factors)), factors, rotation=40, ha="right", fontsize=7)
+            ax.set_title(f"{arch.upper()} {dataset}, {stage}", fontsize=8)
+        ax_row[0].set_ylabel("n-cut (filled)\nshuffled mean (open)", fontsize=8)
     fig.tight_layout()
     return fig
