@@ -36,15 +36,15 @@ def _magnitude(w):
     return w * ops.stop_gradient(ops.sign(w))
 
 
-def _sides(kernels: Sequence) -> tuple:
-    """The layered graph as its two sides: the block B of |weights| from the units of even
-    layers (rows) to those of odd layers (columns), every edge of the graph once, and where each
-    layer's units start within its side."""
-    sizes = [int(kernels[0].shape[0])] + [int(k.shape[1]) for k in kernels]
-    offsets, counts = [], [0, 0]
-    for i, size in enumerate(sizes):
-        offsets.append(counts[i % 2])
-        counts[i % 2] += size
+def layer_sizes(kernels: Sequence) -> list[int]:
+    """The units of each layer of the graph of ``kernels``, inputs first."""
+    return [int(kernels[0].shape[0])] + [int(k.shape[1]) for k in kernels]
+
+
+def _block(kernels: Sequence):
+    """The layered graph as the block B of |weights| from the units of even layers (rows) to
+    those of odd layers (columns): every edge of the graph once."""
+    sizes = layer_sizes(kernels)
     rows = []
     for i in range(0, len(sizes), 2):
         parts = []
@@ -56,7 +56,7 @@ def _sides(kernels: Sequence) -> tuple:
             else:
                 parts.append(ops.zeros((sizes[i], sizes[j]), dtype=kernels[0].dtype))
         rows.append(ops.concatenate(parts, axis=1))
-    return ops.concatenate(rows, axis=0), sizes, offsets
+    return ops.concatenate(rows, axis=0)
 
 
 def _inverse_sqrt(d):
@@ -65,14 +65,14 @@ def _inverse_sqrt(d):
 
 def _scaled_block(kernels: Sequence):
     """M = D_r^-1/2 B D_c^-1/2, differentiable with respect to the kernels."""
-    b, _, _ = _sides(kernels)
+    b = _block(kernels)
     return _inverse_sqrt(ops.sum(b, axis=1))[:, None] * b * _inverse_sqrt(ops.sum(b, axis=0))[None, :]
 
 
 def basis_width(kernels: Sequence, n_eigs: int) -> int:
     """Columns of the tracked basis: the trivial pair, the penalised ones and :data:`EXTRA`,
     at most the smaller side."""
-    sizes = [int(kernels[0].shape[0])] + [int(k.shape[1]) for k in kernels]
+    sizes = layer_sizes(kernels)
     return min(n_eigs + 1 + EXTRA, sum(sizes[0::2]), sum(sizes[1::2]))
 
 
@@ -142,7 +142,7 @@ class ClusterabilityRegularised(keras.Sequential):
         (the first training step replaces it by a full SVD's)."""
         kernels = self._kernels()
         start = np.linalg.qr(np.random.default_rng(0).normal(
-            size=(sum(int(k.shape[1]) for k in kernels[0::2]), basis_width(kernels, self.n_eigs))))[0]
+            size=(sum(layer_sizes(kernels)[1::2]), basis_width(kernels, self.n_eigs))))[0]
         self.penalty_basis = keras.Variable(start.astype("float32"), trainable=False, name="penalty_basis")
 
     def _kernels(self) -> list:
