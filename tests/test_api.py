@@ -135,8 +135,9 @@ def test_estimator_protocol_params_repr_and_not_fitted():
 
 
 def test_public_api_is_small_and_documented():
-    assert set(nc.__all__) == {"NetworkWeights", "NnClusteringError", "NotFittedError", "ParameterError",
-                               "ShuffleTest", "SpectralNCut", "__version__", "as_weights", "load_weights"}
+    assert set(nc.__all__) == {"CommunityPartition", "NetworkWeights", "NnClusteringError", "NotFittedError",
+                               "ParameterError", "ShuffleTest", "SpectralNCut", "__version__", "as_weights",
+                               "load_weights"}
     text = pydoc.render_doc(nc.ShuffleTest, renderer=pydoc.plaintext)
     for section in ("Parameters", "Attributes", "Examples", "p_value_", "significant_", "random_state"):
         assert section in text

@@ -19,10 +19,11 @@ schema); :mod:`nn_clustering.experiments` (the analyses behind the notebooks); a
 from ._version import __version__
 from .core.graph import NetworkWeights
 from .errors import NnClusteringError, ParameterError
-from .estimators import NotFittedError, ShuffleTest, SpectralNCut
+from .estimators import CommunityPartition, NotFittedError, ShuffleTest, SpectralNCut
 from .formats.loader import as_weights, load_weights
 
 __all__ = [
+    "CommunityPartition",
     "NetworkWeights",
     "NnClusteringError",
     "NotFittedError",

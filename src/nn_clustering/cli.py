@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._version import __version__
-from .core.enums import ShuffleMethod, SliceNorm
+from .core.enums import ActivationNull, GraphKind, Measure, Partitioner, ShuffleMethod, SliceNorm
 from .core.parameters import validate
-from .errors import NnClusteringError, printable
+from .errors import NnClusteringError, ParameterError, printable
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -54,11 +54,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_cluster(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .core.graph import graph_inputs
     from .core.spectral import smallest_cluster
     from .estimators import ShuffleTest
     from .experiments.clustering import tiny_cluster_note
-    from .experiments.composition import head_dims
     from .formats.limits import memory_limit_set
     from .storage.files import check_output, write_json_atomic
     from .storage.provenance import code_version, library_versions
@@ -71,20 +69,25 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         for suffix in (".csv", ".png", ".svg"):
             check_output(stem.with_suffix(suffix), inputs=(args.path,), what="--composition")
     bound = memory_limit_set(args.max_model_memory) if args.max_model_memory else contextlib.nullcontext()
-    test = ShuffleTest(**params, drop_dead_ends=args.drop_dead_ends, progress=not args.quiet)
+    graph_params = {"graph": args.graph, "data": args.data, "measure": args.measure}
+    if args.graph == GraphKind.ACTIVATIONS.value and args.data is None:
+        raise ParameterError("--graph activations needs --data: a dataset name (e.g. mnist) or an .npz of inputs")
+    if args.layerwise:
+        if args.graph != GraphKind.ACTIVATIONS.value:
+            raise ParameterError("--layerwise partitions activation graphs layer by layer; add --graph activations")
+        return _layers(args, params, bound, output)
+    if args.partitioner != Partitioner.SPECTRAL.value:
+        return _community(args, graph_params, bound, output)
+    test = ShuffleTest(**params, **graph_params, null=args.null, drop_dead_ends=args.drop_dead_ends,
+                       progress=not args.quiet)
     with bound:
         test.fit(args.path)
     weights, graph, stats = test.weights_, test.graph_, test.stats_
-    shape = "residual/concatenating " if weights.wiring is not None else ""
-    kind = "transformer" if head_dims(weights) else weights.kind.upper()
-    print(f"{printable(args.path)}: {'' if kind == 'transformer' else shape}{kind}, {graph.n_nodes} nodes in "
-          f"layers {list(graph.layer_sizes)}")
-    if args.drop_dead_ends:
-        kernels, builder = graph_inputs(weights, args.norm)
-        print(f"dropped {int(builder(kernels).active.sum() - graph.active.sum())} nodes on no input-to-output path")
+    _print_graph(args, weights, graph)
     z = f"z {stats.z:.2f}" if np.isfinite(stats.z) else "z undefined (the shuffled n-cuts are all equal)"
+    shuffles = args.null if weights is None else test.method
     print(
-        f"n-cut {test.ncut_:.4f} (k = {test.n_clusters}); {test.method} shuffles "
+        f"n-cut {test.ncut_:.4f} (k = {test.n_clusters}), modularity Q {test.modularity_:.4f}; {shuffles} shuffles "
         f"(N = {stats.n}): mean {stats.mean:.4f}, sd {stats.sd:.4f}, {z}, {stats.verdict()}"
     )
     _print_groups(test)
@@ -97,9 +100,88 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     if output is not None:
         record = {
             **test.to_dict(),
-            "model": {"path": str(args.path), "kind": weights.kind, "sha256": _digests(Path(args.path))},
+            **({} if weights is not None else {"graph": args.graph, "data": args.data, "measure": args.measure,
+                                               "null": args.null}),
+            "model": {"path": str(args.path), "kind": weights.kind if weights is not None else "mlp",
+                      "sha256": _digests(Path(args.path))},
             "code_version": code_version(),
             "versions": library_versions(),
+        }
+        write_json_atomic(output, record)
+        print(f"wrote {printable(output)}")
+    return 0
+
+
+def _print_graph(args: argparse.Namespace, weights, graph) -> None:
+    """The first line of ``cluster``'s report: the network and its graph."""
+    from .experiments.composition import head_dims
+
+    if weights is None:
+        what = f"{args.measure} activation graph over {args.data}"
+        print(f"{printable(args.path)}: {what}, {graph.n_nodes} units in layers {list(graph.layer_sizes)}, "
+              f"{int((~graph.active).sum())} dead")
+        return
+    shape = "residual/concatenating " if weights.wiring is not None else ""
+    kind = "transformer" if head_dims(weights) else weights.kind.upper()
+    print(f"{printable(args.path)}: {'' if kind == 'transformer' else shape}{kind}, {graph.n_nodes} nodes in "
+          f"layers {list(graph.layer_sizes)}")
+    if args.drop_dead_ends:
+        from .core.graph import graph_inputs
+
+        kernels, builder = graph_inputs(weights, args.norm)
+        print(f"dropped {int(builder(kernels).active.sum() - graph.active.sum())} nodes on no input-to-output path")
+
+
+def _community(args: argparse.Namespace, graph_params: dict, bound, output: Path | None) -> int:
+    """``cluster --partitioner leiden|louvain``: the partition of highest modularity, no shuffles."""
+    from .estimators import CommunityPartition
+    from .storage.files import write_json_atomic
+    from .storage.provenance import code_version, library_versions
+
+    model = CommunityPartition(partitioner=args.partitioner, resolution=args.resolution, norm=args.norm,
+                               drop_dead_ends=args.drop_dead_ends, random_state=args.random_state, **graph_params)
+    with bound:
+        model.fit(args.path)
+    _print_graph(args, model.weights_, model.graph_)
+    print(f"{args.partitioner} (resolution {args.resolution:g}): {model.n_clusters_} clusters, modularity Q "
+          f"{model.modularity_:.4f}, n-cut {model.ncut_:.4f}")
+    _print_groups(model)
+    if output is not None:
+        record = {
+            "partitioner": args.partitioner, "resolution": args.resolution, "n_clusters": model.n_clusters_,
+            "modularity": model.modularity_, "ncut": model.ncut_, "random_state": args.random_state, **graph_params,
+            "layer_sizes": list(model.graph_.layer_sizes),
+            "layers": [{"name": name, "size": int(len(labels)), "labels": labels.tolist()}
+                       for name, labels in model.labels_by_name_.items()],
+            "model": {"path": str(args.path), "sha256": _digests(Path(args.path))},
+            "code_version": code_version(), "versions": library_versions(),
+        }
+        write_json_atomic(output, record)
+        print(f"wrote {printable(output)}")
+    return 0
+
+
+def _layers(args: argparse.Namespace, params: dict, bound, output: Path | None) -> int:
+    """``cluster --graph activations --layerwise``: each layer's activation graph partitioned on
+    its own (spectral into --k clusters, or leiden / louvain), one line per layer."""
+    from .core.partition import layer_partitions
+    from .formats.activations import build_layer_graphs
+    from .storage.files import write_json_atomic
+    from .storage.provenance import code_version, library_versions
+
+    with bound:
+        graphs = build_layer_graphs(args.path, args.data, args.measure, progress=not args.quiet)
+    results = layer_partitions(graphs, args.partitioner, params["n_clusters"], args.resolution, params["random_state"])
+    print(f"{printable(args.path)}: {args.measure} activation graphs over {args.data}, layer by layer, "
+          f"{args.partitioner}")
+    for row, _ in results:
+        print(f"  {printable(row.layer)}: {row.units} units ({row.dead} dead), {row.n_clusters} clusters, n-cut "
+              f"{row.ncut:.4f}, modularity Q {row.modularity:.4f}")
+    if output is not None:
+        record = {
+            "layers": [{**row.as_dict(), "labels": labels.tolist()} for row, labels in results],
+            "data": args.data, "model": {"path": str(args.path), "sha256": _digests(Path(args.path))},
+            "code_version": code_version(), "versions": library_versions(),
         }
         write_json_atomic(output, record)
         print(f"wrote {printable(output)}")
@@ -109,11 +191,14 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 def _print_groups(test) -> None:
     """The cluster sizes of every group, and for a transformer what each cluster holds (MLP
     units, value dimensions by head, stream units)."""
+    import numpy as np
+
     from .experiments.composition import cluster_composition, composition_lines, head_dims
 
-    for i, (name, row) in enumerate(zip(test.layer_names_, test.clustering_.sizes_by_layer(test.graph_), strict=True)):
-        print(f"  layer {i} {printable(name)}: cluster sizes {row}")
-    if head_dims(test.weights_):
+    for i, (name, labels) in enumerate(zip(test.layer_names_, test.labels_by_layer_, strict=True)):
+        sizes = np.bincount(labels[labels >= 0], minlength=int(test.labels_.max()) + 1).tolist()
+        print(f"  layer {i} {printable(name)}: cluster sizes {sizes}")
+    if test.weights_ is not None and head_dims(test.weights_):
         print("what each cluster holds (units / of the part):")
         for line in composition_lines(cluster_composition(test.weights_, test.labels_by_layer_)):
             print(printable(line))
@@ -129,7 +214,7 @@ def _write_composition(test, stem: Path) -> None:
     )
     from .storage.tables import frame, save_figure, write_csv
 
-    if not head_dims(test.weights_):
+    if test.weights_ is None or not head_dims(test.weights_):
         raise NnClusteringError("--composition describes a transformer's heads and MLPs; this network is not a "
                                 "transformer: leave the option out")
     rows = cluster_composition(test.weights_, test.labels_by_layer_)
@@ -266,6 +351,23 @@ def _add_cluster(sub) -> None:
            help="conv kernel slice norm for CNN channel graphs (default: l1)")
     p.add_argument("--drop-dead-ends", action="store_true",
                    help="first remove units on no input-to-output path (label -1; method.md §8)")
+    p.add_argument("--graph", choices=list(GraphKind.values()), default=GraphKind.WEIGHTS.value,
+                   help="the weight graph (|w| edges), or the activation graph of --data (method.md §3.5; "
+                        "default: weights)")
+    p.add_argument("--data", default=None,
+                   help="inputs for --graph activations: a dataset name (its test split, e.g. mnist, read from "
+                        "$NN_CLUSTERING_DATA_DIR or ./datasets) or an .npz of inputs (array x)")
+    p.add_argument("--measure", choices=list(Measure.values()), default=Measure.SPEARMAN.value,
+                   help="activation edge weight: spearman or pearson r^2, or coactivation (default: spearman)")
+    p.add_argument("--layerwise", action="store_true",
+                   help="activation graphs: partition each layer's units on its own (no shuffle test)")
+    p.add_argument("--null", choices=list(ActivationNull.values()), default=ActivationNull.LAYER_PAIRS.value,
+                   help="activation graphs: permute edge weights within layer pairs or among all pairs "
+                        "(default: layer_pairs; method.md §5.2)")
+    p.add_argument("--partitioner", choices=list(Partitioner.values()), default=Partitioner.SPECTRAL.value,
+                   help="spectral (k clusters, with the shuffle test), or leiden / louvain (modularity at "
+                        "--resolution, no shuffles) (default: spectral)")
+    p.add_argument("--resolution", type=float, default=1.0, help="leiden / louvain resolution (default: 1)")
     p.add_argument("--output", default=None, help="write everything as JSON to this file")
     p.add_argument("--composition", default=None, metavar="STEM",
                    help="transformers: write what each cluster holds per head and MLP as STEM.csv and a heatmap "

@@ -21,17 +21,32 @@ from typing import Any
 
 import numpy as np
 
+from .core.activation_shuffle import activation_shuffle_test
+from .core.activations import ActivationGraph
 from .core.dag import DagGraph
+from .core.enums import GraphKind, Partitioner
 from .core.graph import Graph, NetworkWeights, graph_inputs, group_names
+from .core.modularity import modularity
 from .core.parameters import validate
+from .core.partition import Partition, partition_graph
 from .core.shuffle import ShuffleConfig, ShuffleTestResult, observed_clustering, shuffle_test
 from .core.spectral import Clustering, SpectralConfig
 from .core.stats import ShuffleStats
 from .errors import GraphError, NnClusteringError, ParameterError
+from .formats.activations import build_activation_graph
 from .formats.loader import as_weights
 
 #: The estimator parameters a :class:`ShuffleConfig` takes (its fields).
 SHUFFLE_PARAMETERS = tuple(field.name for field in fields(ShuffleConfig))
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Whether a parameter holds its default (arrays, such as ``data``, never do)."""
+    return value is default or (not isinstance(value, np.ndarray) and type(value) is type(default) and value == default)
+
+
+def _short(value: Any) -> str:
+    return f"<array {value.shape}>" if isinstance(value, np.ndarray) else repr(value)
 
 
 class NotFittedError(NnClusteringError, AttributeError):
@@ -61,7 +76,7 @@ class _Estimator:
 
     def __repr__(self) -> str:
         defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults.get(k)]
+        changed = [f"{k}={_short(v)}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def _fitted(self, name: str) -> Any:
@@ -79,6 +94,15 @@ class _Estimator:
         (``weights_``) and its graph built (``graph_``, which checks the kernels), the kernels
         and graph builder, and the spectral configuration."""
         params = self._validated()
+        spectral = SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"]) if "n_clusters" in params else None
+        if params.get("graph") == GraphKind.ACTIVATIONS:
+            if params["data"] is None:
+                raise ParameterError("graph='activations' needs data: a dataset name (e.g. 'mnist'), an .npz of inputs "
+                                     "or an array of them")
+            self.weights_ = None
+            self.graph_ = build_activation_graph(network, params["data"], params["measure"],
+                                                 progress=params.get("progress", False))
+            return params, [], None, spectral
         self.weights_: NetworkWeights = as_weights(network)
         kernels, builder = graph_inputs(self.weights_, params["norm"], params["drop_dead_ends"])
         try:
@@ -86,7 +110,7 @@ class _Estimator:
         except GraphError as exc:  # name the file the kernels came from
             source = self.weights_.source
             raise GraphError(f"{source}: {exc}" if source and not str(exc).startswith(source) else str(exc)) from None
-        return params, kernels, builder, SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"])
+        return params, kernels, builder, spectral
 
     @property
     def labels_(self) -> np.ndarray:
@@ -102,7 +126,16 @@ class _Estimator:
 
     @property
     def layer_names_(self) -> list[str]:
+        graph = self._fitted("graph_")
+        if isinstance(graph, ActivationGraph):
+            return list(graph.names)
         return group_names(self._fitted("weights_"))
+
+    @property
+    def modularity_(self) -> float:
+        graph = self._fitted("graph_")
+        adjacency, _ = graph.without_isolated(dense=False)
+        return modularity(adjacency, self.labels_[graph.active])
 
     @property
     def labels_by_name_(self) -> dict[str, np.ndarray]:
@@ -128,6 +161,16 @@ class SpectralNCut(_Estimator):
         How a conv kernel slice K[:, :, i, j] becomes one edge weight (CNNs only).
     drop_dead_ends : bool, default=False
         First remove the units on no input-to-output path (method.md §8).
+    graph : {"weights", "activations"}, default="weights"
+        Which graph to cluster: the weight graph (|w| edges, method.md §3) or the activation graph
+        of ``data`` (units joined by how alike their activations are, method.md §3.5).
+    data : str, path or ndarray, default=None
+        For ``graph="activations"``: a dataset name (its test split, e.g. ``"mnist"``), the path
+        of an ``.npz`` of inputs, or an array with one example per row.
+    measure : {"spearman", "pearson", "coactivation"}, default="spearman"
+        The activation graph's edge weight: r squared, or the share of examples on which both
+        units are active. The graph joins every pair of hidden units; layer by layer graphs are
+        :func:`nn_clustering.activation_layers`.
     random_state : int, default=42
         Root seed. The clustering is the one :class:`ShuffleTest` reports for the unshuffled
         network under the same root seed.
@@ -147,12 +190,14 @@ class SpectralNCut(_Estimator):
         ``labels_by_name_[name][i]``.
     ncut_ : float
         The partition's normalised cut, in [0, k].
+    modularity_ : float
+        Newman's modularity Q of the partition on the same graph (method.md §4.3).
     clustering_ : Clustering
         Labels, n-cut and k together.
-    graph_ : Graph or DagGraph
-        The weight graph that was clustered.
-    weights_ : NetworkWeights
-        The network's kernels as read.
+    graph_ : Graph, DagGraph or ActivationGraph
+        The graph that was clustered.
+    weights_ : NetworkWeights or None
+        The network's kernels as read (None for an activation graph).
 
     Examples
     --------
@@ -170,11 +215,15 @@ class SpectralNCut(_Estimator):
     """
 
     def __init__(self, *, n_clusters: int = 4, n_init: int = 25, norm: str = "l1",
-                 drop_dead_ends: bool = False, random_state: int = 42):
+                 drop_dead_ends: bool = False, graph: str = "weights", data=None, measure: str = "spearman",
+                 random_state: int = 42):
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.norm = norm
         self.drop_dead_ends = drop_dead_ends
+        self.graph = graph
+        self.data = data
+        self.measure = measure
         self.random_state = random_state
 
     def fit(self, network, y=None) -> SpectralNCut:
@@ -221,6 +270,20 @@ class ShuffleTest(_Estimator):
         Edge weight of a conv kernel slice (CNNs only).
     drop_dead_ends : bool, default=False
         Remove units on no input-to-output path first, in the network and every shuffle.
+    graph : {"weights", "activations"}, default="weights"
+        Which graph to cluster: the weight graph (|w| edges, method.md §3) or the activation graph
+        of ``data`` (units joined by how alike their activations are, method.md §3.5).
+    data : str, path or ndarray, default=None
+        For ``graph="activations"``: a dataset name (its test split, e.g. ``"mnist"``), the path
+        of an ``.npz`` of inputs, or an array with one example per row.
+    measure : {"spearman", "pearson", "coactivation"}, default="spearman"
+        The activation graph's edge weight: r squared, or the share of examples on which both
+        units are active. The graph joins every pair of hidden units; layer by layer graphs are
+        :func:`nn_clustering.activation_layers`.
+    null : {"layer_pairs", "edges"}, default="layer_pairs"
+        Activation graphs only: permute the edge weights among the pairs of the same two layers,
+        or among all pairs (the successor paper's); ``method`` is for weight graphs (method.md
+        §5.2).
     n_jobs : int, default=1
         Local worker processes (-1: one per core).
     scheduler : str or None, default=None
@@ -281,14 +344,19 @@ class ShuffleTest(_Estimator):
     """
 
     def __init__(self, *, n_clusters: int = 4, n_shuffles: int = 320, method: str = "layer", n_init: int = 25,
-                 norm: str = "l1", drop_dead_ends: bool = False, n_jobs: int = 1, scheduler: str | None = None,
-                 random_state: int = 42, level: float = 0.05, progress: bool = True):
+                 norm: str = "l1", drop_dead_ends: bool = False, graph: str = "weights", data=None,
+                 measure: str = "spearman", null: str = "layer_pairs", n_jobs: int = 1,
+                 scheduler: str | None = None, random_state: int = 42, level: float = 0.05, progress: bool = True):
         self.n_clusters = n_clusters
         self.n_shuffles = n_shuffles
         self.method = method
         self.n_init = n_init
         self.norm = norm
         self.drop_dead_ends = drop_dead_ends
+        self.graph = graph
+        self.data = data
+        self.measure = measure
+        self.null = null
         self.n_jobs = n_jobs
         self.scheduler = scheduler
         self.random_state = random_state
@@ -299,8 +367,11 @@ class ShuffleTest(_Estimator):
         """Cluster ``network`` and ``n_shuffles`` shuffles of it; ``y`` is ignored."""
         params, kernels, builder, spectral = self._prepare(network)  # the kernels checked before any shuffle
         config = ShuffleConfig(**{name: params[name] for name in SHUFFLE_PARAMETERS})
-        self.result_: ShuffleTestResult = shuffle_test(kernels, spectral, config, builder, params["progress"],
-                                                       graph=self.graph_)
+        if isinstance(self.graph_, ActivationGraph):
+            self.result_: ShuffleTestResult = activation_shuffle_test(self.graph_, spectral, config, params["null"],
+                                                                      params["progress"])
+            return self
+        self.result_ = shuffle_test(kernels, spectral, config, builder, params["progress"], graph=self.graph_)
         return self
 
     @property
@@ -344,3 +415,105 @@ class ShuffleTest(_Estimator):
             "random_state": self.random_state,
             "drop_dead_ends": self.drop_dead_ends,
         }
+
+
+class CommunityPartition(_Estimator):
+    """Leiden or Louvain on a network's weight or activation graph: the partition of highest
+    Newman modularity found at a resolution, with its n-cut beside it (method.md §4.3).
+
+    The number of clusters follows from the graph and the resolution (higher: more, smaller
+    clusters). Nodes are visited in an order drawn from ``random_state``, so the same seed gives
+    the same partition.
+
+    Parameters
+    ----------
+    partitioner : {"leiden", "louvain"}, default="leiden"
+        The modularity maximiser.
+    resolution : float, default=1.0
+        Newman's resolution (above 0).
+    norm : {"l1", "l2", "induced-l1"}, default="l1"
+        Edge weight of a conv kernel slice (CNN weight graphs only).
+    drop_dead_ends : bool, default=False
+        First remove the units on no input-to-output path (weight graphs).
+    graph : {"weights", "activations"}, default="weights"
+        Which graph to cluster: the weight graph (|w| edges, method.md §3) or the activation graph
+        of ``data`` (units joined by how alike their activations are, method.md §3.5).
+    data : str, path or ndarray, default=None
+        For ``graph="activations"``: a dataset name (its test split, e.g. ``"mnist"``), the path
+        of an ``.npz`` of inputs, or an array with one example per row.
+    measure : {"spearman", "pearson", "coactivation"}, default="spearman"
+        The activation graph's edge weight: r squared, or the share of examples on which both
+        units are active. The graph joins every pair of hidden units; layer by layer graphs are
+        :func:`nn_clustering.activation_layers`.
+    random_state : int, default=42
+        Seed of the node order.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_nodes,)
+        Cluster of every node, -1 for isolated ones.
+    labels_by_layer_, layer_names_, labels_by_name_
+        As :class:`SpectralNCut`'s.
+    n_clusters_ : int
+        Number of clusters found.
+    modularity_ : float
+        Newman's Q of the partition.
+    ncut_ : float
+        Its n-cut.
+    partition_ : Partition
+        All of these together.
+    graph_, weights_
+        As :class:`SpectralNCut`'s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nn_clustering import CommunityPartition
+    >>> hidden = np.kron(np.eye(2), np.ones((3, 2))) + 0.01
+    >>> output = np.kron(np.eye(2), np.ones((2, 1))) + 0.01
+    >>> model = CommunityPartition(random_state=0).fit([hidden, output])
+    >>> model.n_clusters_, round(model.modularity_, 3)
+    (2, 0.49)
+    """
+
+    def __init__(self, *, partitioner: str = "leiden", resolution: float = 1.0, norm: str = "l1",
+                 drop_dead_ends: bool = False, graph: str = "weights", data=None, measure: str = "spearman",
+                 random_state: int = 42):
+        self.partitioner = partitioner
+        self.resolution = resolution
+        self.norm = norm
+        self.drop_dead_ends = drop_dead_ends
+        self.graph = graph
+        self.data = data
+        self.measure = measure
+        self.random_state = random_state
+
+    def fit(self, network, y=None) -> CommunityPartition:
+        """Partition ``network``'s graph; ``y`` is ignored. Returns the fitted estimator."""
+        params, _, _, _ = self._prepare(network)
+        if params["partitioner"] not in (Partitioner.LEIDEN, Partitioner.LOUVAIN):
+            raise ParameterError(f"partitioner must be 'leiden' or 'louvain', not {self.partitioner!r}; spectral "
+                                 "clustering is SpectralNCut")
+        self.partition_: Partition = partition_graph(self.graph_, params["partitioner"], params["resolution"],
+                                                     params["random_state"])
+        return self
+
+    def fit_predict(self, network, y=None) -> np.ndarray:
+        """:meth:`fit`, then return :attr:`labels_`."""
+        return self.fit(network).labels_
+
+    @property
+    def labels_(self) -> np.ndarray:
+        return self._fitted("partition_").labels
+
+    @property
+    def n_clusters_(self) -> int:
+        return self._fitted("partition_").n_clusters
+
+    @property
+    def ncut_(self) -> float:
+        return self._fitted("partition_").ncut
+
+    @property
+    def modularity_(self) -> float:
+        return self._fitted("partition_").modularity

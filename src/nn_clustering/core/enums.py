@@ -123,3 +123,50 @@ class Taxonomy(Choice):
     @classmethod
     def label(cls) -> str:
         return "lesion verdict"
+
+
+class GraphKind(Choice):
+    """Which graph of a network is clustered (method.md §3, §3.5)."""
+
+    WEIGHTS = "weights"  #: units joined by |w| (method.md §3)
+    ACTIVATIONS = "activations"  #: units joined by how alike their activations are over a dataset
+
+    @classmethod
+    def label(cls) -> str:
+        return "graph"
+
+
+class Measure(Choice):
+    """How alike two units' activations over a dataset are: an activation graph's edge weight
+    (method.md §3.5)."""
+
+    PEARSON = "pearson"  #: r squared of the Pearson correlation
+    SPEARMAN = "spearman"  #: r squared of the Spearman rank correlation (ties: average ranks)
+    COACTIVATION = "coactivation"  #: the share of examples on which both units are active (> 0)
+
+    @classmethod
+    def label(cls) -> str:
+        return "activation measure"
+
+
+class ActivationNull(Choice):
+    """How an activation graph's shuffles are drawn (method.md §5.2)."""
+
+    EDGES = "edges"  #: every edge weight permuted among all pairs of units (the successor's)
+    LAYER_PAIRS = "layer_pairs"  #: edge weights permuted among the pairs of the same two layers
+
+    @classmethod
+    def label(cls) -> str:
+        return "activation null"
+
+
+class Partitioner(Choice):
+    """How a graph is split into clusters (method.md §4, §4.3)."""
+
+    SPECTRAL = "spectral"  #: spectral clustering into k clusters (the n-cut's partitioner)
+    LEIDEN = "leiden"  #: Leiden, maximising Newman's modularity at a resolution
+    LOUVAIN = "louvain"  #: Louvain, maximising Newman's modularity at a resolution
+
+    @classmethod
+    def label(cls) -> str:
+        return "partitioner"

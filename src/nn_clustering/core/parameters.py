@@ -22,7 +22,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ParameterError
-from .enums import Architecture, Choice, PairSelection, ShuffleMethod, SliceNorm, Stage
+from .enums import (
+    ActivationNull,
+    Architecture,
+    Choice,
+    GraphKind,
+    Measure,
+    PairSelection,
+    Partitioner,
+    ShuffleMethod,
+    SliceNorm,
+    Stage,
+)
 
 
 def _is_integer(value: Any) -> bool:
@@ -58,6 +69,16 @@ class Real:
             raise ParameterError(f"{said} must be a number, not {value!r}")
         if value < self.low:
             raise ParameterError(f"{said} must be at least {self.low}, not {value}")
+        return float(value)
+
+
+@dataclass(frozen=True)
+class Positive:
+    """A finite number above 0."""
+
+    def check(self, value: Any, said: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
+            raise ParameterError(f"{said} must be a number above 0, not {value!r}")
         return float(value)
 
 
@@ -155,7 +176,7 @@ class SchedulerAddress:
 MAX_SEED = 2**63 - 1
 
 #: Every parameter by its one name, with its constraint.
-PARAMETERS: dict[str, Integer | Real | Probability | Flag | OneOf | Workers | SchedulerAddress] = {
+PARAMETERS: dict[str, Integer | Real | Positive | Probability | Flag | OneOf | Workers | SchedulerAddress] = {
     "n_clusters": Integer(2),
     "n_init": Integer(1),
     "max_iter": Integer(1),
@@ -176,6 +197,13 @@ PARAMETERS: dict[str, Integer | Real | Probability | Flag | OneOf | Workers | Sc
     "stages": OneOf(Stage, many=True),
     "arch": OneOf(Architecture),
     "pairs": OneOf(PairSelection),
+    "graph": OneOf(GraphKind),
+    "measure": OneOf(Measure),
+    "null": OneOf(ActivationNull),
+    "partitioner": OneOf(Partitioner),
+    "resolution": Positive(),
+    "layerwise": Flag(),
+    "batch_size": Integer(1),
 }
 
 

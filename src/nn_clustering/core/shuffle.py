@@ -10,7 +10,8 @@ the result is identical for any number of workers and any backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import joblib
@@ -209,8 +210,8 @@ def _chunk(
     method: ShuffleMethod,
     spectral: SpectralConfig,
     seeds: Sequence[np.random.SeedSequence],
-    builder: GraphBuilder,
-    live: LiveUnits | None,
+    builder: GraphBuilder = mlp_graph,
+    live: LiveUnits | None = None,
 ) -> list[float]:
     with threadpool_limits(limits=1):  # small dense problems: one BLAS thread is fastest
         return [shuffled_ncut(kernels, method, spectral, s, builder, live) for s in seeds]
@@ -254,18 +255,31 @@ def shuffled_ncuts(
     kernels = [np.asarray(k) for k in kernels]
     if chunk_size is None:
         chunk_size = 1 if sum(k.size for k in kernels) > LARGE_NETWORK else 4
-    seeds = shuffle_seeds(config.random_state, config.n_shuffles)
-    chunks = [seeds[i : i + chunk_size] for i in range(0, len(seeds), chunk_size)]
     live = live_units(graph if graph is not None else builder(kernels)) if config.method == ShuffleMethod.LAYER else None
+    task = functools.partial(_chunk, kernels, config.method, spectral, builder=builder, live=live)
+    return map_seeds(task, shuffle_seeds(config.random_state, config.n_shuffles), config, f"{config.method} shuffles",
+                     progress, chunk_size)
+
+
+def map_seeds(
+    task: Callable[[Sequence[np.random.SeedSequence]], list[float]],
+    seeds: Sequence[np.random.SeedSequence],
+    config: ShuffleConfig,
+    desc: str,
+    progress: bool = True,
+    chunk_size: int = 4,
+) -> np.ndarray:
+    """``task`` (a picklable function of a chunk of seeds, returning one value per seed) over
+    every seed, ``chunk_size`` seeds per task, on ``config``'s local processes or dask cluster;
+    the values in seed order (so the same for any number of workers)."""
+    chunks = [seeds[i : i + chunk_size] for i in range(0, len(seeds), chunk_size)]
     out: list[float] = []
     with (
         execution(config.n_jobs, config.scheduler) as parallel_kwargs,
-        progress_bar(total=config.n_shuffles, desc=f"{config.method} shuffles", unit="shuffle",
-                     enabled=progress) as bar,
+        progress_bar(total=len(seeds), desc=desc, unit="shuffle", enabled=progress) as bar,
     ):
         parallel = joblib.Parallel(return_as="generator", **parallel_kwargs)
-        tasks = (joblib.delayed(_chunk)(kernels, config.method, spectral, c, builder, live) for c in chunks)
-        for values in parallel(tasks):
+        for values in parallel(joblib.delayed(task)(c) for c in chunks):
             out.extend(values)
             bar.update(len(values))
     return np.asarray(out, dtype=np.float64)

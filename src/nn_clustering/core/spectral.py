@@ -34,6 +34,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg
 
 from ..errors import ClusteringError
+from .activations import ActivationGraph
 from .dag import DagGraph
 from .graph import Graph
 from .kmeans import kmeans
@@ -306,9 +307,10 @@ def choose_solver(graph: Graph) -> Literal["dense", "sparse"]:
 
 
 def cluster_dag(
-    graph: DagGraph, config: SpectralConfig, rng: np.random.Generator, solver: EigenSolver = "auto"
+    graph: DagGraph | ActivationGraph, config: SpectralConfig, rng: np.random.Generator, solver: EigenSolver = "auto"
 ) -> Clustering:
-    """Cluster a :class:`DagGraph` (not bipartite in general) from its normalised adjacency:
+    """Cluster a :class:`DagGraph` or an :class:`ActivationGraph` (not bipartite in general) from
+    its normalised adjacency:
     a dense eigensolver up to :data:`DENSE_LIMIT` connected nodes, Lanczos on the sparse
     adjacency above (``solver`` forces either)."""
     n_active = int(graph.active.sum())
@@ -320,7 +322,7 @@ def cluster_dag(
 
 
 def cluster_graph(
-    graph: Graph | DagGraph,
+    graph: Graph | DagGraph | ActivationGraph,
     config: SpectralConfig | None = None,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
     solver: EigenSolver = "auto",
@@ -338,7 +340,7 @@ def cluster_graph(
     rng = np.random.default_rng(seed)
     if solver not in ("auto", "dense", "sparse"):
         raise ValueError(f"solver = {solver!r}: use 'auto', 'dense' or 'sparse'")
-    if isinstance(graph, DagGraph):
+    if isinstance(graph, (DagGraph, ActivationGraph)):
         return cluster_dag(graph, config, rng, solver)
     dense = (choose_solver(graph) if solver == "auto" else solver) == "dense"
     sqrt_degree = np.sqrt(graph.degrees[graph.active])
