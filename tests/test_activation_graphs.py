@@ -1,5 +1,5 @@
-"""Activation graphs, other partitioners and partition agreement (method.md §3.5, §4.3, §4.4,
-§5.2), each against an independent oracle: numpy/scipy correlations, networkx's modularity,
+"""Activation graphs, other partitioners and partition agreement (method.md §3.6, §4.1, §4.2,
+§5.1), each against an independent oracle: numpy/scipy correlations, networkx's modularity,
 scikit-learn's ARI and NMI, hand computations and planted sub-networks."""
 
 from __future__ import annotations

@@ -352,7 +352,7 @@ def _add_cluster(sub) -> None:
     p.add_argument("--drop-dead-ends", action="store_true",
                    help="first remove units on no input-to-output path (label -1; method.md §8)")
     p.add_argument("--graph", choices=list(GraphKind.values()), default=GraphKind.WEIGHTS.value,
-                   help="the weight graph (|w| edges), or the activation graph of --data (method.md §3.5; "
+                   help="the weight graph (|w| edges), or the activation graph of --data (method.md §3.6; "
                         "default: weights)")
     p.add_argument("--data", default=None,
                    help="inputs for --graph activations: a dataset name (its test split, e.g. mnist, read from "
@@ -363,7 +363,7 @@ def _add_cluster(sub) -> None:
                    help="activation graphs: partition each layer's units on its own (no shuffle test)")
     p.add_argument("--null", choices=list(ActivationNull.values()), default=ActivationNull.LAYER_PAIRS.value,
                    help="activation graphs: permute edge weights within layer pairs or among all pairs "
-                        "(default: layer_pairs; method.md §5.2)")
+                        "(default: layer_pairs; method.md §5.1)")
     p.add_argument("--partitioner", choices=list(Partitioner.values()), default=Partitioner.SPECTRAL.value,
                    help="spectral (k clusters, with the shuffle test), or leiden / louvain (modularity at "
                         "--resolution, no shuffles) (default: spectral)")

@@ -163,7 +163,7 @@ class SpectralNCut(_Estimator):
         First remove the units on no input-to-output path (method.md §8).
     graph : {"weights", "activations"}, default="weights"
         Which graph to cluster: the weight graph (|w| edges, method.md §3) or the activation graph
-        of ``data`` (units joined by how alike their activations are, method.md §3.5).
+        of ``data`` (units joined by how alike their activations are, method.md §3.6).
     data : str, path or ndarray, default=None
         For ``graph="activations"``: a dataset name (its test split, e.g. ``"mnist"``), the path
         of an ``.npz`` of inputs, or an array with one example per row.
@@ -191,7 +191,7 @@ class SpectralNCut(_Estimator):
     ncut_ : float
         The partition's normalised cut, in [0, k].
     modularity_ : float
-        Newman's modularity Q of the partition on the same graph (method.md §4.3).
+        Newman's modularity Q of the partition on the same graph (method.md §4.1).
     clustering_ : Clustering
         Labels, n-cut and k together.
     graph_ : Graph, DagGraph or ActivationGraph
@@ -272,7 +272,7 @@ class ShuffleTest(_Estimator):
         Remove units on no input-to-output path first, in the network and every shuffle.
     graph : {"weights", "activations"}, default="weights"
         Which graph to cluster: the weight graph (|w| edges, method.md §3) or the activation graph
-        of ``data`` (units joined by how alike their activations are, method.md §3.5).
+        of ``data`` (units joined by how alike their activations are, method.md §3.6).
     data : str, path or ndarray, default=None
         For ``graph="activations"``: a dataset name (its test split, e.g. ``"mnist"``), the path
         of an ``.npz`` of inputs, or an array with one example per row.
@@ -283,7 +283,7 @@ class ShuffleTest(_Estimator):
     null : {"layer_pairs", "edges"}, default="layer_pairs"
         Activation graphs only: permute the edge weights among the pairs of the same two layers,
         or among all pairs (the successor paper's); ``method`` is for weight graphs (method.md
-        §5.2).
+        §5.1).
     n_jobs : int, default=1
         Local worker processes (-1: one per core).
     scheduler : str or None, default=None
@@ -419,7 +419,7 @@ class ShuffleTest(_Estimator):
 
 class CommunityPartition(_Estimator):
     """Leiden or Louvain on a network's weight or activation graph: the partition of highest
-    Newman modularity found at a resolution, with its n-cut beside it (method.md §4.3).
+    Newman modularity found at a resolution, with its n-cut beside it (method.md §4.1).
 
     The number of clusters follows from the graph and the resolution (higher: more, smaller
     clusters). Nodes are visited in an order drawn from ``random_state``, so the same seed gives
@@ -437,7 +437,7 @@ class CommunityPartition(_Estimator):
         First remove the units on no input-to-output path (weight graphs).
     graph : {"weights", "activations"}, default="weights"
         Which graph to cluster: the weight graph (|w| edges, method.md §3) or the activation graph
-        of ``data`` (units joined by how alike their activations are, method.md §3.5).
+        of ``data`` (units joined by how alike their activations are, method.md §3.6).
     data : str, path or ndarray, default=None
         For ``graph="activations"``: a dataset name (its test split, e.g. ``"mnist"``), the path
         of an ``.npz`` of inputs, or an array with one example per row.

@@ -1,4 +1,4 @@
-"""The shuffle test of an activation graph (method.md §5.2): is its n-cut lower than that of the
+"""The shuffle test of an activation graph (method.md §5.1): is its n-cut lower than that of the
 same edge weights rearranged?
 
 The graph is reduced to its non-isolated units, the weights of its strict upper triangle are

@@ -1,4 +1,4 @@
-"""Activation graphs (method.md §3.5): units joined by how alike their activations are over a
+"""Activation graphs (method.md §3.6): units joined by how alike their activations are over a
 dataset. Pure numpy and scipy.
 
 :class:`ActivationSums` takes a group's activations batch by batch and keeps float64 sums of

@@ -1,5 +1,5 @@
 """How alike two partitions of the same units are: adjusted Rand index and normalised mutual
-information (method.md §4.4). Pure numpy and scipy."""
+information (method.md §4.2). Pure numpy and scipy."""
 
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ class Taxonomy(Choice):
 
 
 class GraphKind(Choice):
-    """Which graph of a network is clustered (method.md §3, §3.5)."""
+    """Which graph of a network is clustered (method.md §3, §3.6)."""
 
     WEIGHTS = "weights"  #: units joined by |w| (method.md §3)
     ACTIVATIONS = "activations"  #: units joined by how alike their activations are over a dataset
@@ -138,7 +138,7 @@ class GraphKind(Choice):
 
 class Measure(Choice):
     """How alike two units' activations over a dataset are: an activation graph's edge weight
-    (method.md §3.5)."""
+    (method.md §3.6)."""
 
     PEARSON = "pearson"  #: r squared of the Pearson correlation
     SPEARMAN = "spearman"  #: r squared of the Spearman rank correlation (ties: average ranks)
@@ -150,7 +150,7 @@ class Measure(Choice):
 
 
 class ActivationNull(Choice):
-    """How an activation graph's shuffles are drawn (method.md §5.2)."""
+    """How an activation graph's shuffles are drawn (method.md §5.1)."""
 
     EDGES = "edges"  #: every edge weight permuted among all pairs of units (the successor's)
     LAYER_PAIRS = "layer_pairs"  #: edge weights permuted among the pairs of the same two layers
@@ -161,7 +161,7 @@ class ActivationNull(Choice):
 
 
 class Partitioner(Choice):
-    """How a graph is split into clusters (method.md §4, §4.3)."""
+    """How a graph is split into clusters (method.md §4, §4.1)."""
 
     SPECTRAL = "spectral"  #: spectral clustering into k clusters (the n-cut's partitioner)
     LEIDEN = "leiden"  #: Leiden, maximising Newman's modularity at a resolution

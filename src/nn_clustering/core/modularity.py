@@ -1,4 +1,4 @@
-"""Newman's modularity Q of a partition, and the eigengap heuristic for k (method.md §4.3).
+"""Newman's modularity Q of a partition, and the eigengap heuristic for k (method.md §4.1).
 Pure numpy and scipy."""
 
 from __future__ import annotations

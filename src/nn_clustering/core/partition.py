@@ -1,5 +1,5 @@
 """Partitioners other than spectral clustering: Leiden and Louvain maximising Newman's
-modularity at a resolution (method.md §4.3), on any graph the project builds (weights or
+modularity at a resolution (method.md §4.1), on any graph the project builds (weights or
 activations): Leiden through ``leidenalg``, Louvain through igraph's multilevel algorithm.
 
 Both draw their node orders from the seed alone (Leiden: leidenalg's own generator; Louvain:
@@ -110,7 +110,7 @@ def partition_any(graph, partitioner: Partitioner, n_clusters: int = 12, resolut
 
 @dataclass(frozen=True)
 class LayerPartitionRow(Row):
-    """One layer's activation graph partitioned on its own (method.md §3.5)."""
+    """One layer's activation graph partitioned on its own (method.md §3.6)."""
 
     layer: str
     units: int

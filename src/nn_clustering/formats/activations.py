@@ -1,4 +1,4 @@
-"""Run a network on data and hand its units' activations over batch by batch (method.md §3.5).
+"""Run a network on data and hand its units' activations over batch by batch (method.md §3.6).
 
 Three runners, picked from the network's form:
 
