@@ -45,7 +45,7 @@ define run_notebook
 endef
 
 .PHONY: help env datasets models test lint format lock bench clean clean-env demo all \
-        mlp-clustering mlp-clustering-k12 mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion random-init-ncuts clustering-factors compare \
+        mlp-clustering mlp-clustering-k12 mlp-activation-clustering mlp-clustering-stability mlp-learning-curve mlp-plots mlp-lesion mlp-double-lesion random-init-ncuts clustering-factors compare \
         cnn-clustering cnn-lesion jupyter test-install push-models pull-models push-datasets \
         pull-datasets push-results pull-results
 
@@ -114,6 +114,11 @@ clustering-factors: $(NB_OUT)/clustering-factors.ipynb ## The successor paper's 
 
 $(NB_OUT)/clustering-factors.ipynb: notebooks/clustering-factors.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
 	$(call run_notebook,clustering-factors,clustering-factors,-p N_JOBS $(N_JOBS))
+
+mlp-activation-clustering: $(NB_OUT)/mlp-activation-clustering.ipynb ## The paper's MLPs clustered by activations and by Leiden beside their weights: agreement, Q, shuffle test -> results/mlp-activation-clustering-k12.csv + figure
+
+$(NB_OUT)/mlp-activation-clustering.ipynb: notebooks/mlp-activation-clustering.ipynb $(MODELS_INDEX) $(LIB_SRC) | $(STAMP)
+	$(call run_notebook,mlp-activation-clustering,mlp-activation-clustering,-p DATA_DIR $(abspath $(DATASETS_DIR)) -p N_JOBS $(N_JOBS))
 
 random-init-ncuts: $(NB_OUT)/random-init-ncuts.ipynb ## n-cut of 100 untrained MLPs at k = 12 against the trained ones -> results/random-init-ncuts-k12.csv + figure
 

@@ -48,6 +48,8 @@ def executed(tmp_path_factory):
                              "N_RANDOM": 6, "SEED": SEED}),
         ("mlp-double-lesion-test", {"DATA_DIR": str(data), "MODEL_TAG": "MNIST", "N_CLUSTERS": 2, "N_RANDOM": 3,
                                     "SINGLE_N_RANDOM": 6, "PAIRS": "all", "SEED": SEED}),
+        ("mlp-activation-clustering", {"DATA_DIR": str(data), "TAGS": ["MNIST", "MNIST+DROPOUT"], "N_CLUSTERS": 2,
+                                       "N_SHUFFLES": 6, "SEED": SEED, "N_JOBS": 1}),
         ("cnn-clustering", {"N_SHUFFLES": N_SHUFFLES, "SEED": SEED, "N_JOBS": 1}),
         ("cnn-lesion-test", {"DATA_DIR": str(data), "N_CLUSTERS": 2, "N_RANDOM": 6, "SEED": SEED}),
     ]
@@ -85,6 +87,33 @@ def test_clustering_notebook_table_matches_direct_calls(executed):
         assert row.train_accuracy == pytest.approx(metrics[f"{row.stage}_train_accuracy"])
         assert row.train_accuracy_inference == pytest.approx(metrics[f"{row.stage}_train_accuracy_inference"])
     assert table[table.instance == 1].train_accuracy_inference.isna().all()  # not recorded: left empty
+
+
+def test_activation_clustering_notebook_matches_direct_calls(executed):
+    from nn_clustering import CommunityPartition, ShuffleTest, SpectralNCut
+    from nn_clustering.core.agreement import adjusted_rand_index, normalised_mutual_info
+    from nn_clustering.data import load_dataset
+    from nn_clustering.experiments.activation_clustering import ActivationClusteringRow
+
+    _, models, results, data = executed
+    table = pd.read_csv(results / "mlp-activation-clustering-k2.csv")
+    assert list(table.columns) == ActivationClusteringRow.columns() and len(table) == 8
+    x = load_dataset("mnist", data).x_test
+    for _, row in table[table.instance == 0].iterrows():
+        instance = find_instances(models, [row.tag])[0]
+        path = instance.kernels_path(row.stage)
+        by_weights = SpectralNCut(n_clusters=2, random_state=SEED).fit(path)
+        by_acts = ShuffleTest(n_clusters=2, n_shuffles=6, graph="activations", data=x, random_state=SEED,
+                              progress=False).fit(path)
+        leiden = CommunityPartition(graph="activations", data=x, random_state=SEED).fit(path)
+        assert row.weight_ncut == pytest.approx(by_weights.ncut_) and row.activation_ncut == pytest.approx(by_acts.ncut_)
+        assert row.weight_modularity == pytest.approx(by_weights.modularity_)
+        assert row.shuffled_mean == pytest.approx(by_acts.stats_.mean) and row.significant == by_acts.below_all_
+        assert row.leiden_activation_modularity == pytest.approx(leiden.modularity_)
+        hidden = np.concatenate(by_weights.labels_by_layer_[1:-1])
+        assert row.ari_weight_activation == pytest.approx(adjusted_rand_index(hidden, by_acts.labels_))
+        assert row.nmi_weight_activation == pytest.approx(normalised_mutual_info(hidden, by_acts.labels_))
+    assert (results / "figures" / "mlp-activation-clustering-k2.png").exists()
 
 
 def test_stability_notebook_tables(executed):
