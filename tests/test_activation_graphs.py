@@ -5,6 +5,7 @@ scikit-learn's ARI and NMI, hand computations and planted sub-networks."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -14,6 +15,7 @@ from error_lines import one_error_line
 from model_files import onnx_mlp
 
 from nn_clustering import CommunityPartition, NetworkWeights, ShuffleTest, SpectralNCut, cli
+from nn_clustering import load_weights as nc_load_weights
 from nn_clustering.core.activation_shuffle import (
     _pair_groups,
     activation_shuffle_test,
@@ -351,3 +353,52 @@ def test_cli_refuses_to_run_a_network_it_cannot(tmp_path, capsys):
              bias_0=np.zeros(4), bias_1=np.zeros(4))
     line = one_error_line(capsys, cli.main(["cluster", str(path), "--graph", "activations", "--data", "mnist"]))
     assert "activation graphs are built for MLPs" in line
+
+
+# ----------------------------------------------------------------------------- transformers
+
+TRANSFORMERS = Path(__file__).parent / "fixtures" / "transformers"
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "bert"])
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_transformer_mlp_units_equal_the_numpy_evaluation(family, exporter):
+    """onnxruntime's MLP activations against the project's own numpy evaluator of the graph."""
+    pytest.importorskip("onnxruntime")
+    from onnx import load, numpy_helper
+
+    from nn_clustering.formats.onnx_transformer import evaluate_graph, mlp_unit_tensors
+
+    path = TRANSFORMERS / f"{family}.{exporter}.onnx"
+    runner = unit_runner(path)
+    weights = nc_load_weights(path)
+    assert runner.tokens and runner.n_inputs == 8 and runner.batch == 1
+    assert set(runner.names) <= set(weights.wiring.names)  # the weight graph's names for the same units
+    ids = np.random.default_rng(0).integers(0, 40, size=(1, 8))
+    graph = load(str(path)).graph
+    ev = evaluate_graph(graph, str(path), numpy_helper.to_array, value=ids)
+    units = mlp_unit_tensors(graph, str(path), numpy_helper.to_array)
+    for (tensor, _, size), got in zip(units, runner.run(ids), strict=True):
+        assert got.shape == (8, size)
+        np.testing.assert_allclose(got, ev.values[tensor].reshape(8, size), atol=1e-5)
+
+
+def test_cli_coactivation_of_a_transformer_layer_by_layer(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    ids = tmp_path / "tokens.npz"
+    np.savez(ids, x=np.random.default_rng(1).integers(0, 50, size=(30, 8)))
+    out = tmp_path / "layers.json"
+    assert cli.main(["cluster", str(TRANSFORMERS / "gpt2.dynamo.onnx"), "--graph", "activations", "--data",
+                     str(ids), "--measure", "coactivation", "--layerwise", "--k", "2", "--quiet",
+                     "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "transformer.h.0.mlp.c_fc: 32 units" in printed and "transformer.h.1.mlp.c_fc: 32 units" in printed
+    layers = json.loads(out.read_text())["layers"]
+    assert [row["layer"] for row in layers] == ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
+    np.savez(ids, x=np.ones((4, 5), np.int64))  # the fixtures were exported for 8 tokens
+    line = one_error_line(capsys, cli.main(["cluster", str(TRANSFORMERS / "gpt2.dynamo.onnx"), "--graph",
+                                            "activations", "--data", str(ids), "--layerwise", "--quiet"]))
+    assert "sequences of 5 tokens, but the model was exported for 8" in line
+    line = one_error_line(capsys, cli.main(["cluster", str(TRANSFORMERS / "gpt2.dynamo.onnx"), "--graph",
+                                            "activations", "--data", "mnist", "--quiet"]))
+    assert "reads token ids" in line

@@ -18,7 +18,7 @@ logits out); ``outputs=True`` adds the last layer's.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,18 +40,21 @@ KERAS_SUFFIXES = (".keras", ".h5")
 @dataclass(frozen=True)
 class UnitRunner:
     """A network ready to run: the names and sizes of the layers whose units it reports, and
-    ``run(x)``, which returns their activations for a batch of inputs (one array per layer)."""
+    ``run(x)``, which returns their activations for a batch of inputs (one array per layer, one
+    row per example: per token for a sequence model).
+
+    ``n_inputs`` is the values per example; a sequence model (``tokens``) takes integer token ids
+    (sequences, ``n_inputs`` tokens, None when any length runs) and ``batch`` sequences per run
+    when its file fixes that (else any number)."""
 
     names: tuple[str, ...]
     sizes: tuple[int, ...]
-    n_inputs: int
+    n_inputs: int | None
     run: Any
     source: str = ""
+    tokens: bool = False
+    batch: int | None = None
 
-    def batches(self, x: np.ndarray, batch_size: int = BATCH_SIZE) -> Iterator[list[np.ndarray]]:
-        """The activations of ``x`` (examples, inputs), ``batch_size`` examples at a time."""
-        for start in range(0, len(x), batch_size):
-            yield [np.asarray(a) for a in self.run(x[start : start + batch_size])]
 
 
 class _NumpyMLP:
@@ -119,8 +122,10 @@ class _OnnxRun:
     """An onnxruntime session of a model with its unit tensors as outputs (built on first use,
     so the runner pickles as the model's bytes)."""
 
-    def __init__(self, model_bytes: bytes, input_name: str, outputs: Sequence[str]):
+    def __init__(self, model_bytes: bytes, input_name: str, outputs: Sequence[str], dtype=np.float32,
+                 source: str = ""):
         self.model_bytes, self.input_name, self.outputs = model_bytes, input_name, list(outputs)
+        self.dtype, self.source = dtype, source
         self._session = None
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
@@ -131,23 +136,55 @@ class _OnnxRun:
             options.log_severity_level = 3
             self._session = onnxruntime.InferenceSession(self.model_bytes, options,
                                                          providers=["CPUExecutionProvider"])
-        values = self._session.run(self.outputs, {self.input_name: np.asarray(x, np.float32)})
+        try:
+            values = self._session.run(self.outputs, {self.input_name: np.asarray(x, self.dtype)})
+        except Exception as exc:  # onnxruntime raises its own error types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.source}: onnxruntime cannot run the model on these inputs ({first}); give inputs "
+                             "of the shape and type the model was exported for") from None
         return [v.reshape(-1, v.shape[-1]) for v in values]  # (batch, tokens, units): every token an example
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_session": None}
 
 
+def _onnx_transformer_runner(model, source: str) -> UnitRunner:
+    """Every MLP's hidden units of a transformer in an ONNX file, token by token."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .onnx_transformer import mlp_unit_tensors
+
+    graph = model.graph
+    units = mlp_unit_tensors(graph, source, numpy_helper.to_array)
+    constants = {t.name for t in graph.initializer}
+    inp = next(i for i in graph.input if i.name not in constants)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    if len(dims) != 2:
+        raise ModelError(f"{source}: input {inp.name!r} has shape {dims}; activation graphs of transformers read token "
+                         "ids of shape (sequences, tokens)")
+    known = {o.name for o in graph.output}
+    graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t, _, _ in units
+                        if t not in known)
+    dtype = helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+    run = _OnnxRun(model.SerializeToString(), inp.name, [t for t, _, _ in units], dtype, source)
+    return UnitRunner(tuple(n for _, n, _ in units), tuple(s for _, _, s in units), dims[1], run, source,
+                      tokens=True, batch=dims[0])
+
+
 def _onnx_runner(path: Path, outputs: bool) -> UnitRunner:
     import onnx
     from onnx import TensorProto, helper
 
+    from .onnx_transformer import is_attention_graph
+
     weights = load_weights(path)  # every tensor checked (sizes, external data) before onnx reads the file
     source = weights.source or str(path)
+    model = onnx.load(str(path))
+    if is_attention_graph(model.graph):
+        return _onnx_transformer_runner(model, source)
     if weights.kind != Architecture.MLP or weights.wiring is not None:
         raise ModelError(f"{source}: activation graphs of ONNX files are built for chains of dense layers (Gemm or "
                          f"MatMul); this is a {weights.kind}{' with skip connections' if weights.wiring else ''}")
-    model = onnx.load(str(path))
     graph = model.graph
     constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     dense = [n for n in graph.node if n.op_type in ("Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in constants]
@@ -183,11 +220,17 @@ def unit_runner(network, outputs: bool = False) -> UnitRunner:
     return _numpy_runner(as_weights(network), outputs)
 
 
-def read_inputs(data, n_inputs: int, data_dir: str | os.PathLike | None = None, limit: int | None = None) -> np.ndarray:
+def read_inputs(data, n_inputs: int | None, data_dir: str | os.PathLike | None = None, limit: int | None = None,
+                tokens: bool = False) -> np.ndarray:
     """The inputs to run a network on, as (examples, n_inputs) float32: a project dataset's
     name (its test split), the path of an ``.npz`` (its ``x`` array, else its ``x_test`` array,
-    else its only one) or an array. Images are flattened; a shape that does not fit the network's inputs is one error."""
+    else its only one) or an array. Images are flattened; a shape that does not fit the
+    network's inputs is one error. A sequence model (``tokens``) reads integer token ids,
+    (sequences, tokens), from an ``.npz`` or an array."""
     name = "the inputs"
+    if tokens and isinstance(data, str) and not data.endswith(".npz"):
+        raise DatasetError(f"this model reads token ids, not the image dataset {data!r}; give an .npz of token ids "
+                           "(np.savez(path, x=ids), ids of shape (sequences, tokens))")
     if isinstance(data, str) and not data.endswith(".npz"):
         from ..data import load_dataset
 
@@ -208,6 +251,8 @@ def read_inputs(data, n_inputs: int, data_dir: str | os.PathLike | None = None, 
         x = np.asarray(data)
     if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
         raise DatasetError(f"{name}: inputs of shape {x.shape} and type {x.dtype}; give numbers, one row per example")
+    if tokens:
+        return _token_ids(x, n_inputs, name)[:limit] if limit else _token_ids(x, n_inputs, name)
     x = x.reshape(len(x), -1).astype(np.float32)
     if x.shape[1] != n_inputs:
         raise DatasetError(f"{name}: {x.shape[1]} values per example, but the network takes {n_inputs}; "
@@ -233,14 +278,17 @@ def activation_sums(
     one group of every reported unit, or (``layerwise``) of one group per layer."""
     measure = Measure.parse(measure, "measure") if isinstance(measure, str) else measure
     runner = unit_runner(network, outputs)
-    x = read_inputs(data, runner.n_inputs, data_dir)
+    x = read_inputs(data, runner.n_inputs, data_dir, tokens=runner.tokens)
     sizes = runner.sizes if layerwise else (sum(runner.sizes),)
     groups = [ActivationSums(size, measure) for size in sizes]
-    with progress_bar(total=len(x), desc="activations", unit="example", enabled=progress) as bar:
-        for acts in runner.batches(x, batch_size):
+    step = runner.batch or batch_size
+    with progress_bar(total=len(x), desc="activations", unit="sequence" if runner.tokens else "example",
+                      enabled=progress) as bar:
+        for start in range(0, len(x), step):
+            acts = [np.asarray(a) for a in runner.run(x[start : start + step])]
             for group, a in zip(groups, acts if layerwise else [np.concatenate(acts, axis=1)], strict=True):
                 group.update(a)
-            bar.update(len(acts[0]))
+            bar.update(min(step, len(x) - start))
     return runner, groups
 
 
@@ -249,6 +297,16 @@ def _live(graph: ActivationGraph, source: str) -> ActivationGraph:
         raise DatasetError(f"{source or 'the network'}: every unit's activation is constant over these inputs, so "
                            "no two units can be compared; give varied inputs")
     return graph
+
+
+def _token_ids(x: np.ndarray, length: int | None, name: str) -> np.ndarray:
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer) or (x < 0).any():
+        raise DatasetError(f"{name}: token ids of shape {x.shape} and type {x.dtype}; give non-negative integers of shape "
+                           "(sequences, tokens)")
+    if length is not None and x.shape[1] != length:
+        raise DatasetError(f"{name}: sequences of {x.shape[1]} tokens, but the model was exported for {length}; cut "
+                           f"the token ids into rows of {length}")
+    return x.astype(np.int64)
 
 
 def build_activation_graph(network, data, measure: Measure | str = Measure.SPEARMAN, **kwargs) -> ActivationGraph:

@@ -381,3 +381,20 @@ def transformer_of_onnx_graph(graph, source: str, to_array: Callable) -> Network
                          "blocks have one of each")
     blocks = [Block(a, m, a_scale, m_scale) for (a, a_scale), (m, m_scale) in zip(attentions, mlps, strict=True)]
     return transformer_weights(blocks, blocks[0].attention.v.shape[0], source)
+
+
+def mlp_unit_tensors(graph, source: str, to_array: Callable) -> list[tuple[str, str, int]]:
+    """Where each MLP's hidden units live in a transformer's ONNX graph: per block, in order,
+    (the tensor its down projection reads, the MLP's name as the weight graph names its units,
+    the number of units), found as :func:`transformer_of_onnx_graph` finds the MLPs."""
+    ev = evaluate_graph(graph, source, to_array)
+    roles = find_roles(ev)
+    out = []
+    for down in sorted(roles.downs):
+        mlp, _ = _mlp(ev, roles, down)
+        tensor, matrix = roles.weighted[down]
+        out.append((tensor, mlp.up_name, int(matrix.shape[0])))
+    if not out:
+        raise ModelError(f"{source}: no MLP found in this transformer; activation graphs of transformers are built from "
+                         "their MLP units")
+    return out
