@@ -402,3 +402,22 @@ def test_cli_coactivation_of_a_transformer_layer_by_layer(tmp_path, capsys):
     line = one_error_line(capsys, cli.main(["cluster", str(TRANSFORMERS / "gpt2.dynamo.onnx"), "--graph",
                                             "activations", "--data", "mnist", "--quiet"]))
     assert "reads token ids" in line
+
+
+def test_eigengap_sparse_path_equals_the_dense_one(monkeypatch):
+    import scipy.sparse as sp
+
+    from nn_clustering.core import modularity as mod
+
+    a = _blocks((30, 40, 50, 20), between=0.05, seed=4)
+    dense = mod.laplacian_spectrum(a, 6)
+    monkeypatch.setattr(mod, "DENSE_EIGENGAP", 10)
+    np.testing.assert_allclose(mod.laplacian_spectrum(sp.csr_array(a), 6), dense, atol=1e-8)
+    assert mod.eigengap_k(sp.csr_array(a)) == 4
+
+
+def test_cli_suggests_k_by_the_eigengap(planted_files, capsys):
+    model, data = planted_files
+    assert cli.main(["cluster", str(model), "--graph", "activations", "--data", str(data), "--k", "2",
+                     "--shuffles", "5", "--quiet", "--suggest-k"]) == 0
+    assert "suggests k = 2" in capsys.readouterr().out

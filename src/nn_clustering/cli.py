@@ -84,6 +84,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         test.fit(args.path)
     weights, graph, stats = test.weights_, test.graph_, test.stats_
     _print_graph(args, weights, graph)
+    suggested = _suggest_k(args, graph)
     z = f"z {stats.z:.2f}" if np.isfinite(stats.z) else "z undefined (the shuffled n-cuts are all equal)"
     shuffles = args.null if weights is None else test.method
     print(
@@ -102,6 +103,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
             **test.to_dict(),
             **({} if weights is not None else {"graph": args.graph, "data": args.data, "measure": args.measure,
                                                "null": args.null}),
+            **({} if suggested is None else {"eigengap_k": suggested}),
             "model": {"path": str(args.path), "kind": weights.kind if weights is not None else "mlp",
                       "sha256": _digests(Path(args.path))},
             "code_version": code_version(),
@@ -132,6 +134,18 @@ def _print_graph(args: argparse.Namespace, weights, graph) -> None:
         print(f"dropped {int(builder(kernels).active.sum() - graph.active.sum())} nodes on no input-to-output path")
 
 
+def _suggest_k(args: argparse.Namespace, graph) -> int | None:
+    """``--suggest-k``: print the eigengap heuristic's k for the graph (method.md §4.1)."""
+    if not args.suggest_k:
+        return None
+    from .core.modularity import eigengap_k
+
+    adjacency, _ = graph.without_isolated(dense=False)
+    k = eigengap_k(adjacency)
+    print(f"eigengap: the normalised Laplacian's largest gap among its 21 smallest eigenvalues suggests k = {k}")
+    return k
+
+
 def _community(args: argparse.Namespace, graph_params: dict, bound, output: Path | None) -> int:
     """``cluster --partitioner leiden|louvain``: the partition of highest modularity, no shuffles."""
     from .estimators import CommunityPartition
@@ -143,6 +157,7 @@ def _community(args: argparse.Namespace, graph_params: dict, bound, output: Path
     with bound:
         model.fit(args.path)
     _print_graph(args, model.weights_, model.graph_)
+    suggested = _suggest_k(args, model.graph_)
     print(f"{args.partitioner} (resolution {args.resolution:g}): {model.n_clusters_} clusters, modularity Q "
           f"{model.modularity_:.4f}, n-cut {model.ncut_:.4f}")
     _print_groups(model)
@@ -150,6 +165,7 @@ def _community(args: argparse.Namespace, graph_params: dict, bound, output: Path
         record = {
             "partitioner": args.partitioner, "resolution": args.resolution, "n_clusters": model.n_clusters_,
             "modularity": model.modularity_, "ncut": model.ncut_, "random_state": args.random_state, **graph_params,
+            **({} if suggested is None else {"eigengap_k": suggested}),
             "layer_sizes": list(model.graph_.layer_sizes),
             "layers": [{"name": name, "size": int(len(labels)), "labels": labels.tolist()}
                        for name, labels in model.labels_by_name_.items()],
@@ -368,6 +384,8 @@ def _add_cluster(sub) -> None:
                    help="spectral (k clusters, with the shuffle test), or leiden / louvain (modularity at "
                         "--resolution, no shuffles) (default: spectral)")
     p.add_argument("--resolution", type=float, default=1.0, help="leiden / louvain resolution (default: 1)")
+    p.add_argument("--suggest-k", action="store_true",
+                   help="also print the k the eigengap heuristic suggests for the graph (method.md §4.1)")
     p.add_argument("--output", default=None, help="write everything as JSON to this file")
     p.add_argument("--composition", default=None, metavar="STEM",
                    help="transformers: write what each cluster holds per head and MLP as STEM.csv and a heatmap "
