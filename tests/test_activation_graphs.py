@@ -201,16 +201,20 @@ def test_planted_sub_networks_are_recovered_from_activations(measure):
     live = found.labels >= 0
     assert adjusted_rand_index(found.labels[live], truth[live]) == 1.0
     if measure != "coactivation":  # r^2 between independent halves is ~0: modularity splits them too
-        leiden = partition_any(graph, Partitioner.LEIDEN, seed=0)
-        assert adjusted_rand_index(leiden.labels, truth) == 1.0 and leiden.n_clusters == 2
+        for partitioner in (Partitioner.LEIDEN, Partitioner.LOUVAIN):
+            found = partition_any(graph, partitioner, seed=0)
+            assert adjusted_rand_index(found.labels, truth) == 1.0 and found.n_clusters == 2
 
 
-def test_planted_sub_networks_are_recovered_from_weights_by_leiden():
+@pytest.mark.parametrize("partitioner", ["leiden", "louvain"])
+def test_planted_sub_networks_are_recovered_from_weights(partitioner):
     weights, _, _ = _planted_network()
-    model = CommunityPartition(random_state=3).fit(weights)
+    model = CommunityPartition(partitioner=partitioner, random_state=3).fit(weights)
     halves = np.concatenate([np.repeat([0, 1], n // 2) for n in (12, 16, 16, 4)])
     assert model.n_clusters_ == 2 and adjusted_rand_index(model.labels_, halves) == 1.0
     assert model.modularity_ == pytest.approx(0.5, abs=0.02)  # two equal halves with no edge between
+    spectral = SpectralNCut(n_clusters=2, random_state=3).fit(weights)
+    assert adjusted_rand_index(spectral.labels_, halves) == 1.0 and spectral.ncut_ == pytest.approx(0.0, abs=1e-12)
 
 
 def test_weight_and_activation_partitions_agree_on_a_planted_network():
