@@ -338,6 +338,7 @@ def test_cli_clusters_activations_and_partitions_with_leiden(planted_files, tmp_
     (["--graph", "activations", "--data", "WRONG"], "values per example, but the network takes 12"),
     (["--graph", "activations", "--data", "CONSTANT", "--quiet"], "constant over these inputs"),
     (["--layerwise"], "add --graph activations"),
+    (["--graph", "activations", "--data", "CONSTANT", "--drop-dead-ends"], "leave the option out"),
     (["--partitioner", "leiden", "--resolution", "-1"], "resolution must be a number above 0"),
     (["--graph", "activations", "--data", "MISSING"], "no such file"),
 ])

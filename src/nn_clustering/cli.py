@@ -72,6 +72,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     graph_params = {"graph": args.graph, "data": args.data, "measure": args.measure}
     if args.graph == GraphKind.ACTIVATIONS.value and args.data is None:
         raise ParameterError("--graph activations needs --data: a dataset name (e.g. mnist) or an .npz of inputs")
+    if args.graph == GraphKind.ACTIVATIONS.value and args.drop_dead_ends:
+        raise ParameterError("--drop-dead-ends prunes weight graphs; an activation graph isolates dead units by "
+                             "itself: leave the option out")
     if args.layerwise:
         if args.graph != GraphKind.ACTIVATIONS.value:
             raise ParameterError("--layerwise partitions activation graphs layer by layer; add --graph activations")
