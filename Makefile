@@ -197,7 +197,7 @@ all: ## The full reproduction: datasets, models and every analysis (PROFILE=pape
 	$(MAKE) --no-print-directory models PROFILE=$(PROFILE)
 	$(MAKE) --no-print-directory mlp-plots mlp-lesion mlp-double-lesion cnn-clustering cnn-lesion PROFILE=$(PROFILE)
 
-bench: $(STAMP) ## Run the benchmarks (clustering, scaling, architectures, training, mask update, lesion; over an hour)
+bench: $(STAMP) ## Run the benchmarks (clustering, scaling, architectures, training, mask update, lesion, activations; over an hour)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_clustering.py
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_scaling.py --shuffles 320
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_architectures.py
@@ -206,6 +206,7 @@ bench: $(STAMP) ## Run the benchmarks (clustering, scaling, architectures, train
 	KERAS_BACKEND=jax $(PY) benchmarks/bench_mask_update.py
 	KERAS_BACKEND=tensorflow $(PY) benchmarks/bench_mask_update.py
 	$(PY) benchmarks/bench_lesion.py
+	$(PY) benchmarks/bench_activations.py
 
 test: $(STAMP) ## Run the test suite (no network, no GPU; a few minutes on 2 cores)
 	$(PY) -m pytest
