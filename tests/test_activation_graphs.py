@@ -426,3 +426,34 @@ def test_cli_suggests_k_by_the_eigengap(planted_files, capsys):
     assert cli.main(["cluster", str(model), "--graph", "activations", "--data", str(data), "--k", "2",
                      "--shuffles", "5", "--quiet", "--suggest-k"]) == 0
     assert "suggests k = 2" in capsys.readouterr().out
+
+
+def test_keras_cnn_units_are_channel_means_as_a_numpy_convolution_gives_them():
+    keras = pytest.importorskip("keras")
+    from scipy.signal import correlate2d
+
+    rng = np.random.default_rng(3)
+    k0, k1 = rng.normal(size=(3, 3, 1, 4)), rng.normal(size=(3, 3, 4, 5))
+    b0, b1 = rng.normal(size=4) * 0.1, rng.normal(size=5) * 0.1
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, padding="same", activation="relu",
+                                                                           name="c0"),
+                              keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="c1"),
+                              keras.layers.Flatten(), keras.layers.Dense(3, name="out")])
+    model.get_layer("c0").set_weights([k0, b0])
+    model.get_layer("c1").set_weights([k1, b1])
+    x = rng.random((7, 6, 6, 1)).astype(np.float32)
+
+    def conv(images, kernel, bias):  # 'same' cross-correlation, channels last, then ReLU
+        out = np.stack([sum(correlate2d(img[:, :, i], kernel[:, :, i, o], mode="same")
+                            for i in range(kernel.shape[2])) + bias[o] for img in images
+                        for o in range(kernel.shape[3])]).reshape(len(images), kernel.shape[3], 6, 6)
+        return np.maximum(out.transpose(0, 2, 3, 1), 0)
+
+    h0 = conv(x, k0, b0)
+    h1 = conv(h0, k1, b1)
+    runner = unit_runner(model)
+    assert runner.names == ("c0", "c1") and runner.sizes == (4, 5) and runner.n_inputs == 36
+    got = runner.run(x.reshape(7, -1))
+    np.testing.assert_allclose(got[0], h0.mean(axis=(1, 2)), atol=1e-5)
+    np.testing.assert_allclose(got[1], h1.mean(axis=(1, 2)), atol=1e-5)
+    assert SpectralNCut(n_clusters=2, graph="activations", data=x).fit(model).layer_names_ == ["c0", "c1"]

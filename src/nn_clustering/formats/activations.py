@@ -3,7 +3,8 @@
 Three runners, picked from the network's form:
 
 - a Keras model (an object, or a ``.keras``/``.h5`` file, read with Keras): the outputs of its
-  Dense layers, activation included, from one model with those layers as outputs;
+  Dense layers, activation included, from one model with those layers as outputs; of a CNN, its
+  Conv2D layers' channels, each averaged over the image's positions;
 - an ONNX file of a chain of dense layers (``Gemm``/``MatMul``): run by onnxruntime with the
   tensor each dense layer reads (the previous layer's units, activation included) added to the
   graph's outputs, so any activation function is run as the file defines it;
@@ -79,8 +80,10 @@ class _NumpyMLP:
 
 def _numpy_runner(weights: NetworkWeights, outputs: bool) -> UnitRunner:
     if weights.kind != Architecture.MLP or weights.wiring is not None:
+        fix = "; run a CNN from its Keras file (.keras)" if weights.kind == Architecture.CNN else ""
         raise ModelError(f"{weights.source or 'the network'}: activation graphs are built for MLPs (a chain of Dense "
-                         f"layers); this is a {weights.kind}{' with skip connections' if weights.wiring else ''}")
+                         f"layers) from this format; this is a {weights.kind}"
+                         f"{' with skip connections' if weights.wiring else ''}{fix}")
     if len(weights.biases) != len(weights.kernels):
         raise ModelError(f"{weights.source or 'the network'}: running the network needs a bias per layer; save the "
                          "model with its biases (kernel_i and bias_i arrays)")
@@ -94,28 +97,38 @@ def _numpy_runner(weights: NetworkWeights, outputs: bool) -> UnitRunner:
                       _NumpyMLP(weights.kernels, weights.biases, keep), weights.source)
 
 
+#: Keras layers an activation graph's network may hold besides Dense and Conv2D.
+KERAS_PASS_THROUGH = ("Dropout", "Flatten", "InputLayer", "Activation", "MaxPooling2D", "AveragePooling2D",
+                      "GlobalAveragePooling2D", "BatchNormalization")
+
+
 def _keras_runner(model, outputs: bool, source: str) -> UnitRunner:
+    """A Dense network's hidden layers, or a CNN's conv layers (each channel one unit: its mean
+    over the image's positions), as the weight graph groups them."""
     import keras
 
+    source = source or model.name
+    unknown = [layer for layer in model.layers if not isinstance(layer, keras.layers.Dense | keras.layers.Conv2D)
+               and type(layer).__name__ not in KERAS_PASS_THROUGH]
+    if unknown:
+        raise ModelError(f"{source}: activation graphs are built for chains of Dense and Conv2D layers; layer "
+                         f"{unknown[0].name!r} is a {type(unknown[0]).__name__}")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    if not dense or any(not isinstance(layer, (keras.layers.Dense, keras.layers.Dropout, keras.layers.Flatten,
-                                               keras.layers.InputLayer, keras.layers.Activation))
-                        for layer in model.layers):
-        raise ModelError(f"{source or model.name}: activation graphs are built for Dense networks (Dense, Dropout, "
-                         "Flatten and Activation layers)")
-    chosen = dense if outputs else dense[:-1]
+    chosen = convs or (dense if outputs else dense[:-1])
     if not chosen:
-        raise ModelError(f"{source or model.name}: one Dense layer has no hidden units; pass outputs=True")
+        raise ModelError(f"{source}: one Dense layer has no hidden units; pass outputs=True")
     probe = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, [layer.output for layer in chosen])
     n_inputs = int(np.prod(model.inputs[0].shape[1:]))
     shape = tuple(model.inputs[0].shape[1:])
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         result = probe(np.asarray(x, np.float32).reshape((-1, *shape)), training=False)
-        return [keras.ops.convert_to_numpy(r) for r in (result if isinstance(result, list | tuple) else [result])]
+        arrays = [keras.ops.convert_to_numpy(r) for r in (result if isinstance(result, list | tuple) else [result])]
+        return [a.mean(axis=tuple(range(1, a.ndim - 1))) if a.ndim > 2 else a for a in arrays]  # channels last
 
-    return UnitRunner(tuple(layer.name for layer in chosen), tuple(int(layer.units) for layer in chosen), n_inputs,
-                      run, source or model.name)
+    sizes = tuple(int(layer.filters if isinstance(layer, keras.layers.Conv2D) else layer.units) for layer in chosen)
+    return UnitRunner(tuple(layer.name for layer in chosen), sizes, n_inputs, run, source)
 
 
 class _OnnxRun:
