@@ -326,8 +326,10 @@ def test_cli_clusters_activations_and_partitions_with_leiden(planted_files, tmp_
     record = json.loads(out.read_text())
     assert record["graph"] == "activations" and record["null"] == "layer_pairs" and len(record["labels"]) == 32
     assert cli.main(["cluster", str(model), "--partitioner", "leiden", "--graph", "activations", "--data",
-                     str(data), "--measure", "pearson"]) == 0
+                     str(data), "--measure", "pearson", "--output", str(tmp_path / "leiden.json")]) == 0
     assert "leiden (resolution 1): 2 clusters" in capsys.readouterr().out
+    record = json.loads((tmp_path / "leiden.json").read_text())
+    assert record["n_clusters"] == 2 and record["data"] == str(data) and len(record["layers"]) == 2
     assert cli.main(["cluster", str(model), "--graph", "activations", "--data", str(data), "--layerwise",
                      "--k", "2", "--quiet"]) == 0
     assert capsys.readouterr().out.count("units (") == 2
@@ -404,9 +406,10 @@ def test_cli_coactivation_of_a_transformer_layer_by_layer(tmp_path, capsys):
     line = one_error_line(capsys, cli.main(["cluster", str(TRANSFORMERS / "gpt2.dynamo.onnx"), "--graph",
                                             "activations", "--data", str(ids), "--layerwise", "--quiet"]))
     assert "sequences of 5 tokens, but the model was exported for 8" in line
+    np.savez(ids, x=np.random.default_rng(2).random((4, 8)))  # images, not token ids
     line = one_error_line(capsys, cli.main(["cluster", str(TRANSFORMERS / "gpt2.dynamo.onnx"), "--graph",
-                                            "activations", "--data", "mnist", "--quiet"]))
-    assert "reads token ids" in line
+                                            "activations", "--data", str(ids), "--quiet"]))
+    assert "token ids of shape (4, 8) and type float64; give non-negative integers" in line
 
 
 def test_eigengap_sparse_path_equals_the_dense_one(monkeypatch):

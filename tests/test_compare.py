@@ -66,7 +66,8 @@ def test_missing_reference_or_table_is_one_error_line(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "holds no reference record" in err[0]
-    assert "holds none of the reference's tables (mlp-clustering.csv)" in err[1] and "make mlp-clustering" in err[1]
+    assert "holds none of the reference's tables (mlp-clustering.csv, clustering-factors-k12.csv)" in err[1]
+    assert "make mlp-clustering" in err[1] and "make clustering-factors" in err[1]
 
 
 def test_the_k12_table_is_compared_where_both_have_it_and_written_with_the_record(tmp_path, capsys):

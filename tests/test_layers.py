@@ -173,7 +173,8 @@ def test_imports_inside_functions_only_defer_a_framework():
 
 
 @pytest.mark.parametrize("framework, readers", [
-    ("keras", {"keras"}), ("onnx", {"onnx", "onnx_eval", "onnx_ops", "onnx_walk"}), ("torch", {"state_dict"}),
+    ("keras", {"keras", "keras_run"}), ("onnx", {"onnx", "onnx_eval", "onnx_ops", "onnx_walk", "onnx_run"}),
+    ("torch", {"state_dict"}),
 ])
 def test_each_framework_is_imported_only_by_its_own_reader(framework, readers):
     mods = modules()

@@ -69,16 +69,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         for suffix in (".csv", ".png", ".svg"):
             check_output(stem.with_suffix(suffix), inputs=(args.path,), what="--composition")
     bound = memory_limit_set(args.max_model_memory) if args.max_model_memory else contextlib.nullcontext()
-    graph_params = {"graph": args.graph, "data": args.data, "measure": args.measure}
-    if args.graph == GraphKind.ACTIVATIONS.value and args.data is None:
-        raise ParameterError("--graph activations needs --data: a dataset name (e.g. mnist) or an .npz of inputs")
-    if args.graph == GraphKind.ACTIVATIONS.value and args.drop_dead_ends:
-        raise ParameterError("--drop-dead-ends prunes weight graphs; an activation graph isolates dead units by "
-                             "itself: leave the option out")
+    graph_params = _graph_options(args)
     if args.layerwise:
-        if args.graph != GraphKind.ACTIVATIONS.value:
-            raise ParameterError("--layerwise partitions activation graphs layer by layer; add --graph activations")
-        return _layers(args, params, bound, output)
+        return _layers(args, params, bound, output, graph_params["data"])
     if args.partitioner != Partitioner.SPECTRAL.value:
         return _community(args, graph_params, bound, output)
     test = ShuffleTest(**params, **graph_params, null=args.null, drop_dead_ends=args.drop_dead_ends,
@@ -115,6 +108,23 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         write_json_atomic(output, record)
         print(f"wrote {printable(output)}")
     return 0
+
+
+def _graph_options(args: argparse.Namespace) -> dict:
+    """The graph options of ``cluster``, checked together: one error line for a combination that
+    does not fit."""
+    activations = args.graph == GraphKind.ACTIVATIONS.value
+    if activations and args.data is None:
+        raise ParameterError("--graph activations needs --data: a dataset name (e.g. mnist) or an .npz of inputs")
+    if activations and args.drop_dead_ends:
+        raise ParameterError("--drop-dead-ends prunes weight graphs; an activation graph isolates dead units by "
+                             "itself: leave the option out")
+    if args.layerwise and not activations:
+        raise ParameterError("--layerwise partitions activation graphs layer by layer; add --graph activations")
+    from .data import activation_inputs
+
+    data = activation_inputs(args.data) if activations else None
+    return {"graph": args.graph, "data": data, "measure": args.measure}
 
 
 def _print_graph(args: argparse.Namespace, weights, graph) -> None:
@@ -167,7 +177,8 @@ def _community(args: argparse.Namespace, graph_params: dict, bound, output: Path
     if output is not None:
         record = {
             "partitioner": args.partitioner, "resolution": args.resolution, "n_clusters": model.n_clusters_,
-            "modularity": model.modularity_, "ncut": model.ncut_, "random_state": args.random_state, **graph_params,
+            "modularity": model.modularity_, "ncut": model.ncut_, "random_state": args.random_state,
+            "graph": args.graph, "data": args.data, "measure": args.measure,
             **({} if suggested is None else {"eigengap_k": suggested}),
             "layer_sizes": list(model.graph_.layer_sizes),
             "layers": [{"name": name, "size": int(len(labels)), "labels": labels.tolist()}
@@ -180,7 +191,7 @@ def _community(args: argparse.Namespace, graph_params: dict, bound, output: Path
     return 0
 
 
-def _layers(args: argparse.Namespace, params: dict, bound, output: Path | None) -> int:
+def _layers(args: argparse.Namespace, params: dict, bound, output: Path | None, data) -> int:
     """``cluster --graph activations --layerwise``: each layer's activation graph partitioned on
     its own (spectral into --k clusters, or leiden / louvain), one line per layer."""
     from .core.partition import layer_partitions
@@ -189,7 +200,7 @@ def _layers(args: argparse.Namespace, params: dict, bound, output: Path | None) 
     from .storage.provenance import code_version, library_versions
 
     with bound:
-        graphs = build_layer_graphs(args.path, args.data, args.measure, progress=not args.quiet)
+        graphs = build_layer_graphs(args.path, data, args.measure, progress=not args.quiet)
     results = layer_partitions(graphs, args.partitioner, params["n_clusters"], args.resolution, params["random_state"])
     print(f"{printable(args.path)}: {args.measure} activation graphs over {args.data}, layer by layer, "
           f"{args.partitioner}")

@@ -97,8 +97,8 @@ class _Estimator:
         spectral = SpectralConfig(n_clusters=params["n_clusters"], n_init=params["n_init"]) if "n_clusters" in params else None
         if params.get("graph") == GraphKind.ACTIVATIONS:
             if params["data"] is None:
-                raise ParameterError("graph='activations' needs data: a dataset name (e.g. 'mnist'), an .npz of inputs "
-                                     "or an array of them")
+                raise ParameterError("graph='activations' needs data: an array of inputs or an .npz of them (a "
+                                     "dataset's: nn_clustering.data.activation_inputs('mnist'))")
             self.weights_ = None
             self.graph_ = build_activation_graph(network, params["data"], params["measure"],
                                                  progress=params.get("progress", False))
@@ -164,9 +164,10 @@ class SpectralNCut(_Estimator):
     graph : {"weights", "activations"}, default="weights"
         Which graph to cluster: the weight graph (|w| edges, method.md §3) or the activation graph
         of ``data`` (units joined by how alike their activations are, method.md §3.6).
-    data : str, path or ndarray, default=None
-        For ``graph="activations"``: a dataset name (its test split, e.g. ``"mnist"``), the path
-        of an ``.npz`` of inputs, or an array with one example per row.
+    data : path or ndarray, default=None
+        For ``graph="activations"``: the inputs, one example per row (images are flattened), or
+        the path of an ``.npz`` holding them; a project dataset's test split is
+        ``nn_clustering.data.activation_inputs("mnist")``.
     measure : {"spearman", "pearson", "coactivation"}, default="spearman"
         The activation graph's edge weight: r squared, or the share of examples on which both
         units are active. The graph joins every pair of hidden units; layer by layer graphs are
@@ -273,9 +274,10 @@ class ShuffleTest(_Estimator):
     graph : {"weights", "activations"}, default="weights"
         Which graph to cluster: the weight graph (|w| edges, method.md §3) or the activation graph
         of ``data`` (units joined by how alike their activations are, method.md §3.6).
-    data : str, path or ndarray, default=None
-        For ``graph="activations"``: a dataset name (its test split, e.g. ``"mnist"``), the path
-        of an ``.npz`` of inputs, or an array with one example per row.
+    data : path or ndarray, default=None
+        For ``graph="activations"``: the inputs, one example per row (images are flattened), or
+        the path of an ``.npz`` holding them; a project dataset's test split is
+        ``nn_clustering.data.activation_inputs("mnist")``.
     measure : {"spearman", "pearson", "coactivation"}, default="spearman"
         The activation graph's edge weight: r squared, or the share of examples on which both
         units are active. The graph joins every pair of hidden units; layer by layer graphs are
@@ -438,9 +440,10 @@ class CommunityPartition(_Estimator):
     graph : {"weights", "activations"}, default="weights"
         Which graph to cluster: the weight graph (|w| edges, method.md §3) or the activation graph
         of ``data`` (units joined by how alike their activations are, method.md §3.6).
-    data : str, path or ndarray, default=None
-        For ``graph="activations"``: a dataset name (its test split, e.g. ``"mnist"``), the path
-        of an ``.npz`` of inputs, or an array with one example per row.
+    data : path or ndarray, default=None
+        For ``graph="activations"``: the inputs, one example per row (images are flattened), or
+        the path of an ``.npz`` holding them; a project dataset's test split is
+        ``nn_clustering.data.activation_inputs("mnist")``.
     measure : {"spearman", "pearson", "coactivation"}, default="spearman"
         The activation graph's edge weight: r squared, or the share of examples on which both
         units are active. The graph joins every pair of hidden units; layer by layer graphs are

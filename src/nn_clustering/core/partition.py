@@ -19,6 +19,7 @@ from .enums import Partitioner
 from .modularity import modularity
 from .ncut import ncut
 from .rows import Row
+from .spectral import SpectralConfig, cluster_graph
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,6 @@ def partition_any(graph, partitioner: Partitioner, n_clusters: int = 12, resolut
     partitioner = Partitioner(partitioner)
     if partitioner != Partitioner.SPECTRAL:
         return partition_graph(graph, partitioner, resolution, seed)
-    from .spectral import SpectralConfig, cluster_graph
-
     clustering = cluster_graph(graph, SpectralConfig(n_clusters=n_clusters), seed)
     adjacency, _ = graph.without_isolated(dense=False)
     q = modularity(adjacency, clustering.labels[graph.active])
