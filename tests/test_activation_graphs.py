@@ -460,3 +460,15 @@ def test_keras_cnn_units_are_channel_means_as_a_numpy_convolution_gives_them():
     np.testing.assert_allclose(got[0], h0.mean(axis=(1, 2)), atol=1e-5)
     np.testing.assert_allclose(got[1], h1.mean(axis=(1, 2)), atol=1e-5)
     assert SpectralNCut(n_clusters=2, graph="activations", data=x).fit(model).layer_names_ == ["c0", "c1"]
+
+
+@pytest.mark.slow
+def test_activation_shuffles_on_a_dask_local_cluster_are_the_local_ones():
+    pytest.importorskip("dask.distributed")
+    weights, x, _ = _planted_network(seed=10)
+    graph = build_activation_graph(weights, x[:500], "pearson")
+    spectral = SpectralConfig(n_clusters=2)
+    local = activation_shuffle_test(graph, spectral, ShuffleConfig(n_shuffles=8, random_state=2), progress=False)
+    dask = activation_shuffle_test(graph, spectral, ShuffleConfig(n_shuffles=8, random_state=2, n_jobs=2,
+                                                                  scheduler="local"), progress=False)
+    np.testing.assert_array_equal(local.shuffled_ncuts, dask.shuffled_ncuts)
