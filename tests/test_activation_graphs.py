@@ -472,3 +472,18 @@ def test_activation_shuffles_on_a_dask_local_cluster_are_the_local_ones():
     dask = activation_shuffle_test(graph, spectral, ShuffleConfig(n_shuffles=8, random_state=2, n_jobs=2,
                                                                   scheduler="local"), progress=False)
     np.testing.assert_array_equal(local.shuffled_ncuts, dask.shuffled_ncuts)
+
+
+def test_an_input_npz_whose_header_claims_a_huge_array_is_refused_before_reading(tmp_path, capsys, planted_files):
+    import zipfile
+
+    model, _ = planted_files
+    bomb = tmp_path / "bomb.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((2, 12), np.float32))
+    header["shape"] = (10**9, 12)
+    with zipfile.ZipFile(bomb, "w") as archive, archive.open("x.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\0" * 96)
+    line = one_error_line(capsys, cli.main(["cluster", str(model), "--graph", "activations", "--data", str(bomb),
+                                            "--quiet"]))
+    assert "bomb.npz" in line and "x" in line

@@ -30,6 +30,7 @@ from ..core.graph import NetworkWeights
 from ..core.progress import progress_bar
 from ..errors import DatasetError, ModelError
 from .loader import _is_keras_model, as_weights, check_model_path, load_keras_model
+from .npz import read_npz_arrays
 from .units import UnitRunner
 
 #: Examples per forward pass.
@@ -58,6 +59,7 @@ class _NumpyMLP:
 
 
 def _numpy_runner(weights: NetworkWeights, outputs: bool) -> UnitRunner:
+    """A ReLU MLP's hidden layers (``outputs``: the last layer's too), run in numpy."""
     if weights.kind != Architecture.MLP or weights.wiring is not None:
         fix = "; run a CNN from its Keras file (.keras)" if weights.kind == Architecture.CNN else ""
         raise ModelError(f"{weights.source or 'the network'}: activation graphs are built for MLPs (a chain of Dense "
@@ -96,30 +98,36 @@ def unit_runner(network, outputs: bool = False) -> UnitRunner:
     return _numpy_runner(as_weights(network), outputs)
 
 
-def read_inputs(data, n_inputs: int | None, limit: int | None = None, tokens: bool = False) -> np.ndarray:
+def _input_member(path: Path):
+    """Which member of an input ``.npz`` holds the inputs: ``x``, else ``x_test``, else the only one."""
+    def pick(names: list[str]) -> list[str]:
+        key = next((k for k in ("x", "x_test") if k in names), names[0] if len(names) == 1 else None)
+        if key is None:
+            raise DatasetError(f"{path}: holds {names}; save the inputs as the array 'x' (np.savez(path, x=inputs))")
+        return [key]
+    return pick
+
+
+def read_inputs(data, n_inputs: int | None, tokens: bool = False) -> np.ndarray:
     """The inputs to run a network on, as (examples, n_inputs) float32: the path of an ``.npz``
-    (its ``x`` array, else its ``x_test`` array, else its only one) or an array (a project
-    dataset's name is read by :func:`nn_clustering.data.activation_inputs`). Images are
-    flattened; a shape that does not fit the network's inputs is one error. A sequence model
-    (``tokens``) reads integer token ids, (sequences, tokens)."""
+    (its ``x`` array, else its ``x_test`` array, else its only one; each member's size checked
+    from its header before it is read, as a model file's) or an array (a project dataset's name
+    is read by :func:`nn_clustering.data.activation_inputs`). Images are flattened; a shape
+    that does not fit the network's inputs is one error. A sequence model (``tokens``) reads
+    integer token ids, (sequences, tokens)."""
     name = "the inputs"
     if isinstance(data, str | os.PathLike):
         path = Path(data)
         name = str(path)
         if not path.is_file():
             raise DatasetError(f"{path}: no such file; give a dataset name (e.g. mnist) or an .npz of inputs")
-        with np.load(path, allow_pickle=False) as arrays:
-            keys = list(arrays.keys())
-            key = next((k for k in ("x", "x_test") if k in keys), keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise DatasetError(f"{path}: holds {keys}; save the inputs as the array 'x' (np.savez(path, x=inputs))")
-            x = arrays[key]
+        (x,) = read_npz_arrays(name, path, _input_member(path)).values()
     else:
         x = np.asarray(data)
     if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
         raise DatasetError(f"{name}: inputs of shape {x.shape} and type {x.dtype}; give numbers, one row per example")
     if tokens:
-        return _token_ids(x, n_inputs, name)[:limit] if limit else _token_ids(x, n_inputs, name)
+        return _token_ids(x, n_inputs, name)
     x = x.reshape(len(x), -1).astype(np.float32)
     if x.shape[1] != n_inputs:
         raise DatasetError(f"{name}: {x.shape[1]} values per example, but the network takes {n_inputs}; "
@@ -128,7 +136,7 @@ def read_inputs(data, n_inputs: int | None, limit: int | None = None, tokens: bo
         raise DatasetError(f"{name}: {len(x)} example; correlations need at least 2")
     if not np.isfinite(x).all():
         raise DatasetError(f"{name}: the inputs hold NaN or infinite values")
-    return x[:limit] if limit else x
+    return x
 
 
 def activation_sums(

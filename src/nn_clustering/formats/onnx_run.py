@@ -68,6 +68,9 @@ def _onnx_transformer_runner(model, source: str) -> UnitRunner:
 
 
 def onnx_unit_runner(path: Path, outputs: bool) -> UnitRunner:
+    """A :class:`UnitRunner` for an ONNX file: a transformer's MLP units, or the hidden layers of
+    a chain of dense layers (``outputs``: the last layer's too), read first as the weight reader
+    reads the file (sizes and external data checked); anything else is one error."""
     weights = load_weights(path)  # every tensor checked (sizes, external data) before onnx reads the file
     source = weights.source or str(path)
     model = onnx.load(str(path))
