@@ -358,7 +358,9 @@ def test_cli_refuses_to_run_a_network_it_cannot(tmp_path, capsys):
     path = tmp_path / "cnn.npz"
     np.savez(path, kernel_0=rng.normal(size=(3, 3, 1, 4)), kernel_1=rng.normal(size=(3, 3, 4, 4)),
              bias_0=np.zeros(4), bias_1=np.zeros(4))
-    line = one_error_line(capsys, cli.main(["cluster", str(path), "--graph", "activations", "--data", "mnist"]))
+    np.savez(tmp_path / "images.npz", x=np.random.default_rng(1).random((5, 6, 6)))
+    line = one_error_line(capsys, cli.main(["cluster", str(path), "--graph", "activations", "--data",
+                                            str(tmp_path / "images.npz")]))
     assert "activation graphs are built for MLPs" in line
 
 
