@@ -488,3 +488,21 @@ def test_an_input_npz_whose_header_claims_a_huge_array_is_refused_before_reading
     line = one_error_line(capsys, cli.main(["cluster", str(model), "--graph", "activations", "--data", str(bomb),
                                             "--quiet"]))
     assert "bomb.npz" in line and "x" in line
+
+
+def test_an_onnx_cnn_gives_the_channel_means_its_keras_twin_gives(tmp_path):
+    """The same CNN as a Keras file and as an ONNX file (the other format as the oracle; the Keras
+    runner is checked against a numpy convolution above)."""
+    pytest.importorskip("keras")
+    pytest.importorskip("onnxruntime")
+    from test_dag import cnn_arrays, keras_sequential, onnx_cnn
+
+    kernels, biases = cnn_arrays()
+    by_keras = unit_runner(keras_sequential(kernels, biases, tmp_path / "net.keras", conv=3, input_shape=(6, 6, 1)))
+    by_onnx = unit_runner(onnx_cnn(tmp_path / "net.onnx", kernels, biases))
+    assert by_onnx.names == ("conv0", "conv1", "conv2") and by_onnx.sizes == by_keras.sizes == (6, 8, 5)
+    x = np.random.default_rng(4).random((20, 36)).astype(np.float32)
+    for a, b in zip(by_onnx.run(x), by_keras.run(x), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    fit = SpectralNCut(n_clusters=2, graph="activations", data=x, measure="pearson").fit(tmp_path / "net.onnx")
+    assert fit.layer_names_ == SpectralNCut(n_clusters=2).fit(tmp_path / "net.onnx").layer_names_
