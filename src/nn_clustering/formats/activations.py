@@ -7,7 +7,8 @@ Three runners (:class:`~nn_clustering.formats.units.UnitRunner`), picked from th
   of a CNN, its Conv2D layers' channels, each averaged over the image's positions;
 - an ONNX file (:mod:`.onnx_run`), run by onnxruntime with the unit tensors added to the graph's
   outputs, so any activation function is run as the file defines it: in a chain of dense layers
-  (``Gemm``/``MatMul``) the tensor each dense layer reads, in a transformer every MLP's units;
+  (``Gemm``/``MatMul``) the tensor each dense layer reads, in a chain of convolutions each conv
+  layer's activated output (channel means), in a transformer every MLP's units;
 - any other MLP that nn-clustering reads (``.npz``, ``.safetensors``, ``.pt``, kernel arrays with
   their biases), whose files record no activation function: a numpy forward pass with ReLU hidden
   layers, as the lesion tests run them (method.md §6).
