@@ -40,10 +40,11 @@ MIXTURES = ("line-mnist", "line-cifar10", "mnist-cifar10")
 #: two-channel CNN forms ``stacked-<base>`` and ``stacked-same-<base>``.
 PAIRED = ("halves-", "halves-same-", "stacked-", "stacked-same-")
 PAIRED_BASES = ("mnist", "fashion", "cifar10")
-#: Regression datasets: float inputs and float targets (method.md §1).
-REGRESSION = ("poly",)
+#: Regression datasets, float inputs and float targets (method.md §1), by name: each one's
+#: generator of the seed.
+REGRESSION: dict[str, Callable[[int], ImageSet]] = {"poly": make_poly}
 ALL_DATASETS = (BASE_DATASETS + MIXTURES + tuple(m + "-separated" for m in MIXTURES)
-                + tuple(h + b for h in PAIRED for b in ("mnist", "fashion")) + REGRESSION)
+                + tuple(h + b for h in PAIRED for b in ("mnist", "fashion")) + tuple(REGRESSION))
 
 
 def paired_of(name: str) -> tuple[str, bool, bool] | None:
@@ -112,8 +113,8 @@ def build(
             base_cache[part] = build_base(part, seed, cache_dir)
         return base_cache[part]
 
-    if name == "poly":
-        return make_poly(seed)
+    if name in REGRESSION:
+        return REGRESSION[name](seed)
     paired = paired_of(name)
     if paired is not None:
         base_name, same, as_channels = paired
