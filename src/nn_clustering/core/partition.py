@@ -1,9 +1,10 @@
 """Partitioners other than spectral clustering: Leiden and Louvain maximising Newman's
 modularity at a resolution (method.md §4.1), on any graph the project builds (weights or
-activations): Leiden through ``leidenalg``, Louvain through igraph's multilevel algorithm.
+activations), through igraph (its Leiden, iterated until it no longer improves, and its
+multilevel algorithm).
 
-Both draw their node orders from the seed alone (Leiden: leidenalg's own generator; Louvain:
-igraph's generator, set to a seeded one for the call), so the same seed gives the same partition.
+Both draw their node orders from igraph's generator, set to one seeded with the seed for the call,
+so the same seed gives the same partition.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _igraph(adjacency: sp.spmatrix | sp.sparray | np.ndarray):
     try:
         import igraph
     except ImportError:  # pragma: no cover - a regular dependency
-        raise NnClusteringError("Leiden and Louvain need igraph and leidenalg: pip install igraph leidenalg") from None
+        raise NnClusteringError("Leiden and Louvain need igraph: pip install igraph") from None
     upper = sp.triu(sp.coo_array(adjacency, dtype=np.float64), k=1).tocoo()
     graph = igraph.Graph(n=adjacency.shape[0], edges=np.column_stack([upper.row, upper.col]).tolist(), directed=False)
     graph.es["weight"] = upper.data.tolist()
@@ -64,18 +65,16 @@ def community_labels(
     partitioner = Partitioner(partitioner)
     if partitioner not in (Partitioner.LEIDEN, Partitioner.LOUVAIN):
         raise ValueError(f"{partitioner!r} is not a modularity partitioner; use 'leiden' or 'louvain'")
-    graph = _igraph(adjacency)
-    if partitioner == Partitioner.LEIDEN:
-        import leidenalg
-
-        found = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition, weights="weight",
-                                         resolution_parameter=resolution, n_iterations=-1, seed=_int_seed(seed))
-        return np.asarray(found.membership, dtype=np.int64)
     import igraph
 
+    graph = _igraph(adjacency)
     igraph.set_random_number_generator(random.Random(_int_seed(seed)))
     try:
-        found = graph.community_multilevel(weights="weight", resolution=resolution)
+        if partitioner == Partitioner.LEIDEN:
+            found = graph.community_leiden(objective_function="modularity", weights="weight", resolution=resolution,
+                                           n_iterations=-1)
+        else:
+            found = graph.community_multilevel(weights="weight", resolution=resolution)
     finally:
         igraph.set_random_number_generator(random)
     return np.asarray(found.membership, dtype=np.int64)

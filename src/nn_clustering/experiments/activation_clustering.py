@@ -108,6 +108,8 @@ class ActivationClusteringRow(Row):
     code_version: str
 
 
+#: The implementation of Leiden and Louvain behind a cached result (part of its key).
+PARTITIONERS = "igraph community_leiden (n_iterations=-1) and community_multilevel"
 #: What a cached result must hold.
 CACHED_FIELDS = ("units", "dead_units", "weight_ncut", "activation_ncut", "shuffled_ncuts", "labels", "code_version")
 
@@ -164,6 +166,7 @@ def model_row(instance: TrainedInstance, stage: Stage, data: str, data_path: Pat
     """The row of one stage of one instance (computed once, then read from the cache)."""
     model_digest, data_digest = instance.digest(stage), file_digest(data_path, "sha256")
     parts = {"what": "activation_clustering", "model_sha256": model_digest, "data_sha256": data_digest,
+             "partitioners": PARTITIONERS,
              **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
                 if k not in ("n_jobs", "stages")}}
 
