@@ -8,8 +8,9 @@
 2. ``gpt2``: the co-activation graphs of every MLP layer of a GPT-2-small-shaped transformer (12
    blocks, d_model 768, 12 heads, MLP 3072, vocabulary 50257; random weights, written as ONNX by
    ``gpt2_onnx.py``) over 10,000 tokens (40 random sequences of 250), run by onnxruntime on the
-   machine's cores, with the progress bar; prints the seconds and the peak resident memory.
-   Target: at most 5 minutes on 2 cores.
+   machine's cores, with the progress bar; prints the seconds and the peak resident memory
+   (target: at most 5 minutes on 2 cores), then the seconds to partition every layer's graph by
+   spectral clustering (k = 12) and by Leiden.
 
     .venv/bin/python benchmarks/bench_activations.py [--parts mlp gpt2] [--tokens 10000]
 """
@@ -28,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from nn_clustering import NetworkWeights
 from nn_clustering.core.activations import correlation_of
+from nn_clustering.core.partition import layer_partitions
 from nn_clustering.formats.activations import build_activation_graph, build_layer_graphs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +91,10 @@ def bench_gpt2(n_tokens: int, length: int = 250) -> None:
         dead = sum(int((~g.active).sum()) for g in graphs)
         print(f"  co-activation graphs of {len(graphs)} MLP layers x {graphs[0].n_nodes} units over {ids.size} tokens: "
               f"{seconds:.1f} s (target <= 300 s), {dead} dead units, peak memory {peak_rss_gb():.1f} GB")
+        for partitioner in ("spectral", "leiden"):
+            rows, seconds = timed(lambda p=partitioner: layer_partitions(graphs, p, n_clusters=12))
+            print(f"  {partitioner} partition of every layer: {seconds:.1f} s "
+                  f"({', '.join(str(r.n_clusters) for r, _ in rows)} clusters)")
 
 
 def main() -> None:
