@@ -170,8 +170,9 @@ class SpectralNCut(_Estimator):
         ``nn_clustering.data.activation_inputs("mnist")``.
     measure : {"spearman", "pearson", "coactivation"}, default="spearman"
         The activation graph's edge weight: r squared, or the share of examples on which both
-        units are active. The graph joins every pair of hidden units; layer by layer graphs are
-        :func:`nn_clustering.activation_layers`.
+        units are active. The graph joins every pair of hidden units; one graph per layer is
+        :func:`nn_clustering.formats.activations.build_layer_graphs`, partitioned by
+        :func:`nn_clustering.core.partition.layer_partitions`.
     random_state : int, default=42
         Root seed. The clustering is the one :class:`ShuffleTest` reports for the unshuffled
         network under the same root seed.
@@ -280,8 +281,9 @@ class ShuffleTest(_Estimator):
         ``nn_clustering.data.activation_inputs("mnist")``.
     measure : {"spearman", "pearson", "coactivation"}, default="spearman"
         The activation graph's edge weight: r squared, or the share of examples on which both
-        units are active. The graph joins every pair of hidden units; layer by layer graphs are
-        :func:`nn_clustering.activation_layers`.
+        units are active. The graph joins every pair of hidden units; one graph per layer is
+        :func:`nn_clustering.formats.activations.build_layer_graphs`, partitioned by
+        :func:`nn_clustering.core.partition.layer_partitions`.
     null : {"layer_pairs", "edges"}, default="layer_pairs"
         Activation graphs only: permute the edge weights among the pairs of the same two layers,
         or among all pairs (the successor paper's); ``method`` is for weight graphs (method.md
@@ -446,8 +448,9 @@ class CommunityPartition(_Estimator):
         ``nn_clustering.data.activation_inputs("mnist")``.
     measure : {"spearman", "pearson", "coactivation"}, default="spearman"
         The activation graph's edge weight: r squared, or the share of examples on which both
-        units are active. The graph joins every pair of hidden units; layer by layer graphs are
-        :func:`nn_clustering.activation_layers`.
+        units are active. The graph joins every pair of hidden units; one graph per layer is
+        :func:`nn_clustering.formats.activations.build_layer_graphs`, partitioned by
+        :func:`nn_clustering.core.partition.layer_partitions`.
     random_state : int, default=42
         Seed of the node order.
 
