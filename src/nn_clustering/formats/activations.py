@@ -20,7 +20,7 @@ logits out); ``outputs=True`` adds the last layer's.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import numpy as np
 from ..core.activations import ActivationGraph, ActivationSums
 from ..core.enums import Architecture, Measure
 from ..core.graph import NetworkWeights
+from ..core.lesion import MLP, forward
 from ..core.progress import progress_bar
 from ..errors import DatasetError, ModelError
 from .loader import _is_keras_model, as_weights, check_model_path, load_keras_model
@@ -39,24 +40,10 @@ BATCH_SIZE = 1000
 KERAS_SUFFIXES = (".keras", ".h5")
 
 
-class _NumpyMLP:
-    """ReLU MLP forward pass in numpy returning the chosen layers' activations (picklable)."""
-
-    def __init__(self, kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray], keep: Sequence[int]):
-        self.kernels = [np.asarray(k, np.float32) for k in kernels]
-        self.biases = [np.asarray(b, np.float32) for b in biases]
-        self.keep = tuple(keep)
-
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        out, h = [], np.asarray(x, np.float32)
-        last = len(self.kernels) - 1
-        for i, (k, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
-            h = h @ k + b
-            if i < last:
-                h = np.maximum(h, 0)
-            if i in self.keep:
-                out.append(h)
-        return out
+def _mlp_layers(net: MLP, keep: tuple[int, ...], x: np.ndarray) -> list[np.ndarray]:
+    """The activations of the weighted layers ``keep`` (0 = the first) for inputs ``x``."""
+    acts = forward(net, x)  # input, ReLU hidden layers, output
+    return [acts[i + 1] for i in keep]
 
 
 def _numpy_runner(weights: NetworkWeights, outputs: bool) -> UnitRunner:
@@ -75,8 +62,10 @@ def _numpy_runner(weights: NetworkWeights, outputs: bool) -> UnitRunner:
     keep = list(range(n if outputs else n - 1))
     names = tuple(weights.layer_name(i) for i in keep)
     sizes = tuple(int(weights.kernels[i].shape[1]) for i in keep)
-    return UnitRunner(names, sizes, int(weights.kernels[0].shape[0]),
-                      _NumpyMLP(weights.kernels, weights.biases, keep), weights.source)
+    net = MLP(tuple(np.asarray(k, np.float32) for k in weights.kernels),
+              tuple(np.asarray(b, np.float32) for b in weights.biases))
+    return UnitRunner(names, sizes, int(weights.kernels[0].shape[0]), partial(_mlp_layers, net, tuple(keep)),
+                      weights.source)
 
 
 def unit_runner(network, outputs: bool = False) -> UnitRunner:
