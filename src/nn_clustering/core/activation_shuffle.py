@@ -21,8 +21,9 @@ from ..errors import ClusteringError
 from .activations import ActivationGraph
 from .enums import ActivationNull
 from .ncut import ncut
+from .parameters import checked
 from .shuffle import ShuffleConfig, ShuffleTestResult, map_seeds, observed_clustering, shuffle_seeds
-from .spectral import SpectralConfig, check_fits, cluster_adjacency
+from .spectral import SpectralConfig, cluster_adjacency
 from .stats import shuffle_stats
 
 
@@ -88,8 +89,7 @@ def activation_shuffle_test(
     its edge weights (``config.method``, a weight shuffle method, does not apply)."""
     spectral = spectral or SpectralConfig()
     config = config or ShuffleConfig()
-    null = ActivationNull.parse(null, "null") if isinstance(null, str) else null
-    check_fits(spectral.n_clusters, int(graph.active.sum()))
+    null = checked("null", null)
     clustering = observed_clustering(graph, spectral, config.random_state)
     live, _ = graph.without_isolated(dense=True)
     task = functools.partial(_chunk, live, _pair_groups(graph, null), spectral)

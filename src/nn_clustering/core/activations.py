@@ -21,6 +21,7 @@ import scipy.stats
 from ..errors import GraphError
 from .enums import Measure
 from .nodes import LayeredNodes
+from .parameters import checked
 
 
 @dataclass
@@ -43,7 +44,7 @@ class ActivationSums:
     kept: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.measure = Measure.parse(self.measure, "measure") if isinstance(self.measure, str) else self.measure
+        self.measure = checked("measure", self.measure)
         self.sums = np.zeros(self.n_units)
         self.products = np.zeros((self.n_units, self.n_units))
 
@@ -170,11 +171,6 @@ class ActivationGraph(LayeredNodes):
     def active(self) -> np.ndarray:
         """Units with at least one edge."""
         return self.degrees > 0
-
-    @property
-    def adjacency(self) -> sp.csr_array:
-        """The weights as a sparse array."""
-        return sp.csr_array(self.weights)
 
     def without_isolated(self, dense: bool = True) -> tuple[np.ndarray | sp.csr_array, np.ndarray]:
         """The adjacency among the non-isolated units, and their layer indices."""

@@ -114,9 +114,9 @@ PARTITIONERS = "igraph community_leiden (n_iterations=-1) and community_multilev
 CACHED_FIELDS = ("units", "dead_units", "weight_ncut", "activation_ncut", "shuffled_ncuts", "labels", "code_version")
 
 
-def _hidden(labels: np.ndarray, layer_sizes: Sequence[int]) -> np.ndarray:
+def _hidden(graph, labels: np.ndarray) -> np.ndarray:
     """The labels of the hidden layers' units (the weight graph's inner layers)."""
-    return np.concatenate(np.split(labels, np.cumsum(layer_sizes)[:-1])[1:-1])
+    return np.concatenate(graph.split_by_layer(labels)[1:-1])
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -140,8 +140,7 @@ def analyse_model(path: Path, x: np.ndarray, config: ActivationConfig, progress:
     test = activation_shuffle_test(graph, spectral, shuffle, config.null, progress)
     a_labels = test.clustering.labels
     a_leid = partition_any(graph, Partitioner.LEIDEN, resolution=config.resolution, seed=seed)
-    w_hidden, wl_hidden = _hidden(w_spec.labels, weights_graph.layer_sizes), _hidden(w_leid.labels,
-                                                                                   weights_graph.layer_sizes)
+    w_hidden, wl_hidden = _hidden(weights_graph, w_spec.labels), _hidden(weights_graph, w_leid.labels)
     adjacency, _ = graph.without_isolated(dense=False)
     transfer_labels = w_hidden[graph.active]  # -1 where the weight graph isolates a unit the data keeps alive
     transfer = ncut(adjacency, transfer_labels) if (transfer_labels >= 0).any() else None

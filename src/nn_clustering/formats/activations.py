@@ -29,6 +29,7 @@ from ..core.activations import ActivationGraph, ActivationSums
 from ..core.enums import Architecture, Measure
 from ..core.graph import NetworkWeights
 from ..core.lesion import MLP, forward
+from ..core.parameters import checked
 from ..core.progress import progress_bar
 from ..errors import DatasetError, ModelError
 from .loader import _is_keras_model, as_weights, check_model_path, load_keras_model
@@ -140,7 +141,7 @@ def activation_sums(
 ) -> tuple[UnitRunner, list[ActivationSums]]:
     """Run ``network`` over ``data`` (:func:`read_inputs`) once, batch by batch, into the sums of
     one group of every reported unit, or (``layerwise``) of one group per layer."""
-    measure = Measure.parse(measure, "measure") if isinstance(measure, str) else measure
+    measure = checked("measure", measure)
     runner = unit_runner(network, outputs)
     x = read_inputs(data, runner.n_inputs, tokens=runner.tokens)
     sizes = runner.sizes if layerwise else (sum(runner.sizes),)

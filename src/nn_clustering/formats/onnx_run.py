@@ -21,8 +21,7 @@ from .units import UnitRunner
 
 
 class _OnnxRun:
-    """An onnxruntime session of a model with its unit tensors as outputs (built on first use,
-    so the runner pickles as the model's bytes)."""
+    """An onnxruntime session of a model with its unit tensors as outputs, built on first use."""
 
     def __init__(self, model_bytes: bytes, input_name: str, outputs: Sequence[str], dtype=np.float32,
                  source: str = "", shape: tuple[int, ...] | None = None):
@@ -50,9 +49,6 @@ class _OnnxRun:
         # (batch, channels, height, width): each channel's mean over positions; (batch, tokens, units):
         # every token an example
         return [v.mean(axis=(2, 3)) if v.ndim == 4 else v.reshape(-1, v.shape[-1]) for v in values]
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_session": None}
 
 
 def _onnx_transformer_runner(model, source: str) -> UnitRunner:
