@@ -160,18 +160,37 @@ def analyse_model(path: Path, x: np.ndarray, config: ActivationConfig, progress:
     }
 
 
-def model_row(instance: TrainedInstance, stage: Stage, data: str, data_path: Path, config: ActivationConfig,
+@dataclass
+class DatasetInputs:
+    """A dataset's test images, read once when first needed, and its file's digest."""
+
+    name: str
+    data_dir: Path
+    sha256: str = ""
+    _x: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        ensure_dataset(self.name, self.data_dir)
+        self.sha256 = file_digest(self.data_dir / f"{self.name}.npz", "sha256")
+
+    @property
+    def x(self) -> np.ndarray:
+        if self._x is None:
+            self._x = load_dataset(self.name, self.data_dir).x_test
+        return self._x
+
+
+def model_row(instance: TrainedInstance, stage: Stage, data: DatasetInputs, config: ActivationConfig,
               cache: ResultCache | None = None, progress: bool = False) -> ActivationClusteringRow:
     """The row of one stage of one instance (computed once, then read from the cache)."""
-    model_digest, data_digest = instance.digest(stage), file_digest(data_path, "sha256")
+    model_digest, data_digest = instance.digest(stage), data.sha256
     parts = {"what": "activation_clustering", "model_sha256": model_digest, "data_sha256": data_digest,
              "partitioners": PARTITIONERS,
              **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
                 if k not in ("n_jobs", "stages")}}
 
     def compute() -> dict:
-        x = load_dataset(data, data_path.parent).x_test
-        return analyse_model(instance.kernels_path(stage), x, config, progress)
+        return analyse_model(instance.kernels_path(stage), data.x, config, progress)
 
     r = (cache or ResultCache(None)).get_or_compute(parts, compute, CACHED_FIELDS)
     labels = {k: np.asarray(v, np.int64) for k, v in r["labels"].items()}
@@ -179,7 +198,7 @@ def model_row(instance: TrainedInstance, stage: Stage, data: str, data_path: Pat
     ari_l, nmi_l = _agreement(labels["weight_leiden"], labels["activation_leiden"])
     stats = r["shuffle"]
     return ActivationClusteringRow(
-        tag=instance.tag, instance=instance.instance, stage=stage, data=data, measure=config.measure,
+        tag=instance.tag, instance=instance.instance, stage=stage, data=data.name, measure=config.measure,
         null=config.null, n_clusters=config.n_clusters, n_shuffles=config.n_shuffles, units=r["units"],
         dead_units=r["dead_units"], weight_ncut=r["weight_ncut"], weight_modularity=r["weight_modularity"],
         activation_ncut=r["activation_ncut"], activation_modularity=r["activation_modularity"],
@@ -208,11 +227,11 @@ def run_activation_clustering(paths: ExperimentPaths, config: ActivationConfig, 
     if not instances:
         raise NnClusteringError(f"no trained models of {', '.join(wanted)} under {paths.models}; run `make models`")
     data_dir = Path(data_dir) if data_dir else project_root() / "datasets"
+    splits = {name: DatasetInputs(name, data_dir) for name in dict.fromkeys(inst.dataset for inst in instances)}
     rows = []
     for inst in instances:
-        ensure_dataset(inst.dataset, data_dir)
         for stage in config.stages:
-            row = model_row(inst, stage, inst.dataset, data_dir / f"{inst.dataset}.npz", config, paths.cache, False)
+            row = model_row(inst, stage, splits[inst.dataset], config, paths.cache, False)
             log(f"{inst.tag}/{inst.instance} {stage:6s} weights n-cut {row.weight_ncut:.3f} Q {row.weight_modularity:.3f}"
                 f" | activations n-cut {row.activation_ncut:.3f} (shuffled {row.shuffled_mean:.3f})"
                 f" Q {row.activation_modularity:.3f} | ARI {row.ari_weight_activation:.3f} NMI "
