@@ -142,7 +142,15 @@ class _Estimator:
         return dict(zip(self.layer_names_, self.labels_by_layer_, strict=True))
 
 
-class SpectralNCut(_Estimator):
+class _ClusterMixin:
+    """``fit_predict`` of the estimators that only partition (scikit-learn's ``ClusterMixin``)."""
+
+    def fit_predict(self, network, y=None) -> np.ndarray:
+        """:meth:`fit`, then return :attr:`labels_`."""
+        return self.fit(network).labels_
+
+
+class SpectralNCut(_ClusterMixin, _Estimator):
     """Spectral clustering of a network's weight graph, scored by normalised cut.
 
     The network becomes a graph with one node per neuron (a CNN: one per conv channel) and
@@ -236,10 +244,6 @@ class SpectralNCut(_Estimator):
         params, _, _, spectral = self._prepare(network)
         self._clustering = observed_clustering(self.graph_, spectral, params["random_state"])
         return self
-
-    def fit_predict(self, network, y=None) -> np.ndarray:
-        """:meth:`fit`, then return :attr:`labels_`."""
-        return self.fit(network).labels_
 
     @property
     def clustering_(self) -> Clustering:
@@ -421,7 +425,7 @@ class ShuffleTest(_Estimator):
         }
 
 
-class CommunityPartition(_Estimator):
+class CommunityPartition(_ClusterMixin, _Estimator):
     """Leiden or Louvain on a network's weight or activation graph: the partition of highest
     Newman modularity found at a resolution, with its n-cut beside it (method.md §4.1).
 
@@ -503,10 +507,6 @@ class CommunityPartition(_Estimator):
         self.partition_: Partition = partition_graph(self.graph_, params["partitioner"], params["resolution"],
                                                      params["random_state"])
         return self
-
-    def fit_predict(self, network, y=None) -> np.ndarray:
-        """:meth:`fit`, then return :attr:`labels_`."""
-        return self.fit(network).labels_
 
     @property
     def labels_(self) -> np.ndarray:
