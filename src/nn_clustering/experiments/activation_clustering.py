@@ -244,6 +244,17 @@ def run_activation_clustering(paths: ExperimentPaths, config: ActivationConfig, 
     return table
 
 
+def _means_by_net(ax, groups, columns: Sequence[tuple[str, str]], ylabel: str) -> None:
+    """One marker per tag and stage for the mean of each column, side by side, 0.15 apart."""
+    labels = [f"{tag}\n{stage}" for (tag, stage), _ in groups]
+    for j, (column, name) in enumerate(columns):
+        offset = (j - (len(columns) - 1) / 2) * 0.15
+        ax.scatter(np.arange(len(groups)) + offset, [g[column].mean() for _, g in groups], label=name, s=18)
+    ax.set_xticks(range(len(groups)), labels, fontsize=6)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=6)
+
+
 def activation_figure(table):
     """Three panels per net: the weight against the activation n-cut (with the activation
     shuffles' mean), the agreement (ARI) between partitions, and Q by graph and partitioner."""
@@ -260,23 +271,14 @@ def activation_figure(table):
     axes[0].set_xlabel("weight graph n-cut")
     axes[0].set_ylabel("activation n-cut (filled)\nits shuffles' mean (open)")
     axes[0].legend(fontsize=6)
-    labels = [f"{t}\n{s}" for (t, s), _ in groups]
-    for j, (column, name) in enumerate((("ari_weight_activation", "weights vs activations"),
-                                        ("ari_spectral_leiden_weights", "spectral vs Leiden, weights"),
-                                        ("ari_spectral_leiden_activations", "spectral vs Leiden, activations"))):
-        axes[1].scatter(np.arange(len(groups)) + (j - 1) * 0.2, [g[column].mean() for _, g in groups],
-                        label=name, s=18)
-    axes[1].set_xticks(range(len(groups)), labels, fontsize=6)
-    axes[1].set_ylabel("adjusted Rand index (mean)")
-    axes[1].legend(fontsize=6)
-    for j, (column, name) in enumerate((("weight_modularity", "weights, spectral"),
-                                        ("leiden_weight_modularity", "weights, Leiden"),
-                                        ("activation_modularity", "activations, spectral"),
-                                        ("leiden_activation_modularity", "activations, Leiden"))):
-        axes[2].scatter(np.arange(len(groups)) + (j - 1.5) * 0.15, [g[column].mean() for _, g in groups],
-                        label=name, s=18)
-    axes[2].set_xticks(range(len(groups)), labels, fontsize=6)
-    axes[2].set_ylabel("modularity Q (mean)")
-    axes[2].legend(fontsize=6)
+    _means_by_net(axes[1], groups, (("ari_weight_activation", "weights vs activations"),
+                                    ("ari_spectral_leiden_weights", "spectral vs Leiden, weights"),
+                                    ("ari_spectral_leiden_activations", "spectral vs Leiden, activations")),
+                  "adjusted Rand index (mean)")
+    _means_by_net(axes[2], groups, (("weight_modularity", "weights, spectral"),
+                                    ("leiden_weight_modularity", "weights, Leiden"),
+                                    ("activation_modularity", "activations, spectral"),
+                                    ("leiden_activation_modularity", "activations, Leiden")),
+                  "modularity Q (mean)")
     fig.tight_layout()
     return fig
