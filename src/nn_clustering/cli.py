@@ -100,7 +100,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
             **({} if weights is not None else {"graph": args.graph, "data": args.data, "measure": args.measure,
                                                "null": args.null}),
             **({} if suggested is None else {"eigengap_k": suggested}),
-            "model": {"path": str(args.path), "kind": weights.kind if weights is not None else "mlp",
+            "model": {"path": str(args.path), "kind": weights.kind if weights is not None else None,
                       "sha256": _digests(Path(args.path))},
             "code_version": code_version(),
             "versions": library_versions(),
